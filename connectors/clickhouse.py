@@ -1,0 +1,178 @@
+"""ClickHouse sink and store access: chDB in-process by default, a server via clickhouse-connect."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from pipeline.errors import BadDataError, ConfigError, RetryableSinkError, StoreBusy
+from pipeline.settings import Settings
+from pipeline.types import CuratedRecord
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
+
+# Server error codes that mean "these rows are bad", not "the store is unwell".
+BAD_DATA_CODES = {6, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349}
+
+COLUMNS = [
+    "Timestamp", "ObservedTimestamp", "TraceId", "SpanId", "SeverityText", "SeverityNumber", "ServiceName",
+    "Body", "LogAttributes", "SessionId", "UserId", "Endpoint", "TransactionId", "LatencyMs", "StatusCode",
+    "SecurityFlags", "TriggerReasons", "TriggerId", "TriggerOffset", "RuleIds", "Tags", "RetentionDays",
+    "RawTopic", "RawPartition", "RawOffset", "RawIndex",
+]  # fmt: skip
+
+
+def open_client(settings: Settings) -> Client:
+    """A clickhouse-connect client: a server when configured, else chDB at the store path."""
+    try:
+        if settings.uses_server:
+            return clickhouse_connect.get_client(
+                dsn=settings.clickhouse_url,
+                host=settings.clickhouse_host,
+                port=settings.clickhouse_port or 0,
+                username=settings.clickhouse_user,
+                password=settings.clickhouse_password,
+                secure=settings.clickhouse_secure,
+                connect_timeout=5,
+                send_receive_timeout=60,
+            )
+        path = settings.store_path
+        path.mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
+    except ClickHouseError as exc:
+        text = str(exc)
+        if "Cannot lock file" in text or "already running" in text:
+            raise StoreBusy(
+                f"the embedded store {settings.store_path} is open in another process "
+                "(a running sink answers queries on its query API)"
+            ) from None
+        if isinstance(exc, OperationalError):
+            raise RetryableSinkError(f"ClickHouse unreachable: {text.splitlines()[0]}") from exc
+        raise ConfigError(f"cannot open ClickHouse: {text.splitlines()[0]}") from exc
+
+
+def migrate(client: Client, database: str) -> list[str]:
+    """Apply deploy/clickhouse/*.sql in order, once each; returns the versions applied now."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version String, applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+    )
+    done = {row[0] for row in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
+    applied = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        version = path.stem
+        if version in done:
+            continue
+        for statement in _statements(path.read_text().replace("{db}", database)):
+            client.command(statement)
+        client.insert(f"{database}.schema_migrations", [[version]], column_names=["version"])
+        applied.append(version)
+        log.info("migration applied version=%s database=%s", version, database)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
+    """Curated records as column lists in COLUMNS order (a columnar insert)."""
+    cols: list[list[Any]] = [[] for _ in COLUMNS]
+    (ts, obs, trace, span, sev, sevnum, svc, body, attrs, sess, user, endp, tx, lat, status, flags, reasons,
+     trig, trig_off, rules, tags, ret, rtopic, rpart, roff, ridx) = cols  # fmt: skip
+    for r in rows:
+        ts.append(r["timestamp"] * 1000)
+        obs.append((r.get("observed_timestamp") or r["timestamp"]) * 1000)
+        trace.append(r.get("trace_id") or "")
+        span.append(r.get("span_id") or "")
+        sev.append(r["level"])
+        sevnum.append(r.get("severity_number") or 0)
+        svc.append(r["service"])
+        body.append(r["message"])
+        attrs.append(r.get("attributes") or {})
+        sess.append(r.get("session_id") or "")
+        user.append(r.get("user_id") or "")
+        endp.append(r.get("endpoint") or "")
+        tx.append(r.get("transaction_id") or "")
+        lat.append(r.get("latency_ms"))
+        status.append(r.get("status_code"))
+        flags.append(r.get("security_flags") or [])
+        reasons.append(r.get("trigger_reasons") or [])
+        trig.append(r.get("trigger_id") or "")
+        trig_off.append(r.get("trigger_offset"))
+        rules.append(r.get("rule_ids") or [])
+        tags.append(r.get("tags") or [])
+        ret.append(r.get("retention_days") or 30)
+        rtopic.append(r["raw_topic"])
+        rpart.append(r["raw_partition"])
+        roff.append(r["raw_offset"])
+        ridx.append(r.get("raw_index") or 0)
+    return cols
+
+
+def classify(exc: Exception) -> Exception:
+    """The one place this connector decides: retry (store unwell) or dead-letter (rows bad)."""
+    if isinstance(exc, OperationalError):
+        return RetryableSinkError(f"ClickHouse unreachable: {str(exc).splitlines()[0]}")
+    if isinstance(exc, DatabaseError):
+        code = getattr(exc, "code", None)
+        text = str(exc)
+        if code in BAD_DATA_CODES or "Code: " in text and any(f"Code: {c}." in text for c in BAD_DATA_CODES):
+            return BadDataError(text.splitlines()[0][:500])
+        return RetryableSinkError(text.splitlines()[0][:500])
+    if isinstance(exc, ValueError | TypeError | OverflowError | KeyError):
+        return BadDataError(f"{type(exc).__name__}: {exc}")
+    return RetryableSinkError(f"{type(exc).__name__}: {exc}")
+
+
+class ClickHouseSink:
+    """Writes curated rows into <database>.logs with columnar inserts.
+
+    Owns the store client; a lock serialises inserts and the query API's reads, which share the
+    client in the embedded (chDB) case where only this process may open the data dir.
+    """
+
+    name = "clickhouse"
+
+    def __init__(self, client: Client, database: str = "hindsight") -> None:
+        self.client = client
+        self.database = database
+        self.table = f"{database}.logs"
+        self.lock = threading.Lock()
+        self._pending: list[CuratedRecord] = []
+        with self.lock:
+            migrate(client, database)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClickHouseSink:
+        return cls(open_client(settings), settings.clickhouse_database)
+
+    def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
+        self._pending.extend(rows)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        try:
+            columns = to_columns(self._pending)
+            with self.lock:
+                self.client.insert(self.table, columns, column_names=COLUMNS, column_oriented=True)
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised as a SinkError
+            self._pending.clear()
+            raise classify(exc) from exc
+        self._pending.clear()
+
+    def close(self) -> None:
+        with self.lock:
+            self.client.close()

@@ -1,0 +1,177 @@
+"""The `hindsight` command: one entry point, each subcommand a thin call into a service function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from pydantic import ValidationError
+
+from pipeline.errors import HindsightError
+from pipeline.settings import Settings
+
+log = logging.getLogger("pipeline.cli")
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.stack import stack_down, stack_status, stack_up
+
+    if args.action == "up":
+        started, created = stack_up(settings)
+        print(f"kafka {'started' if started else 'already up'} at {settings.bootstrap}; topics created: "
+              f"{', '.join(created) or 'none (all present)'}")  # fmt: skip
+    elif args.action == "down":
+        stopped = stack_down(settings)
+        print("kafka stopped" if stopped else "nothing to stop")
+    else:
+        status = stack_status(settings)
+        if args.json:
+            print(json.dumps(asdict(status)))
+        else:
+            state = "running" if status.running else "stopped"
+            where = "local broker" if status.managed else "external cluster"
+            print(f"{where} at {status.bootstrap}: {state}" + (f" (pid {status.pid})" if status.pid else ""))
+        return 0 if status.running else 3
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.kafka import ensure_topics
+
+    created = ensure_topics(settings)
+    print(f"topics created: {', '.join(created) or 'none (all present)'}")
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from pipeline.kafka import wait_for_broker
+    from pipeline.publisher import Publisher, publish_json_lines
+
+    wait_for_broker(settings)
+    source = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
+    if args.wire_format:
+        settings = settings.model_copy(update={"wire_format": args.wire_format})
+    publisher = Publisher(settings)
+
+    def rejected(number: int, exc: HindsightError) -> None:
+        print(f"line {number}: rejected: {exc}", file=sys.stderr)
+
+    with source, tqdm(unit="line", desc="publishing", disable=not args.progress, file=sys.stderr) as bar:
+        published, bad = publish_json_lines(publisher, source, rejected, lambda: bar.update(1))
+    undelivered = publisher.flush(settings.request_timeout_s * 4)
+    failed = publisher.metrics.failed + undelivered
+    print(json.dumps({"published": published, "rejected": bad, "messages": publisher.metrics.messages,
+                      "failed": failed}))  # fmt: skip
+    return 1 if failed or bad else 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.worker import run_worker
+
+    run_worker(settings, loglevel=args.log_level.lower())
+    return 0
+
+
+def _sink(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.services import run_sink
+
+    run_sink(settings, args.name)
+    return 0
+
+
+def _query(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.query import QueryFilters, parse_time
+    from pipeline.render import format_jsonl, format_table
+    from pipeline.services import query_logs
+
+    filters = QueryFilters(
+        session=args.session, user=args.user, service=args.service, endpoint=args.endpoint,
+        transaction_id=args.transaction_id, level=args.level,
+        since_us=parse_time(args.since) if args.since else None,
+        until_us=parse_time(args.until) if args.until else None, limit=args.limit,
+    )  # fmt: skip
+    rows = query_logs(settings, filters)
+    text = format_jsonl(rows) if args.format == "jsonl" else format_table(rows)
+    if text:
+        print(text)
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.demo import run_demo
+
+    run_demo(settings, sessions=args.sessions)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hindsight", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="Local Kafka broker: up, down, status.")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true", help="Machine-readable status.")
+    p.set_defaults(func=_stack)
+
+    p = sub.add_parser("topics", help="Create the pipeline's topics (idempotent).")
+    p.set_defaults(func=_topics)
+
+    p = sub.add_parser("publish", help="Publish JSON lines (one object per line) to logs.raw.")
+    p.add_argument("file", nargs="?", help="File of JSON lines; default stdin.")
+    p.add_argument("--wire-format", choices=["avro", "json", "confluent"], help="Override the wire format.")
+    p.add_argument("--progress", action="store_true", help="Show a progress bar.")
+    p.set_defaults(func=_publish)
+
+    p = sub.add_parser("worker", help="Run the windowing worker (Faust).")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("sink", help="Run a sink connector on logs.curated.")
+    p.add_argument("name", help="Sink name, e.g. clickhouse.")
+    p.set_defaults(func=_sink)
+
+    p = sub.add_parser("query", help="Read stored lines.")
+    for flag in ("--session", "--user", "--service", "--endpoint", "--transaction-id"):
+        p.add_argument(flag)
+    p.add_argument("--level", help="Minimum level, e.g. WARN.")
+    p.add_argument("--since", help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
+    p.add_argument("--until", help="Same forms as --since.")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--format", choices=["table", "jsonl"], default="table")
+    p.set_defaults(func=_query)
+
+    p = sub.add_parser("demo", help="Run the whole pipeline on a generated workload and report.")
+    p.add_argument("--sessions", type=int, default=300)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings()
+        return int(args.func(args, settings))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"hindsight: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        return 2
+    except HindsightError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

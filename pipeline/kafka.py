@@ -1,0 +1,131 @@
+"""Kafka plumbing shared by commands: reachability check, topic creation, producer settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline.errors import BrokerUnavailable
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic log-hindsight owns, with its explicit configuration."""
+
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics of the pipeline and why each is configured as it is."""
+    p = settings.partitions
+    max_bytes = str(max(settings.max_record_bytes * 2, 2_097_152))
+    return [
+        # The replay buffer: time-based retention, compressed as the producer sent it.
+        TopicSpec(
+            settings.raw_topic,
+            p,
+            {
+                "retention.ms": str(settings.raw_retention_ms),
+                "cleanup.policy": "delete",
+                "compression.type": "producer",
+                "message.timestamp.type": "CreateTime",
+                "max.message.bytes": max_bytes,
+            },
+        ),
+        TopicSpec(
+            settings.curated_topic,
+            p,
+            {"retention.ms": str(settings.curated_retention_ms), "cleanup.policy": "delete", "max.message.bytes": max_bytes},
+        ),
+        TopicSpec(
+            settings.dlq_topic,
+            1,
+            {"retention.ms": str(settings.dlq_retention_ms), "cleanup.policy": "delete", "max.message.bytes": max_bytes},
+        ),
+        # Rules are state: the latest value per rule id wins, a tombstone deletes it.
+        TopicSpec(
+            settings.rules_topic,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"},
+        ),
+    ]
+
+
+def admin(settings: Settings, quiet: bool = False) -> AdminClient:
+    config: dict[str, object] = {**settings.kafka_client_config(), "socket.timeout.ms": 5000}
+    if quiet:
+        # while waiting for a broker, refused connections are expected: keep librdkafka silent
+        config["log_level"] = 0
+    return AdminClient(config)
+
+
+def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> None:
+    """Return once the cluster answers a metadata request; BrokerUnavailable otherwise."""
+    timeout_s = settings.request_timeout_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    client = admin(settings, quiet=True)
+    last = ""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerUnavailable(settings.bootstrap, last or f"no answer within {timeout_s:.0f}s")
+        try:
+            meta = client.list_topics(timeout=min(remaining, 2.0))
+            if meta.brokers:
+                return
+        except KafkaException as exc:
+            last = str(exc.args[0]) if exc.args else str(exc)
+        time.sleep(0.2)
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics with their configs; returns the names created. Idempotent."""
+    wait_for_broker(settings)
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=settings.request_timeout_s).topics)
+    wanted = [
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, config=s.config)
+        for s in topic_specs(settings)
+        if s.name not in existing
+    ]
+    created = []
+    if wanted:
+        for name, future in client.create_topics(wanted, request_timeout=settings.request_timeout_s).items():
+            try:
+                future.result()
+                created.append(name)
+                log.info("topic created name=%s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    # Topic creation is asynchronous on the controller; wait until metadata shows leaders.
+    deadline = time.monotonic() + settings.request_timeout_s
+    names = {s.name for s in topic_specs(settings)}
+    while time.monotonic() < deadline:
+        meta = client.list_topics(timeout=2.0).topics
+        if all(n in meta and meta[n].partitions and not meta[n].error for n in names):
+            break
+        time.sleep(0.1)
+    return created
+
+
+def producer_config(settings: Settings) -> dict[str, object]:
+    """Durable, ordered, compressed producer settings."""
+    return {
+        **settings.kafka_client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "zstd",
+        "linger.ms": 20,
+        "batch.size": 1_048_576,
+        "message.max.bytes": max(settings.max_record_bytes * 2, 2_097_152),
+    }

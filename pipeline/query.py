@@ -1,0 +1,160 @@
+"""Reading kept lines back: filters -> bound-parameter SQL over <db>.logs, rows as dicts."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pipeline.errors import QueryError
+from pipeline.types import Level
+
+
+class QueryClient(Protocol):
+    def query(self, query: str, parameters: dict[str, Any] | None = None) -> Any: ...
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str, now: float | None = None) -> int:
+    """'15m', '2h', '7d' (ago), an ISO-8601 time, or epoch seconds -> epoch microseconds."""
+    text = value.strip()
+    now = time.time() if now is None else now
+    match = _RELATIVE.match(text)
+    if match:
+        return int((now - float(match.group(1)) * _UNIT_S[match.group(2)]) * 1_000_000)
+    try:
+        return int(float(text) * 1_000_000)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"cannot read time {value!r}: use 15m/2h/7d, ISO-8601 or epoch seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000)
+
+
+@dataclass
+class QueryFilters:
+    """What `hindsight query` and the query API accept; every value is bound, never spliced."""
+
+    session: str | None = None
+    user: str | None = None
+    service: str | None = None
+    endpoint: str | None = None
+    transaction_id: str | None = None
+    level: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    limit: int = 100
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> QueryFilters:
+        names = {f.name for f in fields(cls)}
+        unknown = set(params) - names
+        if unknown:
+            raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        kwargs: dict[str, Any] = dict(params)
+        try:
+            for key in ("since_us", "until_us", "limit"):
+                if key in kwargs:
+                    kwargs[key] = int(kwargs[key])
+        except ValueError as exc:
+            raise QueryError(f"bad number: {exc}") from None
+        return cls(**kwargs)
+
+    def to_params(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+
+
+SELECT = """
+SELECT toUnixTimestamp64Micro(Timestamp) AS timestamp_us, ServiceName AS service, SeverityText AS level,
+       Body AS message, SessionId AS session_id, UserId AS user_id, Endpoint AS endpoint,
+       TransactionId AS transaction_id, TraceId AS trace_id, SpanId AS span_id, LatencyMs AS latency_ms,
+       StatusCode AS status_code, SecurityFlags AS security_flags, LogAttributes AS attributes,
+       TriggerReasons AS trigger_reasons, TriggerId AS trigger_id, RawTopic AS raw_topic,
+       RawPartition AS raw_partition, RawOffset AS raw_offset, RawIndex AS raw_index
+FROM {table} FINAL
+"""
+
+
+def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]]:
+    """SQL with {name:Type} placeholders and the parameter values."""
+    if not 1 <= filters.limit <= 100_000:
+        raise QueryError("limit must be within 1..100000")
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    for column, value, name in (
+        ("SessionId", filters.session, "session"),
+        ("UserId", filters.user, "user"),
+        ("ServiceName", filters.service, "service"),
+        ("Endpoint", filters.endpoint, "endpoint"),
+        ("TransactionId", filters.transaction_id, "transaction_id"),
+    ):
+        if value is not None:
+            where.append(f"{column} = {{{name}:String}}")
+            params[name] = value
+    if filters.level is not None:
+        try:
+            params["severity"] = Level.parse(filters.level).value
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        where.append("SeverityNumber >= {severity:UInt8}")
+    if filters.since_us is not None:
+        where.append("Timestamp >= fromUnixTimestamp64Micro({since_us:Int64})")
+        params["since_us"] = filters.since_us
+    if filters.until_us is not None:
+        where.append("Timestamp < fromUnixTimestamp64Micro({until_us:Int64})")
+        params["until_us"] = filters.until_us
+    sql = SELECT.format(table=f"{database}.logs")
+    if where:
+        sql += "WHERE " + " AND ".join(where) + "\n"
+    sql += "ORDER BY Timestamp, RawPartition, RawOffset, RawIndex\nLIMIT {limit:UInt32}"
+    params["limit"] = filters.limit
+    return sql, params
+
+
+def run_query(client: QueryClient, filters: QueryFilters, database: str) -> list[dict[str, Any]]:
+    """Rows matching filters, oldest first; each with an ISO `timestamp` added."""
+    sql, params = build_sql(filters, database)
+    result = client.query(sql, parameters=params)
+    rows = []
+    for row in result.named_results():
+        row = dict(row)
+        row["timestamp"] = datetime.fromtimestamp(row["timestamp_us"] / 1_000_000, UTC).isoformat()
+        rows.append(row)
+    return rows
+
+
+def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
+    """Lines and bytes kept, and incidents (distinct triggers) with their reasons."""
+    totals = client.query(
+        f"SELECT count(), sum(length(Body)), uniqExact(SessionId) FROM {database}.logs FINAL"
+    ).result_rows[0]
+    incidents = client.query(
+        f"""
+        SELECT TriggerId, any(SessionId), argMax(ServiceName, SeverityNumber), argMax(Endpoint, SeverityNumber), count(),
+               argMax(Body, SeverityNumber)
+        FROM {database}.logs FINAL WHERE TriggerId != '' GROUP BY TriggerId ORDER BY min(Timestamp)
+        """
+    ).result_rows
+    on_disk = client.query(
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = {db:String} AND table = 'logs' AND active",
+        parameters={"db": database},
+    ).result_rows[0][0]
+    return {
+        "lines": int(totals[0]),
+        "body_bytes": int(totals[1] or 0),
+        "sessions": int(totals[2]),
+        "bytes_on_disk": int(on_disk or 0),
+        "incidents": [
+            {"trigger_id": r[0], "session_id": r[1], "service": r[2], "endpoint": r[3], "lines": r[4], "message": r[5]}
+            for r in incidents
+        ],
+    }

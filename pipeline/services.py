@@ -1,0 +1,103 @@
+"""Service functions behind the CLI subcommands; each receives Settings and does one job."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from pipeline.kafka import ensure_topics
+from pipeline.query import QueryFilters, run_query, store_summary
+from pipeline.queryapi import QueryServer, remote_query, remote_summary
+from pipeline.settings import Settings
+from pipeline.sinkrunner import SinkRunner
+
+log = logging.getLogger(__name__)
+
+
+def run_sink(settings: Settings, name: str, stop: threading.Event | None = None) -> None:
+    """Consume logs.curated into the named sink until SIGTERM/SIGINT (or `stop` is set)."""
+    from connectors import load_sink
+
+    ensure_topics(settings)
+    sink = load_sink(name).from_settings(settings)
+    runner = SinkRunner(settings, sink)
+    server = None
+    client = getattr(sink, "client", None)
+    if client is not None:
+        # The store owner answers reads: with chDB no other process may open the data dir.
+        lock = sink.lock
+        database = settings.clickhouse_database
+
+        def query(filters: QueryFilters) -> list[dict[str, Any]]:
+            with lock:
+                return run_query(client, filters, database)
+
+        def summary() -> dict[str, Any]:
+            with lock:
+                return store_summary(client, database)
+
+        server = QueryServer(settings.query_host, settings.query_port, query, summary).start()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: runner.stop())
+    if stop is not None:
+        threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
+    log.info("sink running sink=%s group=%s topic=%s", name, runner.group, settings.curated_topic)
+    try:
+        runner.run()
+    finally:
+        if server is not None:
+            server.stop()
+        sink.close()
+        m = runner.metrics
+        log.info("sink stopped rows=%s batches=%s retries=%s dlq_rows=%s", m.rows_written, m.batches, m.retries, m.dlq_rows)
+
+
+def _with_store(settings: Settings) -> Any:
+    from connectors.clickhouse import migrate, open_client
+
+    client = open_client(settings)
+    migrate(client, settings.clickhouse_database)
+    return client
+
+
+def query_logs(settings: Settings, filters: QueryFilters) -> list[dict[str, Any]]:
+    """Rows from the store: directly from a server, else via the running sink's query API,
+    else by opening the embedded store (when no sink holds it)."""
+    if not settings.uses_server:
+        try:
+            return remote_query(settings.query_url, filters)
+        except ConnectionRefusedError:
+            pass
+    client = _with_store(settings)
+    try:
+        return run_query(client, filters, settings.clickhouse_database)
+    finally:
+        client.close()
+
+
+def summarize_store(settings: Settings) -> dict[str, Any]:
+    if not settings.uses_server:
+        try:
+            return remote_summary(settings.query_url)
+        except ConnectionRefusedError:
+            pass
+    client = _with_store(settings)
+    try:
+        return store_summary(client, settings.clickhouse_database)
+    finally:
+        client.close()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as HINDSIGHT_* variables, to hand to a child process."""
+    import json
+
+    env = {}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        key = f"HINDSIGHT_{name.upper()}"
+        env[key] = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return env
+

@@ -1,0 +1,164 @@
+"""Settings from the environment (prefix HINDSIGHT_); built by the CLI, passed to everything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both HINDSIGHT_<NAME> and the conventional unprefixed variable."""
+    return AliasChoices(f"HINDSIGHT_{name}", name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Every knob of log-hindsight. Environment variables use the HINDSIGHT_ prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HINDSIGHT_", extra="forbid", populate_by_name=True, frozen=True
+    )
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Existing Kafka cluster (host:port,...). Unset: the local single-node broker is used.",
+    )
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Port of the local broker on 127.0.0.1.")
+    kafka_controller_port: int | None = Field(
+        default=None, description="KRaft controller port of the local broker; default kafka_port + 1."
+    )
+    kafka_version: str = Field(default="4.4.0", description="Apache Kafka version fetched for the local broker.")
+    kafka_heap: str = Field(default="768m", description="Java heap (-Xmx) of the local broker.")
+    kafka_extra_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka/aiokafka client settings (e.g. security.protocol, sasl.*), as JSON.",
+    )
+    home: Path = Field(
+        default=Path(".hindsight"),
+        description="Working folder: jar cache, broker data and logs, embedded store.",
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="Where fetched Kafka jars are kept; default <home>/cache. Shared by tests."
+    )
+    raw_topic: str = Field(default="logs.raw", description="Topic every service publishes to.")
+    curated_topic: str = Field(default="logs.curated", description="Topic of kept lines.")
+    dlq_topic: str = Field(default="logs.dlq", description="Dead-letter topic: unusable records + reason.")
+    rules_topic: str = Field(default="hindsight.rules", description="Compacted topic of capture rules.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of the topics created by log-hindsight.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
+    raw_retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.raw (the replay buffer)."
+    )
+    curated_retention_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.curated.")
+    dlq_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.dlq.")
+    request_timeout_s: float = Field(default=8.0, gt=0, description="How long a command waits for Kafka.")
+
+    # --- Wire format / publisher -----------------------------------------------------------------
+    wire_format: Literal["avro", "json", "confluent"] = Field(
+        default="avro",
+        description="Encoding the publisher writes: Avro single-object, JSON, or schema-registry framing.",
+    )
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent-compatible schema registry; enables its framing on read and write."
+    )
+    max_record_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Raw records above this size are dead-lettered."
+    )
+    publish_linger_ms: int = Field(
+        default=50, ge=0, description="How long the publisher groups one session's lines into one message."
+    )
+    publish_batch_lines: int = Field(default=500, ge=1, description="Most lines in one raw message.")
+    handler_queue_size: int = Field(
+        default=10_000, ge=1, description="Lines the logging handler holds before it drops (and counts)."
+    )
+
+    # --- Worker --------------------------------------------------------------------------------
+    app_id: str = Field(default="hindsight-worker", description="Faust app id (consumer group, internal topics).")
+    lookback_s: float = Field(default=60.0, gt=0, description="How far back a trigger re-emits a session's lines.")
+    session_max_lines: int = Field(default=2000, ge=1, description="Most lines buffered per session.")
+    max_sessions: int = Field(default=100_000, ge=1, description="Most sessions buffered; idle ones are evicted.")
+    trigger_level: str = Field(default="ERROR", description="A line at or above this level triggers a capture.")
+    baseline_level: str = Field(default="WARN", description="Lines at or above this level are always kept.")
+    default_retention_days: int = Field(default=30, ge=1, description="Retention of stored lines without a rule.")
+
+    # --- Store ---------------------------------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        default=None,
+        validation_alias=_env("CLICKHOUSE_URL"),
+        description="ClickHouse server URL (http[s]://user:pass@host:port). Unset: embedded chDB.",
+    )
+    clickhouse_host: str | None = Field(
+        default=None, validation_alias=_env("CLICKHOUSE_HOST"), description="ClickHouse server host."
+    )
+    clickhouse_port: int | None = Field(
+        default=None, validation_alias=_env("CLICKHOUSE_PORT"), description="ClickHouse server HTTP port."
+    )
+    clickhouse_user: str = Field(
+        default="default", validation_alias=_env("CLICKHOUSE_USER"), description="ClickHouse user."
+    )
+    clickhouse_password: str = Field(
+        default="", validation_alias=_env("CLICKHOUSE_PASSWORD"), description="ClickHouse password.", repr=False
+    )
+    clickhouse_secure: bool = Field(default=False, description="Use TLS to the ClickHouse server.")
+    clickhouse_database: str = Field(default="hindsight", description="Database holding the tables.")
+    chdb_path: Path | None = Field(default=None, description="Embedded store data dir; default <home>/chdb.")
+
+    # --- Sink runner ---------------------------------------------------------------------------
+    sink_batch_rows: int = Field(default=10_000, ge=1, description="Rows per sink batch.")
+    sink_batch_ms: int = Field(default=1000, ge=1, description="Longest wait before a partial batch is written.")
+    sink_max_backoff_s: float = Field(default=30.0, gt=0, description="Longest back-off between sink retries.")
+    sink_group: str = Field(default="hindsight-sink", description="Consumer group prefix of sinks.")
+
+    # --- Query API -----------------------------------------------------------------------------
+    query_host: str = Field(default="127.0.0.1", description="Bind address of the store's query API.")
+    query_port: int = Field(default=8765, ge=0, le=65535, description="Port of the store's query API.")
+
+    @field_validator("trigger_level", "baseline_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        from pipeline.types import Level
+
+        return Level.parse(value).name
+
+    @property
+    def local_broker(self) -> bool:
+        """True when log-hindsight runs its own broker."""
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers every client uses."""
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        """KRaft controller port of the local broker."""
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def jar_cache(self) -> Path:
+        """Folder of the fetched broker jars for the configured version."""
+        return (self.cache_dir or self.home / "cache") / f"kafka-{self.kafka_version}"
+
+    @property
+    def store_path(self) -> Path:
+        """Data dir of the embedded store."""
+        return self.chdb_path or self.home / "chdb"
+
+    @property
+    def uses_server(self) -> bool:
+        """True when a ClickHouse server is configured instead of chDB."""
+        return bool(self.clickhouse_url or self.clickhouse_host)
+
+    @property
+    def query_url(self) -> str:
+        """Base URL of the query API."""
+        return f"http://{self.query_host}:{self.query_port}"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by producers, consumers and admin clients."""
+        return {"bootstrap.servers": self.bootstrap, **self.kafka_extra_config}

@@ -1,0 +1,143 @@
+"""Shared types and protocols: the only module every layer may import."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+
+class Level(IntEnum):
+    """Severity text of the OpenTelemetry log data model, ordered."""
+
+    TRACE = 1
+    DEBUG = 5
+    INFO = 9
+    WARN = 13
+    ERROR = 17
+    FATAL = 21
+
+    @classmethod
+    def parse(cls, value: object) -> Level:
+        """Accept a level name (any case, common aliases) or an OTel severity number."""
+        if isinstance(value, Level):
+            return value
+        if isinstance(value, str):
+            name = LEVEL_ALIASES.get(value.strip().upper(), value.strip().upper())
+            try:
+                return cls[name]
+            except KeyError:
+                raise ValueError(f"unknown level {value!r}") from None
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 24:
+            return level_from_severity(value)
+        raise ValueError(f"level must be a name or severity number 1..24, got {value!r}")
+
+
+LEVEL_ALIASES = {
+    "WARNING": "WARN",
+    "ERR": "ERROR",
+    "CRITICAL": "FATAL",
+    "CRIT": "FATAL",
+    "EMERG": "FATAL",
+    "ALERT": "FATAL",
+    "PANIC": "FATAL",
+    "NOTICE": "INFO",
+    "INFORMATION": "INFO",
+    "DBG": "DEBUG",
+    "TRC": "TRACE",
+}
+
+
+def level_from_severity(number: int) -> Level:
+    """Map an OTel severity number (1..24) to its range's level."""
+    for level in reversed(Level):
+        if number >= level.value:
+            return level
+    return Level.TRACE
+
+
+class LogRecord(TypedDict, total=False):
+    """A log line as it travels on logs.raw (fields of schemas/log_record.avsc)."""
+
+    timestamp: int
+    observed_timestamp: int | None
+    service: str
+    level: str
+    severity_number: int
+    message: str
+    session_id: str | None
+    user_id: str | None
+    endpoint: str | None
+    transaction_id: str | None
+    trace_id: str | None
+    span_id: str | None
+    latency_ms: float | None
+    status_code: int | None
+    security_flags: list[str]
+    attributes: dict[str, str]
+
+
+class CuratedRecord(LogRecord, total=False):
+    """A kept line on logs.curated (fields of schemas/curated_record.avsc)."""
+
+    raw_topic: str
+    raw_partition: int
+    raw_offset: int
+    raw_index: int
+    trigger_reasons: list[str]
+    trigger_id: str | None
+    trigger_offset: int | None
+    rule_ids: list[str]
+    tags: list[str]
+    retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    """A decoded line with its position in logs.raw; (topic, partition, offset, index) is its id."""
+
+    record: LogRecord
+    topic: str
+    partition: int
+    offset: int
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that could not be used, with the reason it goes to the dead-letter topic."""
+
+    error_type: str
+    reason: str
+    stage: str
+    payload: bytes
+    index: int | None = None
+
+
+def session_key(record: LogRecord) -> str:
+    """Partitioning and buffering key: session, else transaction, else user, else service."""
+    for field, prefix in (("session_id", ""), ("transaction_id", "tx:"), ("user_id", "user:")):
+        value = record.get(field)
+        if value:
+            return f"{prefix}{value}"
+    return f"svc:{record.get('service', '')}"
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where curated lines end up. A runner calls write_batch, then flush, then commits offsets."""
+
+    name: str
+
+    def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
+        """Buffer or write rows; may raise a classified SinkError."""
+
+    def flush(self) -> None:
+        """Make everything written so far durable; offsets are committed only after this returns."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+JSONDict = dict[str, Any]

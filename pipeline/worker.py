@@ -1,0 +1,68 @@
+"""The Faust worker: a thin agent around RawProcessor, reading logs.raw, writing curated and DLQ."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from pipeline.processor import RawProcessor, dlq_headers
+from pipeline.serde import encode_curated
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def faust_broker(settings: Settings) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in settings.bootstrap.split(",") if server.strip()]
+
+
+def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
+    """Build the Faust app and its agent; the processor is returned for inspection."""
+    app = faust.App(
+        settings.app_id,
+        broker=faust_broker(settings),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_compression_type="zstd",
+        producer_max_request_size=max(settings.max_record_bytes * 2, 2_097_152),
+        consumer_max_fetch_size=max(settings.max_record_bytes * 2, 4_194_304),
+        broker_commit_interval=1.0,
+    )
+    raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes)
+    curated = app.topic(settings.curated_topic, key_type=bytes, value_type=bytes)
+    dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
+    processor = RawProcessor(settings)
+
+    # Offsets are committed by Faust only after the producer flushed what this agent sent,
+    # so a crash repeats work (at-least-once) and never loses it.
+    async def curate(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            outcome = processor.handle(msg.topic, msg.partition, msg.offset, event.value)
+            for key, batch in outcome.curated.items():
+                await curated.send(key=key.encode(), value=encode_curated(batch))
+            for rej in outcome.rejected:
+                await dlq.send(
+                    key=msg.key, value=rej.payload, headers=dlq_headers(rej, msg.topic, msg.partition, msg.offset)
+                )
+
+    app.agent(raw, name="hindsight.curate")(curate)
+    return app, processor
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the worker until SIGTERM/SIGINT."""
+    from pipeline.kafka import ensure_topics
+
+    ensure_topics(settings)
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    worker.execute_from_commandline()
