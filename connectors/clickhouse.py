@@ -10,7 +10,7 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, DataError, OperationalError
 
 from pipeline.errors import BadDataError, ConfigError, RetryableSinkError, StoreBusy
 from pipeline.settings import Settings
@@ -125,6 +125,8 @@ def classify(exc: Exception) -> Exception:
     """The one place this connector decides: retry (store unwell) or dead-letter (rows bad)."""
     if isinstance(exc, OperationalError):
         return RetryableSinkError(f"ClickHouse unreachable: {str(exc).splitlines()[0]}")
+    if isinstance(exc, DataError):  # the client could not serialise a value into its column type
+        return BadDataError(str(exc).splitlines()[0][:500])
     if isinstance(exc, DatabaseError):
         code = getattr(exc, "code", None)
         text = str(exc)

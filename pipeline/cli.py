@@ -20,7 +20,11 @@ log = logging.getLogger("pipeline.cli")
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.stack import stack_down, stack_status, stack_up
 
-    if args.action == "up":
+    if args.action == "fetch":
+        from pipeline.stack import LocalBroker
+
+        print(f"kafka jars in {LocalBroker(settings).fetch()}")
+    elif args.action == "up":
         started, created = stack_up(settings)
         print(f"kafka {'started' if started else 'already up'} at {settings.bootstrap}; topics created: "
               f"{', '.join(created) or 'none (all present)'}")  # fmt: skip
@@ -115,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("stack", help="Local Kafka broker: up, down, status.")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = sub.add_parser("stack", help="Local Kafka broker: fetch (jars), up, down, status.")
+    p.add_argument("action", choices=["fetch", "up", "down", "status"])
     p.add_argument("--json", action="store_true", help="Machine-readable status.")
     p.set_defaults(func=_stack)
 

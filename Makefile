@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck unit integration venv jars stack-up stack-down stack-status bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+jars: $(STAMP)
+	$(BIN)/hindsight stack fetch
+
+demo: jars
+	$(BIN)/hindsight demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline connectors tests bench
+	$(BIN)/ruff format --check pipeline connectors tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that must fail, not pass.
+test: lint typecheck jars
+	$(BIN)/python -m pytest tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: jars
+	$(BIN)/python -m pytest tests/integration
+
+stack-up: jars
+	$(BIN)/hindsight stack up
+
+stack-down: $(STAMP)
+	$(BIN)/hindsight stack down
+
+stack-status: $(STAMP)
+	$(BIN)/hindsight stack status
+
+bench: jars
+	$(BIN)/python bench/run.py
+
+clean:
+	-$(BIN)/hindsight stack down
+	rm -rf .hindsight $(VENV)
