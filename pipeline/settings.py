@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     curated_retention_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.curated.")
     dlq_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.dlq.")
-    request_timeout_s: float = Field(default=8.0, gt=0, description="How long a command waits for Kafka.")
+    request_timeout_s: float = Field(default=5.0, gt=0, description="How long a command waits for Kafka.")
 
     # --- Wire format / publisher -----------------------------------------------------------------
     wire_format: Literal["avro", "json", "confluent"] = Field(

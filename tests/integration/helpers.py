@@ -1,0 +1,71 @@
+"""Helpers for tests against the real broker: consuming a topic, running pipeline processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from confluent_kafka import Consumer, Message
+
+from pipeline.demo import Child, start_child, wait_until
+from pipeline.kafka import ensure_topics
+from pipeline.queryapi import remote_summary
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+
+
+def consume_all(settings: Settings, topic: str, expect: int, timeout: float = 20.0) -> list[Message]:
+    """Read a topic from the start until `expect` messages arrived (or timeout)."""
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+         "enable.auto.commit": False}  # fmt: skip
+    )
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+        # a little longer, to notice extras
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            msg = consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def eventually(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@contextmanager
+def pipeline_running(settings: Settings, log_dir: Path) -> Iterator[list[Child]]:
+    """Worker and ClickHouse sink as real processes; stopped (SIGTERM) afterwards."""
+    ensure_topics(settings)
+    children = [
+        start_child("worker", ["--log-level", "INFO", "worker"], settings, log_dir),
+        start_child("sink", ["--log-level", "INFO", "sink", "clickhouse"], settings, log_dir),
+    ]
+    try:
+        wait_until("query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children)
+        yield children
+    finally:
+        for child in reversed(children):
+            child.stop()

@@ -1,0 +1,143 @@
+"""The batching runner on the real broker: commit only after flush, back off, dead-letter bad rows."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from pipeline.errors import BadDataError, RetryableSinkError
+from pipeline.kafka import ensure_topics
+from pipeline.serde import encode_curated, normalize
+from pipeline.settings import Settings
+from pipeline.sinkrunner import SinkRunner
+from pipeline.types import CuratedRecord, RawLine
+from pipeline.window import curate
+
+from .helpers import consume_all, eventually
+
+pytestmark = pytest.mark.integration
+NOW = 1_790_000_000_000_000
+
+
+class FlakySink:
+    """A sink double: unavailable for the first `failures` flushes, rejects rows whose message says so."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.pending: list[CuratedRecord] = []
+        self.written: list[CuratedRecord] = []
+        self.flush_calls = 0
+
+    def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
+        self.pending.extend(rows)
+
+    def flush(self) -> None:
+        self.flush_calls += 1
+        rows, self.pending = self.pending, []
+        if self.failures > 0:
+            self.failures -= 1
+            raise RetryableSinkError("store down")
+        if any(r["message"] == "poison" for r in rows):
+            raise BadDataError("Code: 27. cannot parse poison")
+        self.written.extend(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def produce_curated(settings: Settings, messages: int, per_message: int, poison_at: int | None = None) -> None:
+    producer = Producer(settings.kafka_client_config())
+    n = 0
+    for m in range(messages):
+        batch = []
+        for _ in range(per_message):
+            msg = "poison" if n == poison_at else f"line {n}"
+            line = RawLine(normalize({"timestamp": NOW + n, "service": "s", "level": "ERROR", "message": msg,
+                                      "session_id": f"s{m}"}), "logs.raw", 0, n)  # fmt: skip
+            batch.append(curate(line, ["error"], line, 30))
+            n += 1
+        producer.produce(settings.curated_topic, value=encode_curated(batch), key=f"s{m}".encode())
+    assert producer.flush(10) == 0
+
+
+def committed(settings: Settings, group: str) -> int:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
+    try:
+        parts = [TopicPartition(settings.curated_topic, p) for p in range(settings.partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    finally:
+        consumer.close()
+
+
+def run_in_thread(runner: SinkRunner) -> threading.Thread:
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_offsets_committed_only_after_a_successful_flush(ns: Settings) -> None:
+    settings = ns.model_copy(update={"sink_batch_ms": 200, "sink_max_backoff_s": 0.5})
+    ensure_topics(settings)
+    produce_curated(settings, messages=20, per_message=5)
+    sink = FlakySink(failures=4)
+    runner = SinkRunner(settings, sink)
+    thread = run_in_thread(runner)
+    try:
+        eventually(lambda: sink.flush_calls >= 2, 30, "the first failing flushes")
+        assert committed(settings, runner.group) == 0  # the store is down: nothing committed
+        eventually(lambda: len(sink.written) >= 100 or None, 30, "rows written after the store recovers")
+        eventually(lambda: committed(settings, runner.group) == 20 or None, 10, "offsets committed")
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert sorted(r["message"] for r in sink.written) == sorted(f"line {i}" for i in range(100))
+    assert runner.metrics.retries == 4
+
+
+def test_rows_the_store_rejects_go_to_dlq_and_the_rest_is_written(ns: Settings) -> None:
+    settings = ns.model_copy(update={"sink_batch_ms": 200})
+    ensure_topics(settings)
+    produce_curated(settings, messages=4, per_message=8, poison_at=13)
+    sink = FlakySink(failures=0)
+    runner = SinkRunner(settings, sink)
+    thread = run_in_thread(runner)
+    try:
+        eventually(lambda: len(sink.written) >= 31 or None, 30, "good rows written")
+        eventually(lambda: committed(settings, runner.group) == 4 or None, 10, "offsets committed")
+    finally:
+        runner.stop()
+        thread.join(15)
+    assert len(sink.written) == 31 and all(r["message"] != "poison" for r in sink.written)
+    [dead] = consume_all(settings, settings.dlq_topic, expect=1)
+    headers = dict(dead.headers())
+    assert headers["hindsight.stage"] == b"sink:flaky"
+    assert headers["hindsight.error_type"] == b"rejected_by_store"
+    assert b"cannot parse poison" in headers["hindsight.reason"]
+    assert runner.metrics.dlq_rows == 1
+
+
+def test_undecodable_curated_message_is_dead_lettered(ns: Settings) -> None:
+    settings = ns.model_copy(update={"sink_batch_ms": 200})
+    ensure_topics(settings)
+    producer = Producer(settings.kafka_client_config())
+    producer.produce(settings.curated_topic, value=b"\x00garbage")
+    assert producer.flush(10) == 0
+    produce_curated(settings, messages=1, per_message=2)
+    sink = FlakySink(failures=0)
+    runner = SinkRunner(settings, sink)
+    thread = run_in_thread(runner)
+    try:
+        eventually(lambda: len(sink.written) >= 2 or None, 30, "valid rows")
+        time.sleep(0.5)
+    finally:
+        runner.stop()
+        thread.join(15)
+    [dead] = consume_all(settings, settings.dlq_topic, expect=1)
+    assert dict(dead.headers())["hindsight.stage"] == b"sink:flaky"
+    assert runner.metrics.dlq_messages == 1
