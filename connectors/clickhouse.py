@@ -24,11 +24,33 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
 BAD_DATA_CODES = {6, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349}
 
 COLUMNS = [
-    "Timestamp", "ObservedTimestamp", "TraceId", "SpanId", "SeverityText", "SeverityNumber", "ServiceName",
-    "Body", "LogAttributes", "SessionId", "UserId", "Endpoint", "TransactionId", "LatencyMs", "StatusCode",
-    "SecurityFlags", "TriggerReasons", "TriggerId", "TriggerOffset", "RuleIds", "Tags", "RetentionDays",
-    "RawTopic", "RawPartition", "RawOffset", "RawIndex",
-]  # fmt: skip
+    "Timestamp",
+    "ObservedTimestamp",
+    "TraceId",
+    "SpanId",
+    "SeverityText",
+    "SeverityNumber",
+    "ServiceName",
+    "Body",
+    "LogAttributes",
+    "SessionId",
+    "UserId",
+    "Endpoint",
+    "TransactionId",
+    "LatencyMs",
+    "StatusCode",
+    "SecurityFlags",
+    "TriggerReasons",
+    "TriggerId",
+    "TriggerOffset",
+    "RuleIds",
+    "Tags",
+    "RetentionDays",
+    "RawTopic",
+    "RawPartition",
+    "RawOffset",
+    "RawIndex",
+]
 
 
 def open_client(settings: Settings) -> Client:
@@ -89,8 +111,34 @@ def _statements(sql: str) -> list[str]:
 def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
     """Curated records as column lists in COLUMNS order (a columnar insert)."""
     cols: list[list[Any]] = [[] for _ in COLUMNS]
-    (ts, obs, trace, span, sev, sevnum, svc, body, attrs, sess, user, endp, tx, lat, status, flags, reasons,
-     trig, trig_off, rules, tags, ret, rtopic, rpart, roff, ridx) = cols  # fmt: skip
+    (
+        ts,
+        obs,
+        trace,
+        span,
+        sev,
+        sevnum,
+        svc,
+        body,
+        attrs,
+        sess,
+        user,
+        endp,
+        tx,
+        lat,
+        status,
+        flags,
+        reasons,
+        trig,
+        trig_off,
+        rules,
+        tags,
+        ret,
+        rtopic,
+        rpart,
+        roff,
+        ridx,
+    ) = cols
     for r in rows:
         ts.append(r["timestamp"] * 1000)
         obs.append((r.get("observed_timestamp") or r["timestamp"]) * 1000)
@@ -130,7 +178,7 @@ def classify(exc: Exception) -> Exception:
     if isinstance(exc, DatabaseError):
         code = getattr(exc, "code", None)
         text = str(exc)
-        if code in BAD_DATA_CODES or "Code: " in text and any(f"Code: {c}." in text for c in BAD_DATA_CODES):
+        if code in BAD_DATA_CODES or any(f"Code: {c}." in text for c in BAD_DATA_CODES):
             return BadDataError(text.splitlines()[0][:500])
         return RetryableSinkError(text.splitlines()[0][:500])
     if isinstance(exc, ValueError | TypeError | OverflowError | KeyError):
@@ -170,7 +218,7 @@ class ClickHouseSink:
             columns = to_columns(self._pending)
             with self.lock:
                 self.client.insert(self.table, columns, column_names=COLUMNS, column_oriented=True)
-        except Exception as exc:  # noqa: BLE001 - classified below, re-raised as a SinkError
+        except Exception as exc:
             self._pending.clear()
             raise classify(exc) from exc
         self._pending.clear()

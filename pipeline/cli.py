@@ -26,8 +26,10 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         print(f"kafka jars in {LocalBroker(settings).fetch()}")
     elif args.action == "up":
         started, created = stack_up(settings)
-        print(f"kafka {'started' if started else 'already up'} at {settings.bootstrap}; topics created: "
-              f"{', '.join(created) or 'none (all present)'}")  # fmt: skip
+        print(
+            f"kafka {'started' if started else 'already up'} at {settings.bootstrap}; topics created: "
+            f"{', '.join(created) or 'none (all present)'}"
+        )
     elif args.action == "down":
         stopped = stack_down(settings)
         print("kafka stopped" if stopped else "nothing to stop")
@@ -70,8 +72,16 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         published, bad = publish_json_lines(publisher, source, rejected, lambda: bar.update(1))
     undelivered = publisher.flush(settings.request_timeout_s * 4)
     failed = publisher.metrics.failed + undelivered
-    print(json.dumps({"published": published, "rejected": bad, "messages": publisher.metrics.messages,
-                      "failed": failed}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "published": published,
+                "rejected": bad,
+                "messages": publisher.metrics.messages,
+                "failed": failed,
+            }
+        )
+    )
     return 1 if failed or bad else 0
 
 
@@ -95,11 +105,16 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.services import query_logs
 
     filters = QueryFilters(
-        session=args.session, user=args.user, service=args.service, endpoint=args.endpoint,
-        transaction_id=args.transaction_id, level=args.level,
+        session=args.session,
+        user=args.user,
+        service=args.service,
+        endpoint=args.endpoint,
+        transaction_id=args.transaction_id,
+        level=args.level,
         since_us=parse_time(args.since) if args.since else None,
-        until_us=parse_time(args.until) if args.until else None, limit=args.limit,
-    )  # fmt: skip
+        until_us=parse_time(args.until) if args.until else None,
+        limit=args.limit,
+    )
     rows = query_logs(settings, filters)
     text = format_jsonl(rows) if args.format == "jsonl" else format_table(rows)
     if text:
@@ -168,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except ValidationError as exc:
         first = exc.errors()[0]
-        print(f"hindsight: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        print(
+            f"hindsight: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr
+        )
         return 2
     except HindsightError as exc:
         print(f"hindsight: {exc}", file=sys.stderr)

@@ -93,10 +93,13 @@ def start_child(name: str, args: list[str], settings: Settings, log_dir: Path) -
     log_file = log_dir / f"{name}.log"
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", *args],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     return Child(name, proc, log_file)
 
 
@@ -130,7 +133,9 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         ensure_topics(settings)
         children.append(start_child("worker", ["worker"], settings, log_dir))
         children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
-        wait_until("the sink's query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children)
+        wait_until(
+            "the sink's query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children
+        )
 
         work = generate(sessions=sessions, lookback_s=settings.lookback_s, run_id=run_id)
         publisher = Publisher(settings)
@@ -145,7 +150,13 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
             raw_bytes=sum(len(orjson.dumps(r)) for r in work.lines),
             expected_lines=len(work.expected),
         )
-        with tqdm(total=len(work.expected), desc="curated lines queryable", unit="line", file=sys.stderr, mininterval=0.5) as bar:
+        with tqdm(
+            total=len(work.expected),
+            desc="curated lines queryable",
+            unit="line",
+            file=sys.stderr,
+            mininterval=0.5,
+        ) as bar:
 
             def stored() -> bool:
                 n = remote_summary(settings.query_url, 5)["lines"]
@@ -161,8 +172,14 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         result.incidents = summary["incidents"]
         first = result.incidents[0]["session_id"] if result.incidents else work.lines[0]["session_id"]
         result.examples = [
-            (f"hindsight query --session {first}", remote_query(settings.query_url, QueryFilters(session=first, limit=8))),
-            ("hindsight query --level ERROR", remote_query(settings.query_url, QueryFilters(level="ERROR", limit=5))),
+            (
+                f"hindsight query --session {first}",
+                remote_query(settings.query_url, QueryFilters(session=first, limit=8)),
+            ),
+            (
+                "hindsight query --level ERROR",
+                remote_query(settings.query_url, QueryFilters(level="ERROR", limit=5)),
+            ),
             (
                 "hindsight query --service api-gateway --level WARN --limit 5",
                 remote_query(settings.query_url, QueryFilters(service="api-gateway", level="WARN", limit=5)),
@@ -182,9 +199,22 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
             LocalBroker(settings).stop()
 
 
-_RAW_FIELDS = ("timestamp_us", "service", "level", "message", "session_id", "user_id", "endpoint",
-               "transaction_id", "trace_id", "span_id", "latency_ms", "status_code", "security_flags",
-               "attributes")  # fmt: skip
+_RAW_FIELDS = (
+    "timestamp_us",
+    "service",
+    "level",
+    "message",
+    "session_id",
+    "user_id",
+    "endpoint",
+    "transaction_id",
+    "trace_id",
+    "span_id",
+    "latency_ms",
+    "status_code",
+    "security_flags",
+    "attributes",
+)
 
 
 def _print_summary(r: DemoResult, out: Callable[[str], None]) -> None:
@@ -197,8 +227,10 @@ def _print_summary(r: DemoResult, out: Callable[[str], None]) -> None:
     out(f"stored/raw          : {line_ratio:>9.2%} of lines, {byte_ratio:.2%} of bytes")
     out(f"incidents captured  : {len(r.incidents)}")
     for inc in r.incidents:
-        out(f"  - {inc['service']:<12} {inc['endpoint']:<14} session={inc['session_id']} "
-            f"lines={inc['lines']:<3} {inc['message'][:60]}")  # fmt: skip
+        out(
+            f"  - {inc['service']:<12} {inc['endpoint']:<14} session={inc['session_id']} "
+            f"lines={inc['lines']:<3} {inc['message'][:60]}"
+        )
     for title, rows in r.examples:
         out("")
         out(f"$ {title}")

@@ -1,17 +1,17 @@
 """The one exception tree of log-hindsight.
 
-    HindsightError                 base; CLI prints its message as one line, no traceback
-    ├── ConfigError                settings that cannot work (bad URL, missing jar cache, ...)
-    ├── BrokerUnavailable          Kafka cannot be reached; names the bootstrap servers
-    ├── StackError                 the local broker could not be fetched, formatted or started
-    ├── DecodeError                a raw or curated Kafka record that cannot be used
-    │                              (error_type says why: not_json, bad_avro, unknown_schema,
-    │                              too_large, missing_field, wrong_type, ...); goes to logs.dlq
-    ├── SinkError                  raised by connectors, classified once per connector:
-    │   ├── RetryableSinkError     store unreachable or overloaded: back off, retry the batch
-    │   └── BadDataError           store rejected the rows: dead-letter them with the message
-    ├── StoreBusy                  the embedded chDB store is owned by another process
-    └── QueryError                 a query could not be built or run
+HindsightError                 base; CLI prints its message as one line, no traceback
+├── ConfigError                settings that cannot work (bad URL, missing jar cache, ...)
+├── BrokerUnavailable          Kafka cannot be reached; names the bootstrap servers
+├── StackError                 the local broker could not be fetched, formatted or started
+├── DecodeError                a raw or curated Kafka record that cannot be used
+│                              (error_type says why: not_json, bad_avro, unknown_schema,
+│                              too_large, missing_field, wrong_type, ...); goes to logs.dlq
+├── SinkError                  raised by connectors, classified once per connector:
+│   ├── RetryableSinkError     store unreachable or overloaded: back off, retry the batch
+│   └── BadDataError           store rejected the rows: dead-letter them with the message
+├── StoreBusy                  the embedded chDB store is owned by another process
+└── QueryError                 a query could not be built or run
 """
 
 from __future__ import annotations

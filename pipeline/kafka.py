@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
@@ -44,12 +44,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.curated_topic,
             p,
-            {"retention.ms": str(settings.curated_retention_ms), "cleanup.policy": "delete", "max.message.bytes": max_bytes},
+            {
+                "retention.ms": str(settings.curated_retention_ms),
+                "cleanup.policy": "delete",
+                "max.message.bytes": max_bytes,
+            },
         ),
         TopicSpec(
             settings.dlq_topic,
             1,
-            {"retention.ms": str(settings.dlq_retention_ms), "cleanup.policy": "delete", "max.message.bytes": max_bytes},
+            {
+                "retention.ms": str(settings.dlq_retention_ms),
+                "cleanup.policy": "delete",
+                "max.message.bytes": max_bytes,
+            },
         ),
         # Rules are state: the latest value per rule id wins, a tombstone deletes it.
         TopicSpec(
@@ -61,7 +69,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin(settings: Settings, quiet: bool = False) -> AdminClient:
-    config: dict[str, object] = {**settings.kafka_client_config(), "socket.timeout.ms": 5000}
+    config: dict[str, str | int | float | bool] = {**settings.kafka_client_config()}
+    config["socket.timeout.ms"] = 5000
     if quiet:
         # while waiting for a broker, refused connections are expected: keep librdkafka silent
         config["log_level"] = 0
@@ -93,7 +102,12 @@ def ensure_topics(settings: Settings) -> list[str]:
     client = admin(settings)
     existing = set(client.list_topics(timeout=settings.request_timeout_s).topics)
     wanted = [
-        NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, config=s.config)
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=settings.replication_factor,
+            config=s.config,
+        )
         for s in topic_specs(settings)
         if s.name not in existing
     ]

@@ -76,8 +76,12 @@ class RawProcessor:
                 self.dlq_by_type[exc.error_type] = self.dlq_by_type.get(exc.error_type, 0) + 1
                 log.warning(
                     "dead letter error_type=%s partition=%s offset=%s index=%s reason=%s",
-                    exc.error_type, partition, offset, index, exc.detail[:200],
-                )  # fmt: skip
+                    exc.error_type,
+                    partition,
+                    offset,
+                    index,
+                    exc.detail[:200],
+                )
         if records:
             lines = [RawLine(rec, topic, partition, offset, i) for i, rec in enumerate(records)]
             outcome.curated = self.windows.process(lines)

@@ -106,7 +106,9 @@ class Publisher:
             size = len(value)
             while True:
                 try:
-                    self.producer.produce(self.topic, value=value, key=key.encode(), on_delivery=self._delivered)
+                    self.producer.produce(
+                        self.topic, value=value, key=key.encode(), on_delivery=self._delivered
+                    )
                     break
                 except BufferError:
                     # local queue full: serve delivery reports until there is room (backpressure)
@@ -160,8 +162,17 @@ _LEVELS = {
     logging.ERROR: Level.ERROR,
     logging.CRITICAL: Level.FATAL,
 }
-_CONTEXT_FIELDS = ("session_id", "user_id", "endpoint", "transaction_id", "trace_id", "span_id",
-                   "latency_ms", "status_code", "security_flags")  # fmt: skip
+_CONTEXT_FIELDS = (
+    "session_id",
+    "user_id",
+    "endpoint",
+    "transaction_id",
+    "trace_id",
+    "span_id",
+    "latency_ms",
+    "status_code",
+    "security_flags",
+)
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -233,7 +244,7 @@ class HindsightHandler(logging.Handler):
                 self.publisher.publish(to_log_record(item, self.service))
             except DecodeError:
                 self.invalid += 1
-            except Exception:  # noqa: BLE001 - a logging thread must never die
+            except Exception:
                 self.dropped += 1
             finally:
                 self._queue.task_done()

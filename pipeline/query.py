@@ -139,13 +139,14 @@ def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
     ).result_rows[0]
     incidents = client.query(
         f"""
-        SELECT TriggerId, any(SessionId), argMax(ServiceName, SeverityNumber), argMax(Endpoint, SeverityNumber), count(),
-               argMax(Body, SeverityNumber)
+        SELECT TriggerId, any(SessionId), argMax(ServiceName, SeverityNumber),
+               argMax(Endpoint, SeverityNumber), count(), argMax(Body, SeverityNumber)
         FROM {database}.logs FINAL WHERE TriggerId != '' GROUP BY TriggerId ORDER BY min(Timestamp)
         """
     ).result_rows
     on_disk = client.query(
-        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = {db:String} AND table = 'logs' AND active",
+        "SELECT sum(bytes_on_disk) FROM system.parts "
+        "WHERE database = {db:String} AND table = 'logs' AND active",
         parameters={"db": database},
     ).result_rows[0][0]
     return {
@@ -154,7 +155,14 @@ def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
         "sessions": int(totals[2]),
         "bytes_on_disk": int(on_disk or 0),
         "incidents": [
-            {"trigger_id": r[0], "session_id": r[1], "service": r[2], "endpoint": r[3], "lines": r[4], "message": r[5]}
+            {
+                "trigger_id": r[0],
+                "session_id": r[1],
+                "service": r[2],
+                "endpoint": r[3],
+                "lines": r[4],
+                "message": r[5],
+            }
             for r in incidents
         ],
     }

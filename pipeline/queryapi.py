@@ -76,7 +76,7 @@ def _handler(run: Runner, summary: Summary) -> type[BaseHTTPRequestHandler]:
                     self._send(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
             except QueryError as exc:
                 self._send(HTTPStatus.BAD_REQUEST, orjson.dumps({"error": str(exc)}))
-            except Exception as exc:  # noqa: BLE001 - an API thread answers, it does not die
+            except Exception as exc:
                 log.exception("query api failed path=%s", url.path)
                 self._send(HTTPStatus.INTERNAL_SERVER_ERROR, orjson.dumps({"error": str(exc)}))
 

@@ -10,7 +10,9 @@ import orjson
 TABLE_COLUMNS = ("timestamp", "service", "level", "session_id", "endpoint", "message", "trigger_reasons")
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS, width: int = 70) -> str:
+def format_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS, width: int = 70
+) -> str:
     if not rows:
         return "(no rows)"
 

@@ -131,7 +131,9 @@ class SchemaRegistry:
         key = (subject, schema.canonical)
         with self._lock:
             if key not in self._ids:
-                answer = self._call(f"/subjects/{subject}/versions", {"schema": json.dumps(schema.definition)})
+                answer = self._call(
+                    f"/subjects/{subject}/versions", {"schema": json.dumps(schema.definition)}
+                )
                 self._ids[key] = int(answer["id"])
                 self._by_id[self._ids[key]] = schema
             return self._ids[key]
@@ -174,9 +176,18 @@ _ALIASES = {
 }
 _ID_FIELDS = ("session_id", "user_id", "endpoint", "transaction_id", "trace_id", "span_id")
 _KNOWN = {
-    "timestamp", "observed_timestamp", "service", "level", "severity_number", "message", "latency_ms",
-    "status_code", "security_flags", "attributes", *_ID_FIELDS,
-}  # fmt: skip
+    "timestamp",
+    "observed_timestamp",
+    "service",
+    "level",
+    "severity_number",
+    "message",
+    "latency_ms",
+    "status_code",
+    "security_flags",
+    "attributes",
+    *_ID_FIELDS,
+}
 
 
 def to_micros(value: object, field: str = "timestamp") -> int:
@@ -358,7 +369,9 @@ def _avro_objects(schema: AvroSchema, payload: memoryview) -> list[Any]:
 class RawEncoder:
     """Encodes one key's LogRecords into one logs.raw value in the configured wire format."""
 
-    def __init__(self, wire_format: str = "avro", registry: SchemaRegistry | None = None, topic: str = "") -> None:
+    def __init__(
+        self, wire_format: str = "avro", registry: SchemaRegistry | None = None, topic: str = ""
+    ) -> None:
         if wire_format == "confluent" and registry is None:
             from pipeline.errors import ConfigError
 
@@ -422,11 +435,26 @@ def decode_curated(value: bytes | None) -> list[CuratedRecord]:
 
 def _curated_defaults() -> dict[str, Any]:
     return {
-        "observed_timestamp": None, "severity_number": 0, "session_id": None, "user_id": None,
-        "endpoint": None, "transaction_id": None, "trace_id": None, "span_id": None, "latency_ms": None,
-        "status_code": None, "security_flags": [], "attributes": {}, "raw_index": 0, "trigger_reasons": [],
-        "trigger_id": None, "trigger_offset": None, "rule_ids": [], "tags": [], "retention_days": 30,
-    }  # fmt: skip
+        "observed_timestamp": None,
+        "severity_number": 0,
+        "session_id": None,
+        "user_id": None,
+        "endpoint": None,
+        "transaction_id": None,
+        "trace_id": None,
+        "span_id": None,
+        "latency_ms": None,
+        "status_code": None,
+        "security_flags": [],
+        "attributes": {},
+        "raw_index": 0,
+        "trigger_reasons": [],
+        "trigger_id": None,
+        "trigger_offset": None,
+        "rule_ids": [],
+        "tags": [],
+        "retention_days": 30,
+    }
 
 
 def iter_json_lines(lines: Iterable[str | bytes]) -> Iterable[tuple[int, object | DecodeError]]:

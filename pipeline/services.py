@@ -43,7 +43,12 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop())
     if stop is not None:
-        threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
+
+        def watch(event: threading.Event) -> None:
+            event.wait()
+            runner.stop()
+
+        threading.Thread(target=watch, args=(stop,), daemon=True).start()
     log.info("sink running sink=%s group=%s topic=%s", name, runner.group, settings.curated_topic)
     try:
         runner.run()
@@ -52,7 +57,13 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             server.stop()
         sink.close()
         m = runner.metrics
-        log.info("sink stopped rows=%s batches=%s retries=%s dlq_rows=%s", m.rows_written, m.batches, m.retries, m.dlq_rows)
+        log.info(
+            "sink stopped rows=%s batches=%s retries=%s dlq_rows=%s",
+            m.rows_written,
+            m.batches,
+            m.retries,
+            m.dlq_rows,
+        )
 
 
 def _with_store(settings: Settings) -> Any:
@@ -100,4 +111,3 @@ def settings_env(settings: Settings) -> dict[str, str]:
         key = f"HINDSIGHT_{name.upper()}"
         env[key] = json.dumps(value) if isinstance(value, dict | list) else str(value)
     return env
-

@@ -27,11 +27,15 @@ class Settings(BaseSettings):
         validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"),
         description="Existing Kafka cluster (host:port,...). Unset: the local single-node broker is used.",
     )
-    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Port of the local broker on 127.0.0.1.")
+    kafka_port: int = Field(
+        default=9092, ge=1, le=65535, description="Port of the local broker on 127.0.0.1."
+    )
     kafka_controller_port: int | None = Field(
         default=None, description="KRaft controller port of the local broker; default kafka_port + 1."
     )
-    kafka_version: str = Field(default="4.4.0", description="Apache Kafka version fetched for the local broker.")
+    kafka_version: str = Field(
+        default="4.4.0", description="Apache Kafka version fetched for the local broker."
+    )
     kafka_heap: str = Field(default="768m", description="Java heap (-Xmx) of the local broker.")
     kafka_extra_config: dict[str, str] = Field(
         default_factory=dict,
@@ -53,8 +57,12 @@ class Settings(BaseSettings):
     raw_retention_ms: int = Field(
         default=7 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.raw (the replay buffer)."
     )
-    curated_retention_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.curated.")
-    dlq_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.dlq.")
+    curated_retention_ms: int = Field(
+        default=3 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.curated."
+    )
+    dlq_retention_ms: int = Field(
+        default=14 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.dlq."
+    )
     request_timeout_s: float = Field(default=5.0, gt=0, description="How long a command waits for Kafka.")
 
     # --- Wire format / publisher -----------------------------------------------------------------
@@ -63,7 +71,8 @@ class Settings(BaseSettings):
         description="Encoding the publisher writes: Avro single-object, JSON, or schema-registry framing.",
     )
     schema_registry_url: str | None = Field(
-        default=None, description="Confluent-compatible schema registry; enables its framing on read and write."
+        default=None,
+        description="Confluent-compatible schema registry; enables its framing on read and write.",
     )
     max_record_bytes: int = Field(
         default=1_048_576, ge=1024, description="Raw records above this size are dead-lettered."
@@ -77,13 +86,23 @@ class Settings(BaseSettings):
     )
 
     # --- Worker --------------------------------------------------------------------------------
-    app_id: str = Field(default="hindsight-worker", description="Faust app id (consumer group, internal topics).")
-    lookback_s: float = Field(default=60.0, gt=0, description="How far back a trigger re-emits a session's lines.")
+    app_id: str = Field(
+        default="hindsight-worker", description="Faust app id (consumer group, internal topics)."
+    )
+    lookback_s: float = Field(
+        default=60.0, gt=0, description="How far back a trigger re-emits a session's lines."
+    )
     session_max_lines: int = Field(default=2000, ge=1, description="Most lines buffered per session.")
-    max_sessions: int = Field(default=100_000, ge=1, description="Most sessions buffered; idle ones are evicted.")
-    trigger_level: str = Field(default="ERROR", description="A line at or above this level triggers a capture.")
+    max_sessions: int = Field(
+        default=100_000, ge=1, description="Most sessions buffered; idle ones are evicted."
+    )
+    trigger_level: str = Field(
+        default="ERROR", description="A line at or above this level triggers a capture."
+    )
     baseline_level: str = Field(default="WARN", description="Lines at or above this level are always kept.")
-    default_retention_days: int = Field(default=30, ge=1, description="Retention of stored lines without a rule.")
+    default_retention_days: int = Field(
+        default=30, ge=1, description="Retention of stored lines without a rule."
+    )
 
     # --- Store ---------------------------------------------------------------------------------
     clickhouse_url: str | None = Field(
@@ -101,7 +120,10 @@ class Settings(BaseSettings):
         default="default", validation_alias=_env("CLICKHOUSE_USER"), description="ClickHouse user."
     )
     clickhouse_password: str = Field(
-        default="", validation_alias=_env("CLICKHOUSE_PASSWORD"), description="ClickHouse password.", repr=False
+        default="",
+        validation_alias=_env("CLICKHOUSE_PASSWORD"),
+        description="ClickHouse password.",
+        repr=False,
     )
     clickhouse_secure: bool = Field(default=False, description="Use TLS to the ClickHouse server.")
     clickhouse_database: str = Field(default="hindsight", description="Database holding the tables.")
@@ -109,8 +131,12 @@ class Settings(BaseSettings):
 
     # --- Sink runner ---------------------------------------------------------------------------
     sink_batch_rows: int = Field(default=10_000, ge=1, description="Rows per sink batch.")
-    sink_batch_ms: int = Field(default=1000, ge=1, description="Longest wait before a partial batch is written.")
-    sink_max_backoff_s: float = Field(default=30.0, gt=0, description="Longest back-off between sink retries.")
+    sink_batch_ms: int = Field(
+        default=1000, ge=1, description="Longest wait before a partial batch is written."
+    )
+    sink_max_backoff_s: float = Field(
+        default=30.0, gt=0, description="Longest back-off between sink retries."
+    )
     sink_group: str = Field(default="hindsight-sink", description="Consumer group prefix of sinks.")
 
     # --- Query API -----------------------------------------------------------------------------

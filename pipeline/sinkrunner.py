@@ -135,9 +135,13 @@ class SinkRunner:
                 if len(rows) == 1:
                     row = rows[0]
                     self._dead_letter(
-                        orjson.dumps(row), "rejected_by_store", str(exc),
-                        row["raw_topic"], row["raw_partition"], row["raw_offset"],
-                    )  # fmt: skip
+                        orjson.dumps(row),
+                        "rejected_by_store",
+                        str(exc),
+                        row["raw_topic"],
+                        row["raw_partition"],
+                        row["raw_offset"],
+                    )
                     self.metrics.dlq_rows += 1
                     break
                 mid = len(rows) // 2
@@ -164,8 +168,12 @@ class SinkRunner:
             self._row_count -= len(self._rows.pop(key, []))
             self._offsets.pop(key, None)
 
-    def _dead_letter(self, payload: bytes, error_type: str, reason: str, topic: str, partition: int, offset: int) -> None:
-        log.warning("dead letter stage=sink error_type=%s partition=%s offset=%s", error_type, partition, offset)
+    def _dead_letter(
+        self, payload: bytes, error_type: str, reason: str, topic: str, partition: int, offset: int
+    ) -> None:
+        log.warning(
+            "dead letter stage=sink error_type=%s partition=%s offset=%s", error_type, partition, offset
+        )
         self.producer.produce(
             self.settings.dlq_topic,
             value=payload,

@@ -74,9 +74,16 @@ class LocalBroker:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(POM), f"-Dkafka.version={self.settings.kafka_version}",
-            "dependency:copy-dependencies", f"-DoutputDirectory={tmp.resolve()}", "-DincludeScope=runtime",
-        ]  # fmt: skip
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            f"-Dkafka.version={self.settings.kafka_version}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp.resolve()}",
+            "-DincludeScope=runtime",
+        ]
         log.info("fetching kafka version=%s into=%s", self.settings.kafka_version, libs)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
         if proc.returncode != 0 or not list(tmp.glob("kafka_2.13-*.jar")):
@@ -137,9 +144,17 @@ class LocalBroker:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [
-            self._java(), "-cp", self._classpath(), f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.props),
-        ]  # fmt: skip
+            self._java(),
+            "-cp",
+            self._classpath(),
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.props),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise StackError(f"formatting KRaft storage failed: {(proc.stdout + proc.stderr).strip()[-400:]}")
@@ -167,21 +182,32 @@ class LocalBroker:
         self.fetch()
         self.format()
         cmd = [
-            self._java(), f"-Xmx{self.settings.kafka_heap}", "-Xms128m", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            self._java(),
+            f"-Xmx{self.settings.kafka_heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-            "-cp", self._classpath(), "kafka.Kafka", str(self.props),
-        ]  # fmt: skip
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(self.props),
+        ]
         with open(self.out_file, "ab") as out:
-            proc = subprocess.Popen(  # noqa: S603
+            proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         self.pid_file.write_text(str(proc.pid))
-        log.info("broker starting pid=%s bootstrap=%s log=%s", proc.pid, self.settings.bootstrap, self.log_file)
+        log.info(
+            "broker starting pid=%s bootstrap=%s log=%s", proc.pid, self.settings.bootstrap, self.log_file
+        )
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise StackError(f"broker exited with code {proc.returncode}; see {self.out_file} and {self.log_file}")
+                raise StackError(
+                    f"broker exited with code {proc.returncode}; see {self.out_file} and {self.log_file}"
+                )
             try:
                 wait_for_broker(self.settings, 2.0)
                 return True

@@ -51,7 +51,9 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
                 await curated.send(key=key.encode(), value=encode_curated(batch))
             for rej in outcome.rejected:
                 await dlq.send(
-                    key=msg.key, value=rej.payload, headers=dlq_headers(rej, msg.topic, msg.partition, msg.offset)
+                    key=msg.key,
+                    value=rej.payload,
+                    headers=dlq_headers(rej, msg.topic, msg.partition, msg.offset),
                 )
 
     app.agent(raw, name="hindsight.curate")(curate)

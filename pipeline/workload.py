@@ -86,38 +86,79 @@ def generate(
             for svc in ROUTE_SERVICES[route]:
                 for _ in range(rng.randint(2, 4)):
                     level, template = rng.choice(CHATTER)
-                    msg = template.format(key=rng.randrange(10_000), hit=rng.random() < 0.8, n=rng.randrange(99_999),
-                                          ms=rng.randint(1, 40), route=route, svc=svc)  # fmt: skip
+                    msg = template.format(
+                        key=rng.randrange(10_000),
+                        hit=rng.random() < 0.8,
+                        n=rng.randrange(99_999),
+                        ms=rng.randint(1, 40),
+                        route=route,
+                        svc=svc,
+                    )
                     t += rng.randint(2_000, 40_000)
-                    session_lines.append(_line(t, svc, level, msg, sid, user, route, tx, trace, rng.uniform(2, 60), 200))
+                    session_lines.append(
+                        _line(t, svc, level, msg, sid, user, route, tx, trace, rng.uniform(2, 60), 200)
+                    )
             if s in spiking and r == requests_per_session // 2:
                 t += 2_000
                 session_lines.append(
-                    _line(t, "api-gateway", Level.WARN, f"slow response route={route} latency_ms=2950", sid, user,
-                          route, tx, trace, 2950.0, 200)  # fmt: skip
+                    _line(
+                        t,
+                        "api-gateway",
+                        Level.WARN,
+                        f"slow response route={route} latency_ms=2950",
+                        sid,
+                        user,
+                        route,
+                        tx,
+                        trace,
+                        2950.0,
+                        200,
+                    )
                 )
             if s in erroring and last:
                 t += 5_000
                 svc = ROUTE_SERVICES[route][-1]
                 session_lines.append(
-                    _line(t, svc, Level.ERROR, f"unhandled exception in {route}: upstream returned 500", sid, user,
-                          route, tx, trace, 812.0, 500)  # fmt: skip
+                    _line(
+                        t,
+                        svc,
+                        Level.ERROR,
+                        f"unhandled exception in {route}: upstream returned 500",
+                        sid,
+                        user,
+                        route,
+                        tx,
+                        trace,
+                        812.0,
+                        500,
+                    )
                 )
                 work.incidents.append({"session_id": sid, "service": svc, "endpoint": route})
             t += rng.randint(15_000_000, 40_000_000)  # think time between requests
         work.lines.extend(session_lines)
         error_ts = [ln["timestamp"] for ln in session_lines if ln["level"] == "ERROR"]
         for ln in session_lines:
-            kept = Level[ln["level"]] >= Level.WARN or any(e - lookback_us <= ln["timestamp"] <= e for e in error_ts)
+            kept = Level[ln["level"]] >= Level.WARN or any(
+                e - lookback_us <= ln["timestamp"] <= e for e in error_ts
+            )
             if kept:
                 work.expected.add(Workload.key(ln))
     return work
 
 
 def _line(
-    ts: int, service: str, level: Level, message: str, session: str, user: str, route: str, tx: str,
-    trace: str, latency: float, status: int,
-) -> LogRecord:  # fmt: skip
+    ts: int,
+    service: str,
+    level: Level,
+    message: str,
+    session: str,
+    user: str,
+    route: str,
+    tx: str,
+    trace: str,
+    latency: float,
+    status: int,
+) -> LogRecord:
     return {
         "timestamp": ts,
         "observed_timestamp": ts + 1500,

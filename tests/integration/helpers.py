@@ -22,8 +22,12 @@ T = TypeVar("T")
 def consume_all(settings: Settings, topic: str, expect: int, timeout: float = 20.0) -> list[Message]:
     """Read a topic from the start until `expect` messages arrived (or timeout)."""
     consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-         "enable.auto.commit": False}  # fmt: skip
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
     )
     consumer.subscribe([topic])
     out: list[Message] = []

@@ -45,10 +45,15 @@ def test_publish_to_query_exact_lines_and_dead_letters(ns: Settings, tmp_path: P
         for value in bad_values:
             plain.produce(ns.raw_topic, value=value, key=b"bad")
         mixed = [
-            {"timestamp": now_us, "service": "svc", "level": "WARN", "message": "kept beside a bad one",
-             "session_id": mixed_session},
+            {
+                "timestamp": now_us,
+                "service": "svc",
+                "level": "WARN",
+                "message": "kept beside a bad one",
+                "session_id": mixed_session,
+            },
             {"timestamp": now_us, "service": "svc", "level": "WARN", "session_id": mixed_session},
-        ]  # fmt: skip
+        ]
         plain.produce(ns.raw_topic, value=orjson.dumps(mixed), key=mixed_session.encode())
         assert plain.flush(10) == 0
 
@@ -92,7 +97,13 @@ def test_plain_json_error_line_is_queryable_within_10s(ns: Settings, tmp_path: P
         plain = Producer({"bootstrap.servers": ns.bootstrap})  # no log-hindsight code on this side
         now_us = time.time_ns() // 1000
         lines = [
-            {"timestamp": now_us + i, "service": "legacy", "level": lvl, "message": f"step {i}", "session_id": session}
+            {
+                "timestamp": now_us + i,
+                "service": "legacy",
+                "level": lvl,
+                "message": f"step {i}",
+                "session_id": session,
+            }
             for i, lvl in enumerate(["DEBUG", "INFO", "DEBUG", "ERROR"])
         ]
         for line in lines:  # one JSON object per message, as kcat -P would send them
@@ -103,8 +114,12 @@ def test_plain_json_error_line_is_queryable_within_10s(ns: Settings, tmp_path: P
         def query_cli() -> list[dict[str, object]] | None:
             proc = subprocess.run(
                 [sys.executable, "-m", "pipeline.cli", "query", "--session", session, "--format", "jsonl"],
-                capture_output=True, text=True, env=env, timeout=30, check=True,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+                check=True,
+            )
             rows = [orjson.loads(x) for x in proc.stdout.splitlines() if x.strip()]
             return rows if len(rows) >= 4 else None
 

@@ -51,15 +51,29 @@ class FlakySink:
         pass
 
 
-def produce_curated(settings: Settings, messages: int, per_message: int, poison_at: int | None = None) -> None:
+def produce_curated(
+    settings: Settings, messages: int, per_message: int, poison_at: int | None = None
+) -> None:
     producer = Producer(settings.kafka_client_config())
     n = 0
     for m in range(messages):
         batch = []
         for _ in range(per_message):
             msg = "poison" if n == poison_at else f"line {n}"
-            line = RawLine(normalize({"timestamp": NOW + n, "service": "s", "level": "ERROR", "message": msg,
-                                      "session_id": f"s{m}"}), "logs.raw", 0, n)  # fmt: skip
+            line = RawLine(
+                normalize(
+                    {
+                        "timestamp": NOW + n,
+                        "service": "s",
+                        "level": "ERROR",
+                        "message": msg,
+                        "session_id": f"s{m}",
+                    }
+                ),
+                "logs.raw",
+                0,
+                n,
+            )
             batch.append(curate(line, ["error"], line, 30))
             n += 1
         producer.produce(settings.curated_topic, value=encode_curated(batch), key=f"s{m}".encode())

@@ -25,9 +25,12 @@ pytestmark = pytest.mark.integration
 def hindsight(settings: Settings, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        input=stdin, capture_output=True, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
         env={**os.environ, **settings_env(settings), **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def test_topics_created_with_explicit_configs_idempotently(ns: Settings) -> None:

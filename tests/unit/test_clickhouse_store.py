@@ -30,8 +30,15 @@ def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseSink]:
 
 def row(offset: int, session: str, level: str = "INFO", index: int = 0, reason: str = "error"):  # type: ignore[no-untyped-def]
     record = normalize(
-        {"timestamp": NOW + offset, "service": "svc", "level": level, "message": f"m{offset}.{index}",
-         "session_id": session, "attributes": {"k": "v"}, "latency_ms": 3.5}  # fmt: skip
+        {
+            "timestamp": NOW + offset,
+            "service": "svc",
+            "level": level,
+            "message": f"m{offset}.{index}",
+            "session_id": session,
+            "attributes": {"k": "v"},
+            "latency_ms": 3.5,
+        }
     )
     line = RawLine(record, "logs.raw", 1, offset, index)
     return curate(line, [reason], line, 3650)
@@ -46,8 +53,17 @@ def test_registry_resolves_lazily() -> None:
 def test_migrations_are_idempotent(sink: ClickHouseSink) -> None:
     assert migrate(sink.client, "hindsight") == []
     columns = {r[0] for r in sink.client.query("DESCRIBE TABLE hindsight.logs").result_rows}
-    for otel in ("Timestamp", "TraceId", "SpanId", "SeverityText", "SeverityNumber", "ServiceName", "Body",
-                 "ResourceAttributes", "LogAttributes"):  # fmt: skip
+    for otel in (
+        "Timestamp",
+        "TraceId",
+        "SpanId",
+        "SeverityText",
+        "SeverityNumber",
+        "ServiceName",
+        "Body",
+        "ResourceAttributes",
+        "LogAttributes",
+    ):
         assert otel in columns
 
 

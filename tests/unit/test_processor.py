@@ -31,7 +31,9 @@ def test_whole_message_rejected_with_headers() -> None:
 
 def test_bad_element_cut_out_of_batch_rest_processed() -> None:
     proc = RawProcessor(Settings())
-    value = orjson.dumps([rec("WARN", "kept"), {"service": "svc", "message": "no level"}, rec("INFO", "buffered")])
+    value = orjson.dumps(
+        [rec("WARN", "kept"), {"service": "svc", "message": "no level"}, rec("INFO", "buffered")]
+    )
     out = proc.handle("logs.raw", 0, 5, value)
     assert [r["message"] for r in out.curated["s1"]] == ["kept"]
     [rej] = out.rejected
@@ -44,4 +46,7 @@ def test_avro_batch_lines_get_their_index() -> None:
     proc = RawProcessor(Settings())
     value = RawEncoder("avro").encode([normalize(rec("DEBUG", "d")), normalize(rec("ERROR", "e"))])
     out = proc.handle("logs.raw", 1, 9, value)
-    assert [(r["raw_offset"], r["raw_index"], r["message"]) for r in out.curated["s1"]] == [(9, 0, "d"), (9, 1, "e")]
+    assert [(r["raw_offset"], r["raw_index"], r["message"]) for r in out.curated["s1"]] == [
+        (9, 0, "d"),
+        (9, 1, "e"),
+    ]

@@ -58,9 +58,15 @@ def test_full_group_sent_at_once_and_linger_expires() -> None:
 def test_stdlib_record_mapping_uses_extra_fields() -> None:
     logger = logging.getLogger("shop.checkout")
     rec = logger.makeRecord(
-        "shop.checkout", logging.ERROR, __file__, 1, "payment failed for %s", ("order-1",), None,
+        "shop.checkout",
+        logging.ERROR,
+        __file__,
+        1,
+        "payment failed for %s",
+        ("order-1",),
+        None,
         extra={"session_id": "s1", "user_id": "u1", "latency_ms": 812.0, "status_code": 502, "cart": 3},
-    )  # fmt: skip
+    )
     out = to_log_record(rec, "checkout")
     assert out["level"] == "ERROR" and out["message"] == "payment failed for order-1"
     assert out["session_id"] == "s1" and out["status_code"] == 502 and out["latency_ms"] == 812.0

@@ -90,8 +90,14 @@ def test_json_object_and_array() -> None:
 
 def test_json_aliases_levels_and_timestamps() -> None:
     rec = normalize(
-        {"@timestamp": "2026-05-01T10:00:00Z", "service.name": "api", "severity": "warning", "msg": "hi",
-         "http.route": "/x", "extra": {"a": 1}}  # fmt: skip
+        {
+            "@timestamp": "2026-05-01T10:00:00Z",
+            "service.name": "api",
+            "severity": "warning",
+            "msg": "hi",
+            "http.route": "/x",
+            "extra": {"a": 1},
+        }
     )
     assert rec["level"] == "WARN"
     assert rec["endpoint"] == "/x"
@@ -212,7 +218,9 @@ def test_schema_registry_framing_round_trip() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        value = RawEncoder("confluent", SchemaRegistry(url), "logs.raw").encode([normalize(line()), normalize(line())])
+        value = RawEncoder("confluent", SchemaRegistry(url), "logs.raw").encode(
+            [normalize(line()), normalize(line())]
+        )
         assert value[0] == 0
         schema_id = struct.unpack(">I", value[1:5])[0]
         assert schema_id in _Registry.schemas

@@ -19,8 +19,13 @@ class Feed:
     def __call__(self, session: str, level: str, t_s: float, msg: str = "") -> RawLine:
         self.offset += 1
         record = normalize(
-            {"timestamp": T0 + int(t_s * S), "service": "svc", "level": level, "message": msg or f"{level}@{t_s}",
-             "session_id": session}  # fmt: skip
+            {
+                "timestamp": T0 + int(t_s * S),
+                "service": "svc",
+                "level": level,
+                "message": msg or f"{level}@{t_s}",
+                "session_id": session,
+            }
         )
         return RawLine(record, "logs.raw", 0, self.offset)
 
@@ -46,7 +51,9 @@ def test_error_re_emits_lookback_window_and_error() -> None:
 def test_quiet_session_debug_never_emitted_and_warn_forwarded() -> None:
     feed = Feed()
     win = SessionWindows(WindowConfig())
-    out = win.process([feed("q", "DEBUG", 1), feed("q", "INFO", 2), feed("q", "WARN", 3, "careful"), feed("q", "TRACE", 4)])
+    out = win.process(
+        [feed("q", "DEBUG", 1), feed("q", "INFO", 2), feed("q", "WARN", 3, "careful"), feed("q", "TRACE", 4)]
+    )
     assert emitted(out, "q") == ["careful"]
     assert out["q"][0]["trigger_reasons"] == ["baseline"] and out["q"][0]["trigger_id"] is None
 
