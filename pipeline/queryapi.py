@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import HindsightError, QueryError
+from pipeline.errors import ConfigError, HindsightError, QueryError
 from pipeline.query import QueryFilters
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,12 @@ class QueryServer:
 
     def __init__(self, host: str, port: int, run: Runner, summary: Summary) -> None:
         handler = _handler(run, summary)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"query API cannot listen on {host}:{port} ({exc.strerror}); set HINDSIGHT_QUERY_PORT"
+            ) from None
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="query-api", daemon=True)
 

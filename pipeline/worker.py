@@ -57,6 +57,17 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
                 )
 
     app.agent(raw, name="hindsight.curate")(curate)
+
+    async def report() -> None:
+        m = processor.windows.metrics
+        log.info(
+            "worker stats lines_in=%s lines_emitted=%s triggers=%s sessions=%s evicted_lines=%s "
+            "evicted_sessions=%s dlq_records=%s",
+            m.lines_in, m.lines_emitted, m.triggers, len(processor.windows), m.evicted_lines,
+            m.evicted_sessions, processor.dlq_records,
+        )  # fmt: skip
+
+    app.timer(30.0)(report)
     return app, processor
 
 
