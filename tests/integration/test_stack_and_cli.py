@@ -89,3 +89,14 @@ def test_unreachable_broker_fails_fast_with_one_line(ns: Settings) -> None:
     err = proc.stderr.decode().strip().splitlines()
     assert err == [err[-1]] and "127.0.0.1:1" in err[-1] and "Traceback" not in proc.stderr.decode()
     assert elapsed < 10
+
+
+def test_configured_cluster_is_used_and_nothing_started(kafka: Settings) -> None:
+    from pipeline.stack import stack_down
+
+    external = kafka.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap})
+    status = stack_status(external)
+    assert status.running and not status.managed and status.pid is None
+    assert stack_down(external) is False  # a cluster we did not start is never stopped
+    proc = hindsight(kafka, "stack", "status", env={"HINDSIGHT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap})
+    assert proc.returncode == 0 and b"external cluster" in proc.stdout
