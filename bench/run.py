@@ -71,7 +71,7 @@ def bench_worker(base: Settings, lines: list[Any]) -> dict[str, float]:
     settings = base.model_copy(
         update={
             "raw_topic": f"bench.{run}.raw", "curated_topic": f"bench.{run}.curated",
-            "dlq_topic": f"bench.{run}.dlq", "rules_topic": f"bench.{run}.rules",
+            "dlq_topic": f"bench.{run}.dlq", "rules_topic": f"bench.{run}.rules", "stats_topic": f"bench.{run}.stats",
             "app_id": f"bench-{run}", "publish_linger_ms": 1000, "publish_batch_lines": 40,
         }
     )  # fmt: skip

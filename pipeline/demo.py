@@ -77,6 +77,7 @@ def demo_settings(base: Settings, run_id: str) -> Settings:
             "curated_topic": f"demo.{run_id}.logs.curated",
             "dlq_topic": f"demo.{run_id}.logs.dlq",
             "rules_topic": f"demo.{run_id}.hindsight.rules",
+            "stats_topic": f"demo.{run_id}.logs.stats",
             "app_id": f"hindsight-demo-{run_id}",
             "sink_group": f"hindsight-demo-{run_id}-sink",
             "chdb_path": home / "chdb",

@@ -51,6 +51,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             },
         ),
         TopicSpec(
+            settings.stats_topic,
+            1,
+            {"retention.ms": str(settings.curated_retention_ms), "cleanup.policy": "delete"},
+        ),
+        TopicSpec(
             settings.dlq_topic,
             1,
             {

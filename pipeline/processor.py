@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -11,7 +12,7 @@ from pipeline.errors import DecodeError
 from pipeline.serde import RawDecoder, SchemaRegistry
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, Level, RawLine, Rejected
-from pipeline.window import SessionWindows, WindowConfig
+from pipeline.window import Hindsight, WindowConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +22,29 @@ class Outcome:
     """What one raw message produced."""
 
     curated: dict[str, list[CuratedRecord]] = field(default_factory=dict)
+    stats: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
 
 def window_config(settings: Settings) -> WindowConfig:
     return WindowConfig(
         lookback_us=int(settings.lookback_s * 1_000_000),
+        follow_us=int(settings.follow_s * 1_000_000),
         session_max_lines=settings.session_max_lines,
+        session_max_bytes=settings.session_max_bytes,
+        memory_budget_bytes=settings.memory_budget_mb * 1_048_576,
         max_sessions=settings.max_sessions,
         trigger_level=Level[settings.trigger_level],
         baseline_level=Level[settings.baseline_level],
+        latency_floor_ms=settings.latency_floor_ms,
+        latency_factor=settings.latency_factor,
+        slow_session_p95_ms=settings.slow_session_p95_ms,
+        slow_session_min_lines=settings.slow_session_min_lines,
+        auth_fail_count=settings.auth_fail_count,
+        stats_window_us=int(settings.stats_window_s * 1_000_000),
+        slowest_sessions=settings.slowest_sessions,
+        key_budget_lps=settings.key_budget_lps,
+        global_budget_lps=settings.global_budget_lps,
         retention_days=settings.default_retention_days,
     )
 
@@ -56,14 +70,15 @@ class RawProcessor:
     def __init__(self, settings: Settings) -> None:
         registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
         self.decoder = RawDecoder(settings.max_record_bytes, registry)
-        self.windows = SessionWindows(window_config(settings))
+        self.windows = Hindsight(window_config(settings))
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
 
-    def handle(self, topic: str, partition: int, offset: int, value: bytes | None) -> Outcome:
+    def handle(self, topic: str, partition: int, offset: int, value: bytes | None, replay: bool = False) -> Outcome:
+        """Decode one raw message and feed its lines; with replay=True only rebuild state (emit nothing)."""
         outcome = Outcome()
         records, errors = self.decoder.decode(value)
-        if errors:
+        if errors and not replay:
             elements: list[object] | None = None
             for index, exc in errors:
                 payload = value or b""
@@ -84,7 +99,9 @@ class RawProcessor:
                 )
         if records:
             lines = [RawLine(rec, topic, partition, offset, i) for i, rec in enumerate(records)]
-            outcome.curated = self.windows.process(lines)
+            emission = self.windows.process(lines, replay)
+            outcome.curated = emission.curated
+            outcome.stats = emission.stats
         return outcome
 
 

@@ -1,4 +1,11 @@
-"""Per-session lookback buffers and the error trigger: pure logic, no Kafka or Faust imports."""
+"""Windows and triggers: per-session lookback buffers, follow-up capture, endpoint captures, window
+statistics, emission budgets. Pure logic: no Kafka or Faust imports.
+
+One `Engine` per raw partition (a session lives in one partition, so its state does too); a
+`Hindsight` per process holds the engines and what they share: endpoint captures, endpoint latency
+baselines, the memory budget and the global emission budget. Time is event time (the records'
+timestamps), so re-reading logs.raw after a restart rebuilds the same state.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +13,49 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from pipeline.sketch import LatencySketch
 from pipeline.types import CuratedRecord, Level, RawLine, session_key
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class _Entry:
-    line: RawLine
-    emitted: bool = False
+LEVEL_VALUE = {level.name: level.value for level in Level}
+ENTRY_OVERHEAD = 320  # rough bytes of a buffered line beyond its message (dict, strings, entry)
 
 
 @dataclass
 class WindowConfig:
-    """What the window keeps and what triggers it."""
+    """What the windows keep, what triggers a capture and how much may be emitted."""
 
     lookback_us: int = 60_000_000
+    follow_us: int = 30_000_000
     session_max_lines: int = 2000
+    session_max_bytes: int = 1_048_576
+    memory_budget_bytes: int = 256 * 1_048_576
     max_sessions: int = 100_000
     trigger_level: Level = Level.ERROR
     baseline_level: Level = Level.WARN
+    latency_floor_ms: float = 1000.0
+    latency_factor: float = 3.0
+    slow_session_p95_ms: float = 2000.0
+    slow_session_min_lines: int = 5
+    timeout_status: frozenset[int] = frozenset({408, 504})
+    timeout_attribute: str = "timeout"
+    auth_fail_status: frozenset[int] = frozenset({401, 403})
+    auth_fail_count: int = 5
+    stats_window_us: int = 60_000_000
+    stats_grace_us: int = 10_000_000
+    slowest_sessions: int = 10
+    key_budget_lps: float = 2000.0
+    global_budget_lps: float = 50_000.0
+    budget_burst_s: float = 5.0
     retention_days: int = 30
 
 
 @dataclass
 class WindowMetrics:
-    """Counters of what the window did (exported as hindsight_*_total)."""
+    """Counters (exported as hindsight_*_total)."""
 
     lines_in: int = 0
     lines_emitted: int = 0
@@ -40,15 +63,64 @@ class WindowMetrics:
     baseline: int = 0
     evicted_lines: int = 0
     evicted_sessions: int = 0
+    suppressed_lines: int = 0
+    summaries: int = 0
+    stats_records: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: WindowMetrics) -> None:
+        for name in ("lines_in", "lines_emitted", "triggers", "baseline", "evicted_lines", "evicted_sessions",
+                     "suppressed_lines", "summaries", "stats_records"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """Why and where a capture started."""
+
+    id: str
+    offset: int
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """An endpoint captured as a whole for [since, until] (event time)."""
+
+    endpoint: str
+    since_us: int
+    until_us: int
+    trigger: Trigger
+
+
+@dataclass
+class Emission:
+    """What processing some lines produced."""
+
+    curated: dict[str, list[CuratedRecord]] = field(default_factory=dict)
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    captures: list[Capture] = field(default_factory=list)
+
+    def merge(self, other: Emission) -> None:
+        for key, rows in other.curated.items():
+            self.curated.setdefault(key, []).extend(rows)
+        self.stats.extend(other.stats)
+        self.captures.extend(other.captures)
+
+    def lines(self) -> int:
+        return sum(len(v) for v in self.curated.values())
 
 
 def line_id(line: RawLine) -> str:
-    """Deterministic id of a raw line."""
+    """Deterministic id of a raw line: topic, partition, offset and position in its batch."""
     return f"{line.topic}:{line.partition}:{line.offset}:{line.index}"
 
 
-def curate(line: RawLine, reasons: list[str], trigger: RawLine | None, retention_days: int) -> CuratedRecord:
+def curate(
+    line: RawLine, reasons: list[str], trigger: RawLine | Trigger | None, retention_days: int
+) -> CuratedRecord:
     """The curated form of a raw line."""
     record: CuratedRecord = {**line.record}  # type: ignore[typeddict-item]
     record["raw_topic"] = line.topic
@@ -56,85 +128,466 @@ def curate(line: RawLine, reasons: list[str], trigger: RawLine | None, retention
     record["raw_offset"] = line.offset
     record["raw_index"] = line.index
     record["trigger_reasons"] = reasons
-    record["trigger_id"] = f"t-{line_id(trigger)}" if trigger is not None else None
-    record["trigger_offset"] = trigger.offset if trigger is not None else None
+    if isinstance(trigger, RawLine):
+        record["trigger_id"] = f"t-{line_id(trigger)}"
+        record["trigger_offset"] = trigger.offset
+    elif trigger is not None:
+        record["trigger_id"] = trigger.id
+        record["trigger_offset"] = trigger.offset
+    else:
+        record["trigger_id"] = None
+        record["trigger_offset"] = None
     record["rule_ids"] = []
     record["tags"] = []
     record["retention_days"] = retention_days
     return record
 
 
-class SessionWindows:
-    """Keeps each session's recent lines; a line at trigger level re-emits the session's window.
+class _Entry:
+    __slots__ = ("emitted", "line", "size")
 
-    Lines at baseline level (WARN+) are emitted at once. Each line is emitted at most once per
-    process (an `emitted` flag), so a WARN line forwarded earlier is not repeated by a later trigger.
-    Event time (the record's timestamp) decides what falls inside the lookback.
-    """
+    def __init__(self, line: RawLine, size: int) -> None:
+        self.line = line
+        self.size = size
+        self.emitted = False
+
+
+class _Bucket:
+    """Token bucket refilled by event time."""
+
+    __slots__ = ("last_us", "tokens")
+
+    def __init__(self, tokens: float) -> None:
+        self.tokens = tokens
+        self.last_us = 0
+
+    def take(self, now_us: int, rate: float, burst: float) -> bool:
+        if now_us > self.last_us:
+            if self.last_us:
+                self.tokens = min(burst, self.tokens + (now_us - self.last_us) / 1e6 * rate)
+            self.last_us = now_us
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Stats:
+    """count, errors, bytes, latency sketch, first/last raw offsets of one window."""
+
+    __slots__ = ("bytes", "count", "errors", "first_offset", "last_offset", "sketch")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.bytes = 0
+        self.sketch = LatencySketch()
+        self.first_offset = -1
+        self.last_offset = -1
+
+    def add(self, line: RawLine, error: bool, size: int, latency: float | None) -> None:
+        self.count += 1
+        self.errors += error
+        self.bytes += size
+        if latency is not None:
+            self.sketch.add(latency)
+        if self.first_offset < 0:
+            self.first_offset = line.offset
+        self.last_offset = line.offset
+
+    def row(self) -> dict[str, Any]:
+        s = self.sketch
+        return {
+            "count": self.count, "errors": self.errors, "bytes": self.bytes,
+            "p50_ms": s.quantile(0.5), "p95_ms": s.quantile(0.95), "p99_ms": s.quantile(0.99),
+            "latency_count": s.count, "sketch": s.to_dict(),
+            "first_offset": self.first_offset, "last_offset": self.last_offset,
+        }  # fmt: skip
+
+
+class _Session:
+    __slots__ = ("bucket", "buf", "bytes", "follow_until", "slow_fired", "stats", "suppressed", "trigger", "win")
+
+    def __init__(self, burst: float) -> None:
+        self.buf: deque[_Entry] = deque()
+        self.bytes = 0
+        self.follow_until = -1
+        self.trigger: Trigger | None = None
+        self.bucket = _Bucket(burst)
+        self.suppressed: dict[str, Any] | None = None
+        self.win = -1
+        self.stats = _Stats()
+        self.slow_fired = False
+
+
+class Shared:
+    """What the engines of one process share."""
 
     def __init__(self, config: WindowConfig) -> None:
         self.config = config
+        self.captures: dict[str, Capture] = {}
+        self.baselines: dict[str, tuple[int, LatencySketch]] = {}
+        self.buffered_bytes = 0
+        self.global_bucket = _Bucket(config.global_budget_lps * config.budget_burst_s)
+
+    def baseline_p95(self, endpoint: str) -> float | None:
+        entry = self.baselines.get(endpoint)
+        return entry[1].quantile(0.95) if entry else None
+
+    def close_baseline(self, endpoint: str, window_start: int, sketch: LatencySketch) -> None:
+        current = self.baselines.get(endpoint)
+        if current is None or current[0] < window_start:
+            merged = LatencySketch().merge(sketch)
+            self.baselines[endpoint] = (window_start, merged)
+        elif current[0] == window_start:
+            current[1].merge(sketch)  # another partition's part of the same window
+
+    def capture_for(self, endpoint: str | None, ts: int) -> Capture | None:
+        if not endpoint:
+            return None
+        cap = self.captures.get(endpoint)
+        if cap is not None and cap.since_us <= ts <= cap.until_us:
+            return cap
+        return None
+
+
+class Engine:
+    """The state of one raw partition."""
+
+    def __init__(self, topic: str, partition: int, shared: Shared) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.shared = shared
+        self.config = shared.config
         self.metrics = WindowMetrics()
-        self._sessions: OrderedDict[str, deque[_Entry]] = OrderedDict()
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.auth_failures: dict[str, deque[int]] = {}
+        self.endpoint_windows: dict[tuple[int, str], _Stats] = {}
+        self.session_windows: dict[int, dict[str, _Stats]] = {}
+        self.watermark = 0
+        self.burst = self.config.key_budget_lps * self.config.budget_burst_s
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def buffered(self, key: str) -> list[RawLine]:
-        """Lines currently held for a session (for tests and introspection)."""
-        return [e.line for e in self._sessions.get(key, ())]
-
-    def process(self, lines: Iterable[RawLine]) -> dict[str, list[CuratedRecord]]:
-        """Feed lines in log order; return curated records grouped by session key."""
-        out: dict[str, list[CuratedRecord]] = {}
+    # ---- the line loop ---------------------------------------------------------------------
+    def process(self, lines: Iterable[RawLine], replay: bool = False) -> Emission:
         cfg = self.config
+        em = Emission()
         trigger_at = cfg.trigger_level.value
         baseline_at = cfg.baseline_level.value
         for line in lines:
             self.metrics.lines_in += 1
-            record = line.record
-            key = session_key(record)
-            buf = self._buffer(key)
-            self._expire(buf, record["timestamp"] - cfg.lookback_us)
-            severity = Level[record["level"]].value
-            if severity >= trigger_at:
+            rec = line.record
+            ts = rec["timestamp"]
+            key = session_key(rec)
+            st = self._session(key)
+            if ts > self.watermark:
+                self.watermark = ts
+                self._close_windows(em, replay)
+            self._expire(st, ts - cfg.lookback_us)
+            severity = LEVEL_VALUE[rec["level"]]
+            endpoint = rec.get("endpoint")
+            latency = rec.get("latency_ms")
+            size = len(rec["message"]) + ENTRY_OVERHEAD
+            entry = _Entry(line, size)
+            self._stats(st, key, line, ts, endpoint, severity >= trigger_at, size, latency)
+
+            reasons = self._reasons(st, rec, ts, severity, endpoint, latency)
+            if reasons:
                 self.metrics.triggers += 1
-                emitted = out.setdefault(key, [])
-                for entry in buf:
-                    if not entry.emitted:
-                        entry.emitted = True
-                        emitted.append(curate(entry.line, ["error"], line, cfg.retention_days))
-                emitted.append(curate(line, ["error"], line, cfg.retention_days))
-                self._count("error", len(emitted))
-                buf.append(_Entry(line, emitted=True))
-            elif severity >= baseline_at:
-                self.metrics.baseline += 1
-                out.setdefault(key, []).append(curate(line, ["baseline"], None, cfg.retention_days))
-                self._count("baseline", 1)
-                buf.append(_Entry(line, emitted=True))
+                trig = Trigger(f"t-{line_id(line)}", line.offset, tuple(reasons))
+                st.trigger = trig
+                st.follow_until = max(st.follow_until, ts + cfg.follow_us)
+                for old in st.buf:
+                    if not old.emitted:
+                        self._emit(em, key, st, old, reasons, trig, replay)
+                self._emit(em, key, st, entry, reasons, trig, replay)
+                if endpoint and ("security" in reasons or "auth_failures" in reasons):
+                    em.captures.append(self.shared_capture(endpoint, ts, trig))
+            elif st.trigger is not None and ts <= st.follow_until:
+                self._emit(em, key, st, entry, list(st.trigger.reasons), st.trigger, replay)
             else:
-                buf.append(_Entry(line))
-            if len(buf) > cfg.session_max_lines:
-                buf.popleft()
-                self.metrics.evicted_lines += 1
-        self.metrics.lines_emitted += sum(len(v) for v in out.values())
-        return out
+                cap = self.shared.capture_for(endpoint, ts)
+                if cap is not None:
+                    self._emit(em, key, st, entry, ["security"], cap.trigger, replay)
+                elif severity >= baseline_at:
+                    self.metrics.baseline += 1
+                    self._emit(em, key, st, entry, ["baseline"], None, replay)
+            self._append(key, st, entry)
+        self._flush_summaries(em, replay, force=False)
+        return em
 
-    def _count(self, reason: str, n: int) -> None:
-        self.metrics.by_reason[reason] = self.metrics.by_reason.get(reason, 0) + n
+    def _reasons(
+        self, st: _Session, rec: Any, ts: int, severity: int, endpoint: str | None, latency: float | None
+    ) -> list[str]:
+        cfg = self.config
+        reasons = []
+        if severity >= cfg.trigger_level.value:
+            reasons.append("error")
+        if latency is not None and latency > cfg.latency_floor_ms:
+            base = self.shared.baseline_p95(endpoint) if endpoint else None
+            if base is None or latency > cfg.latency_factor * base:
+                reasons.append("latency")
+        if (
+            not st.slow_fired
+            and latency is not None
+            and st.stats.count >= cfg.slow_session_min_lines
+            and (p95 := st.stats.sketch.quantile(0.95)) is not None
+            and p95 > cfg.slow_session_p95_ms
+        ):
+            st.slow_fired = True
+            reasons.append("slow_session")
+        status = rec.get("status_code")
+        attrs = rec.get("attributes")
+        if status in cfg.timeout_status or (attrs and cfg.timeout_attribute in attrs):
+            reasons.append("timeout")
+        if rec.get("security_flags"):
+            reasons.append("security")
+        if status in cfg.auth_fail_status and rec.get("user_id"):
+            fails = self.auth_failures.setdefault(rec["user_id"], deque())
+            fails.append(ts)
+            while fails and fails[0] < ts - cfg.lookback_us:
+                fails.popleft()
+            if len(fails) >= cfg.auth_fail_count:
+                fails.clear()
+                reasons.append("auth_failures")
+        return reasons
 
-    def _buffer(self, key: str) -> deque[_Entry]:
-        buf = self._sessions.get(key)
-        if buf is None:
-            buf = self._sessions[key] = deque()
-            if len(self._sessions) > self.config.max_sessions:
-                _, evicted = self._sessions.popitem(last=False)
-                self.metrics.evicted_sessions += 1
-                self.metrics.evicted_lines += len(evicted)
+    # ---- emission ----------------------------------------------------------------------------
+    def _emit(
+        self, em: Emission, key: str, st: _Session, entry: _Entry, reasons: list[str], trig: Any, replay: bool
+    ) -> None:
+        entry.emitted = True
+        ts = entry.line.record["timestamp"]
+        cfg = self.config
+        if not (
+            st.bucket.take(ts, cfg.key_budget_lps, self.burst)
+            and self.shared.global_bucket.take(ts, cfg.global_budget_lps, cfg.global_budget_lps * cfg.budget_burst_s)
+        ):
+            self._suppress(st, entry, reasons, replay)
+            return
+        if replay:
+            return
+        em.curated.setdefault(key, []).append(curate(entry.line, reasons, trig, cfg.retention_days))
+        self.metrics.lines_emitted += 1
+        for reason in reasons:
+            self.metrics.by_reason[reason] = self.metrics.by_reason.get(reason, 0) + 1
+
+    def _suppress(self, st: _Session, entry: _Entry, reasons: list[str], replay: bool) -> None:
+        if not replay:
+            self.metrics.suppressed_lines += 1
+        s = st.suppressed
+        if s is None:
+            s = st.suppressed = {"lines": 0, "levels": {}, "reasons": {}, "first": entry.line, "last": entry.line}
+        s["lines"] += 1
+        level = entry.line.record["level"]
+        s["levels"][level] = s["levels"].get(level, 0) + 1
+        for reason in reasons:
+            s["reasons"][reason] = s["reasons"].get(reason, 0) + 1
+        s["last"] = entry.line
+
+    def _flush_summaries(self, em: Emission, replay: bool, force: bool) -> None:
+        """Emit a summary per key whose suppressed lines are at least 1 s (event time) old."""
+        for key, st in self.sessions.items():
+            s = st.suppressed
+            if s is None:
+                continue
+            if not force and self.watermark - s["first"].record["timestamp"] < 1_000_000:
+                continue
+            st.suppressed = None
+            if replay:
+                continue
+            self.metrics.summaries += 1
+            em.curated.setdefault(key, []).append(self._summary(key, s))
+
+    def _summary(self, key: str, s: dict[str, Any]) -> CuratedRecord:
+        last: RawLine = s["last"]
+        first: RawLine = s["first"]
+        attrs = {"hindsight.summary.lines": str(s["lines"]), "hindsight.summary.key": key,
+                 "hindsight.summary.first_offset": str(first.offset),
+                 "hindsight.summary.last_offset": str(last.offset)}  # fmt: skip
+        attrs.update({f"hindsight.summary.level.{k}": str(v) for k, v in s["levels"].items()})
+        attrs.update({f"hindsight.summary.reason.{k}": str(v) for k, v in s["reasons"].items()})
+        rec = last.record
+        summary_line = RawLine(
+            {**rec, "level": "WARN", "severity_number": Level.WARN.value, "attributes": attrs, "security_flags": [],
+             "message": f"hindsight: {s['lines']} lines over the emission budget summarised for {key}",
+             "latency_ms": None, "status_code": None},
+            f"{self.topic}#summary", self.partition, last.offset, last.index,
+        )  # fmt: skip
+        return curate(summary_line, ["summary"], None, self.config.retention_days)
+
+    def apply_capture(self, cap: Capture, em: Emission, replay: bool = False) -> None:
+        """A new endpoint capture: emit this partition's buffered lines of that endpoint since its start."""
+        for key, st in self.sessions.items():
+            for entry in st.buf:
+                rec = entry.line.record
+                if not entry.emitted and rec.get("endpoint") == cap.endpoint and rec["timestamp"] >= cap.since_us:
+                    self._emit(em, key, st, entry, ["security"], cap.trigger, replay)
+
+    def shared_capture(self, endpoint: str, ts: int, trig: Trigger) -> Capture:
+        current = self.shared.captures.get(endpoint)
+        since = current.since_us if current is not None and current.until_us >= ts else ts
+        cap = Capture(endpoint, since, ts + self.config.follow_us, trig)
+        self.shared.captures[endpoint] = cap
+        return cap
+
+    # ---- buffers and bounds ---------------------------------------------------------------
+    def _session(self, key: str) -> _Session:
+        st = self.sessions.get(key)
+        if st is None:
+            st = self.sessions[key] = _Session(self.burst)
+            if len(self.sessions) > self.config.max_sessions:
+                self._evict_oldest()
         else:
-            self._sessions.move_to_end(key)
-        return buf
+            self.sessions.move_to_end(key)
+        return st
 
-    def _expire(self, buf: deque[_Entry], oldest_us: int) -> None:
+    def _evict_oldest(self) -> None:
+        key, st = next(iter(self.sessions.items()))
+        if st.suppressed is not None:
+            return  # keep it until its summary is out: nothing leaves silently
+        del self.sessions[key]
+        self.metrics.evicted_sessions += 1
+        self.metrics.evicted_lines += len(st.buf)
+        self.shared.buffered_bytes -= st.bytes
+
+    def _append(self, key: str, st: _Session, entry: _Entry) -> None:
+        cfg = self.config
+        st.buf.append(entry)
+        st.bytes += entry.size
+        self.shared.buffered_bytes += entry.size
+        while len(st.buf) > cfg.session_max_lines or (st.bytes > cfg.session_max_bytes and len(st.buf) > 1):
+            old = st.buf.popleft()
+            st.bytes -= old.size
+            self.shared.buffered_bytes -= old.size
+            self.metrics.evicted_lines += 1
+        while self.shared.buffered_bytes > cfg.memory_budget_bytes and len(self.sessions) > 1:
+            before = len(self.sessions)
+            self._evict_oldest()
+            if len(self.sessions) == before:
+                break
+
+    def _expire(self, st: _Session, oldest_us: int) -> None:
+        buf = st.buf
         while buf and buf[0].line.record["timestamp"] < oldest_us:
-            buf.popleft()
+            old = buf.popleft()
+            st.bytes -= old.size
+            self.shared.buffered_bytes -= old.size
+
+    def drop(self) -> None:
+        """Forget this partition (revoked): its memory returns to the budget."""
+        for st in self.sessions.values():
+            self.shared.buffered_bytes -= st.bytes
+        self.sessions.clear()
+
+    # ---- window statistics -------------------------------------------------------------------
+    def _stats(
+        self, st: _Session, key: str, line: RawLine, ts: int, endpoint: str | None, error: bool, size: int,
+        latency: float | None,
+    ) -> None:  # fmt: skip
+        win = ts - ts % self.config.stats_window_us
+        if st.win != win:
+            st.win = win
+            st.stats = self.session_windows.setdefault(win, {}).setdefault(key, _Stats())
+            st.slow_fired = False
+        st.stats.add(line, error, size, latency)
+        if endpoint:
+            ew = self.endpoint_windows.get((win, endpoint))
+            if ew is None:
+                ew = self.endpoint_windows[(win, endpoint)] = _Stats()
+            ew.add(line, error, size, latency)
+
+    def _close_windows(self, em: Emission, replay: bool, now_us: int | None = None) -> None:
+        cfg = self.config
+        limit = (now_us if now_us is not None else self.watermark) - cfg.stats_grace_us - cfg.stats_window_us
+        if not self.endpoint_windows and not self.session_windows:
+            return
+        before = len(em.stats)
+        for win_key in [k for k in self.endpoint_windows if k[0] <= limit]:
+            stats = self.endpoint_windows.pop(win_key)
+            win, endpoint = win_key
+            self.shared.close_baseline(endpoint, win, stats.sketch)
+            if not replay:
+                em.stats.append(
+                    {"kind": "endpoint", "window_start_us": win, "window_end_us": win + cfg.stats_window_us,
+                     "endpoint": endpoint, "partition": self.partition, **stats.row()}  # fmt: skip
+                )
+        for win in [w for w in self.session_windows if w <= limit]:
+            sessions = self.session_windows.pop(win)
+            if replay:
+                continue
+            ranked = sorted(
+                ((k, s) for k, s in sessions.items() if s.sketch.count),
+                key=lambda kv: kv[1].sketch.quantile(0.95) or 0.0,
+                reverse=True,
+            )[: cfg.slowest_sessions]
+            for rank, (k, s) in enumerate(ranked, start=1):
+                em.stats.append(
+                    {"kind": "slow_session", "window_start_us": win, "window_end_us": win + cfg.stats_window_us,
+                     "session": k, "rank": rank, "partition": self.partition, **s.row()}  # fmt: skip
+                )
+        self.metrics.stats_records += len(em.stats) - before
+
+    def tick(self, now_us: int) -> Emission:
+        """Wall-clock housekeeping when traffic is idle: close old windows, flush summaries."""
+        em = Emission()
+        self._close_windows(em, False, now_us=max(self.watermark, now_us - self.config.stats_window_us))
+        self._flush_summaries(em, False, force=True)
+        return em
+
+
+class Hindsight:
+    """The engines of one process (one per raw partition) and their shared state."""
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.config = config
+        self.shared = Shared(config)
+        self.engines: dict[tuple[str, int], Engine] = {}
+
+    def engine(self, topic: str, partition: int) -> Engine:
+        eng = self.engines.get((topic, partition))
+        if eng is None:
+            eng = self.engines[(topic, partition)] = Engine(topic, partition, self.shared)
+        return eng
+
+    def process(self, lines: list[RawLine], replay: bool = False) -> Emission:
+        """Lines of one raw message (one partition), in order."""
+        if not lines:
+            return Emission()
+        first = lines[0]
+        eng = self.engine(first.topic, first.partition)
+        em = eng.process(lines, replay)
+        for cap in em.captures:
+            # lines of that endpoint already buffered in other partitions, since the capture began
+            for other in self.engines.values():
+                if other is not eng:
+                    other.apply_capture(cap, em, replay)
+            eng.apply_capture(cap, em, replay)
+        return em
+
+    def drop(self, topic: str, partition: int) -> None:
+        eng = self.engines.pop((topic, partition), None)
+        if eng is not None:
+            eng.drop()
+
+    def tick(self, now_us: int) -> Emission:
+        em = Emission()
+        for eng in self.engines.values():
+            em.merge(eng.tick(now_us))
+        return em
+
+    @property
+    def metrics(self) -> WindowMetrics:
+        total = WindowMetrics()
+        for eng in self.engines.values():
+            total.add(eng.metrics)
+        return total
+
+    def sessions(self) -> int:
+        return sum(len(e.sessions) for e in self.engines.values())
+
+    def buffered(self, key: str) -> list[RawLine]:
+        for eng in self.engines.values():
+            st = eng.sessions.get(key)
+            if st is not None:
+                return [e.line for e in st.buf]
+        return []

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
+import orjson
 
 from pipeline.processor import RawProcessor, dlq_headers
+from pipeline.rebuild import read_back
 from pipeline.serde import encode_curated
 from pipeline.settings import Settings
+from pipeline.window import Emission
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +44,35 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes)
     curated = app.topic(settings.curated_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
+    stats = app.topic(settings.stats_topic, key_type=bytes, value_type=bytes)
     processor = RawProcessor(settings)
+    warm: set[int] = set()
+
+    async def rebuild(partition: int, offset: int, timestamp_s: float | None) -> None:
+        """Before the first message of a newly assigned partition: replay its recent past, emitting nothing."""
+        ts_ms = int((timestamp_s or time.time()) * 1000)
+        loop = asyncio.get_running_loop()
+        past = await loop.run_in_executor(None, read_back, settings, settings.raw_topic, partition, offset, ts_ms)
+        for past_offset, value in past:
+            processor.handle(settings.raw_topic, partition, past_offset, value, replay=True)
+        warm.add(partition)
+
+    async def send(emission: Emission | Any) -> None:
+        for key, batch in emission.curated.items():
+            await curated.send(key=key.encode(), value=encode_curated(batch))
+        if emission.stats:
+            await stats.send(key=b"stats", value=orjson.dumps(emission.stats))
 
     # Offsets are committed by Faust only after the producer flushed what this agent sent,
-    # so a crash repeats work (at-least-once) and never loses it.
+    # so a crash repeats work (at-least-once) and never loses it; after a restart the window
+    # state is rebuilt from logs.raw, so a trigger still finds the lines that came before it.
     async def curate(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            if msg.partition not in warm:
+                await rebuild(msg.partition, msg.offset, msg.timestamp)
             outcome = processor.handle(msg.topic, msg.partition, msg.offset, event.value)
-            for key, batch in outcome.curated.items():
-                await curated.send(key=key.encode(), value=encode_curated(batch))
+            await send(outcome)
             for rej in outcome.rejected:
                 await dlq.send(
                     key=msg.key,
@@ -58,12 +82,25 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
 
     app.agent(raw, name="hindsight.curate")(curate)
 
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == settings.raw_topic:
+                warm.discard(tp.partition)
+                processor.windows.drop(tp.topic, tp.partition)
+
+    app.on_partitions_revoked.connect(on_revoked)
+
+    async def tick() -> None:
+        await send(processor.windows.tick(time.time_ns() // 1000))
+
+    app.timer(1.0)(tick)
+
     async def report() -> None:
         m = processor.windows.metrics
         log.info(
             "worker stats lines_in=%s lines_emitted=%s triggers=%s sessions=%s evicted_lines=%s "
             "evicted_sessions=%s dlq_records=%s",
-            m.lines_in, m.lines_emitted, m.triggers, len(processor.windows), m.evicted_lines,
+            m.lines_in, m.lines_emitted, m.triggers, processor.windows.sessions(), m.evicted_lines,
             m.evicted_sessions, processor.dlq_records,
         )  # fmt: skip
 

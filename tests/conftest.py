@@ -61,6 +61,7 @@ def ns(kafka: Settings, tmp_path: Path) -> Settings:
             "curated_topic": f"t{run}.logs.curated",
             "dlq_topic": f"t{run}.logs.dlq",
             "rules_topic": f"t{run}.hindsight.rules",
+            "stats_topic": f"t{run}.logs.stats",
             "app_id": f"hindsight-test-{run}",
             "sink_group": f"hindsight-test-{run}-sink",
             "chdb_path": tmp_path / "chdb",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.serde import normalize
 from pipeline.types import Level, RawLine
-from pipeline.window import SessionWindows, WindowConfig
+from pipeline.window import Hindsight, WindowConfig
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -28,6 +28,26 @@ class Feed:
             }
         )
         return RawLine(record, "logs.raw", 0, self.offset)
+
+
+class SessionWindows:
+    """The engine, returning curated records by key (what these tests look at)."""
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.hs = Hindsight(config)
+
+    def process(self, lines: list[RawLine]) -> dict[str, list]:
+        return self.hs.process(lines).curated
+
+    def __len__(self) -> int:
+        return self.hs.sessions()
+
+    def buffered(self, key: str) -> list[RawLine]:
+        return self.hs.buffered(key)
+
+    @property
+    def metrics(self):  # type: ignore[no-untyped-def]
+        return self.hs.metrics
 
 
 def emitted(out: dict[str, list], key: str) -> list[str]:
