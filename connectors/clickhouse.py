@@ -223,6 +223,113 @@ class ClickHouseSink:
             raise classify(exc) from exc
         self._pending.clear()
 
+    def stats_sink(self) -> ClickHouseStatsSink:
+        """A sink for logs.stats sharing this client (one chDB engine per process)."""
+        return ClickHouseStatsSink(self.client, self.database, self.lock)
+
     def close(self) -> None:
         with self.lock:
             self.client.close()
+
+
+ENDPOINT_COLUMNS = [
+    "WindowStart",
+    "WindowEnd",
+    "Endpoint",
+    "RawPartition",
+    "Count",
+    "Errors",
+    "Bytes",
+    "P50Ms",
+    "P95Ms",
+    "P99Ms",
+    "LatencyCount",
+    "Sketch",
+    "FirstOffset",
+    "LastOffset",
+]
+SLOW_COLUMNS = [
+    "WindowStart",
+    "WindowEnd",
+    "SessionId",
+    "RawPartition",
+    "Rank",
+    "Count",
+    "Errors",
+    "Bytes",
+    "P50Ms",
+    "P95Ms",
+    "P99Ms",
+    "FirstOffset",
+    "LastOffset",
+]
+
+
+class ClickHouseStatsSink:
+    """Writes window statistics (logs.stats) into endpoint_stats and slow_sessions."""
+
+    name = "clickhouse-stats"
+
+    def __init__(self, client: Client, database: str, lock: threading.Lock) -> None:
+        self.client = client
+        self.database = database
+        self.lock = lock
+        self._pending: list[dict[str, Any]] = []
+
+    def write_batch(self, rows: Sequence[Any]) -> None:
+        self._pending.extend(rows)
+
+    def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        endpoint = [
+            [
+                r["window_start_us"] * 1000,
+                r["window_end_us"] * 1000,
+                r["endpoint"],
+                r["partition"],
+                r["count"],
+                r["errors"],
+                r["bytes"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+                r["latency_count"],
+                r["sketch"],
+                r["first_offset"],
+                r["last_offset"],
+            ]
+            for r in rows
+            if r.get("kind") == "endpoint"
+        ]
+        slow = [
+            [
+                r["window_start_us"] * 1000,
+                r["window_end_us"] * 1000,
+                r["session"],
+                r["partition"],
+                r["rank"],
+                r["count"],
+                r["errors"],
+                r["bytes"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+                r["first_offset"],
+                r["last_offset"],
+            ]
+            for r in rows
+            if r.get("kind") == "slow_session"
+        ]
+        try:
+            with self.lock:
+                if endpoint:
+                    self.client.insert(
+                        f"{self.database}.endpoint_stats", endpoint, column_names=ENDPOINT_COLUMNS
+                    )
+                if slow:
+                    self.client.insert(f"{self.database}.slow_sessions", slow, column_names=SLOW_COLUMNS)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    def close(self) -> None:
+        pass

@@ -74,7 +74,9 @@ class RawProcessor:
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
 
-    def handle(self, topic: str, partition: int, offset: int, value: bytes | None, replay: bool = False) -> Outcome:
+    def handle(
+        self, topic: str, partition: int, offset: int, value: bytes | None, replay: bool = False
+    ) -> Outcome:
         """Decode one raw message and feed its lines; with replay=True only rebuild state (emit nothing)."""
         outcome = Outcome()
         records, errors = self.decoder.decode(value)

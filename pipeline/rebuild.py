@@ -26,8 +26,13 @@ def read_back(
     thousands of messages per second, so this costs seconds even for a busy partition.
     """
     consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": f"{settings.app_id}-rebuild", "enable.auto.commit": False,
-         "enable.partition.eof": True, "fetch.max.bytes": 52_428_800}  # fmt: skip
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.app_id}-rebuild",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 52_428_800,
+        }
     )
     started = time.monotonic()
     try:
@@ -59,8 +64,13 @@ def read_back(
                 out.append((offset, msg.value()))
         log.info(
             "rebuilt window state topic=%s partition=%s from_offset=%s to_offset=%s messages=%s seconds=%.2f",
-            topic, partition, start, before_offset, len(out), time.monotonic() - started,
-        )  # fmt: skip
+            topic,
+            partition,
+            start,
+            before_offset,
+            len(out),
+            time.monotonic() - started,
+        )
         return out
     finally:
         consumer.close()

@@ -7,6 +7,9 @@ import signal
 import threading
 from typing import Any
 
+import orjson
+
+from pipeline.errors import DecodeError
 from pipeline.kafka import ensure_topics
 from pipeline.query import QueryFilters, run_query, store_summary
 from pipeline.queryapi import QueryServer, remote_query, remote_summary
@@ -23,6 +26,12 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     ensure_topics(settings)
     sink = load_sink(name).from_settings(settings)
     runner = SinkRunner(settings, sink)
+    runners = [runner]
+    stats_sink = getattr(sink, "stats_sink", None)
+    if stats_sink is not None:
+        runners.append(
+            SinkRunner(settings, stats_sink(), f"{runner.group}-stats", settings.stats_topic, decode_stats)
+        )
     server = None
     client = getattr(sink, "client", None)
     if client is not None:
@@ -41,18 +50,26 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
         server = QueryServer(settings.query_host, settings.query_port, query, summary).start()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: runner.stop())
+            signal.signal(sig, lambda *_: _stop_all(runners))
     if stop is not None:
 
         def watch(event: threading.Event) -> None:
             event.wait()
-            runner.stop()
+            for r in runners:
+                r.stop()
 
         threading.Thread(target=watch, args=(stop,), daemon=True).start()
     log.info("sink running sink=%s group=%s topic=%s", name, runner.group, settings.curated_topic)
+    helpers = [threading.Thread(target=r.run, name=f"sink-{r.topic}", daemon=True) for r in runners[1:]]
+    for thread in helpers:
+        thread.start()
     try:
         runner.run()
     finally:
+        for r in runners[1:]:
+            r.stop()
+        for thread in helpers:
+            thread.join(15)
         if server is not None:
             server.stop()
         sink.close()
@@ -64,6 +81,22 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             m.retries,
             m.dlq_rows,
         )
+
+
+def _stop_all(runners: list[SinkRunner]) -> None:
+    for r in runners:
+        r.stop()
+
+
+def decode_stats(value: bytes | None) -> list[Any]:
+    """A logs.stats value: a JSON array of window statistics."""
+    try:
+        rows = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("not_json", str(exc)) from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "kind" in r for r in rows):
+        raise DecodeError("wrong_type", "logs.stats values are arrays of objects with a kind")
+    return rows
 
 
 def _with_store(settings: Settings) -> Any:

@@ -94,27 +94,41 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How far back a trigger re-emits a session's lines."
     )
     session_max_lines: int = Field(default=2000, ge=1, description="Most lines buffered per session.")
-    follow_s: float = Field(default=30.0, ge=0, description="How long after a trigger its key stays captured.")
+    follow_s: float = Field(
+        default=30.0, ge=0, description="How long after a trigger its key stays captured."
+    )
     session_max_bytes: int = Field(default=1_048_576, ge=1024, description="Most bytes buffered per session.")
     memory_budget_mb: int = Field(
-        default=256, ge=1, description="Buffer memory of one worker process; idle sessions are evicted beyond it."
+        default=256,
+        ge=1,
+        description="Buffer memory of one worker process; idle sessions are evicted beyond it.",
     )
-    latency_floor_ms: float = Field(default=1000.0, ge=0, description="Latency spike: never below this latency.")
+    latency_floor_ms: float = Field(
+        default=1000.0, ge=0, description="Latency spike: never below this latency."
+    )
     latency_factor: float = Field(
         default=3.0, gt=0, description="Latency spike: above factor x the endpoint's last-window p95."
     )
-    slow_session_p95_ms: float = Field(default=2000.0, gt=0, description="Slow session: window p95 above this.")
-    slow_session_min_lines: int = Field(default=5, ge=1, description="Slow session: lines needed in the window.")
+    slow_session_p95_ms: float = Field(
+        default=2000.0, gt=0, description="Slow session: window p95 above this."
+    )
+    slow_session_min_lines: int = Field(
+        default=5, ge=1, description="Slow session: lines needed in the window."
+    )
     auth_fail_count: int = Field(
         default=5, ge=1, description="Security: this many 401/403 for one user within the lookback triggers."
     )
-    stats_window_s: float = Field(default=60.0, gt=0, description="Tumbling window of session/endpoint stats.")
+    stats_window_s: float = Field(
+        default=60.0, gt=0, description="Tumbling window of session/endpoint stats."
+    )
     slowest_sessions: int = Field(default=10, ge=0, description="Slowest sessions kept per stats window.")
     key_budget_lps: float = Field(
         default=2000.0, gt=0, description="Emission budget per key (lines/s); beyond it lines are summarised."
     )
     global_budget_lps: float = Field(
-        default=50_000.0, gt=0, description="Emission budget of one worker (lines/s); beyond it lines are summarised."
+        default=50_000.0,
+        gt=0,
+        description="Emission budget of one worker (lines/s); beyond it lines are summarised.",
     )
     max_sessions: int = Field(
         default=100_000, ge=1, description="Most sessions buffered; idle ones are evicted."

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -15,7 +16,7 @@ from pipeline.errors import BadDataError, DecodeError, RetryableSinkError
 from pipeline.kafka import producer_config
 from pipeline.serde import decode_curated
 from pipeline.settings import Settings
-from pipeline.types import CuratedRecord, Sink
+from pipeline.types import Sink
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,18 @@ class SinkRunner:
     go to logs.dlq with the store's message, the rest is written. Then offsets are committed.
     """
 
-    def __init__(self, settings: Settings, sink: Sink, group: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        group: str | None = None,
+        topic: str | None = None,
+        decode: Callable[[bytes | None], list[Any]] = decode_curated,
+    ) -> None:
         self.settings = settings
         self.sink = sink
+        self.topic = topic or settings.curated_topic
+        self.decode = decode
         self.metrics = SinkMetrics()
         self.group = group or f"{settings.sink_group}-{sink.name}"
         self.consumer = Consumer(
@@ -56,7 +66,7 @@ class SinkRunner:
             }
         )
         self.producer = Producer(producer_config(settings))
-        self._rows: dict[tuple[str, int], list[CuratedRecord]] = {}
+        self._rows: dict[tuple[str, int], list[Any]] = {}
         self._row_count = 0
         self._offsets: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
@@ -65,7 +75,7 @@ class SinkRunner:
         self._stop.set()
 
     def run(self) -> None:
-        self.consumer.subscribe([self.settings.curated_topic], on_revoke=self._on_revoke)
+        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
         batch_s = self.settings.sink_batch_ms / 1000
         started = time.monotonic()
         try:
@@ -95,7 +105,7 @@ class SinkRunner:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         try:
-            rows = decode_curated(msg.value())
+            rows = self.decode(msg.value())
             self._rows.setdefault((topic, partition), []).extend(rows)
             self._row_count += len(rows)
         except DecodeError as exc:
@@ -111,7 +121,7 @@ class SinkRunner:
         self._row_count = 0
         self._offsets = {}
 
-    def _write(self, rows: Sequence[CuratedRecord]) -> None:
+    def _write(self, rows: Sequence[Any]) -> None:
         if not rows:
             return
         backoff = 0.2

@@ -69,8 +69,17 @@ class WindowMetrics:
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: WindowMetrics) -> None:
-        for name in ("lines_in", "lines_emitted", "triggers", "baseline", "evicted_lines", "evicted_sessions",
-                     "suppressed_lines", "summaries", "stats_records"):  # fmt: skip
+        for name in (
+            "lines_in",
+            "lines_emitted",
+            "triggers",
+            "baseline",
+            "evicted_lines",
+            "evicted_sessions",
+            "suppressed_lines",
+            "summaries",
+            "stats_records",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.by_reason.items():
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
@@ -198,15 +207,31 @@ class _Stats:
     def row(self) -> dict[str, Any]:
         s = self.sketch
         return {
-            "count": self.count, "errors": self.errors, "bytes": self.bytes,
-            "p50_ms": s.quantile(0.5), "p95_ms": s.quantile(0.95), "p99_ms": s.quantile(0.99),
-            "latency_count": s.count, "sketch": s.to_dict(),
-            "first_offset": self.first_offset, "last_offset": self.last_offset,
-        }  # fmt: skip
+            "count": self.count,
+            "errors": self.errors,
+            "bytes": self.bytes,
+            "p50_ms": s.quantile(0.5),
+            "p95_ms": s.quantile(0.95),
+            "p99_ms": s.quantile(0.99),
+            "latency_count": s.count,
+            "sketch": s.to_dict(),
+            "first_offset": self.first_offset,
+            "last_offset": self.last_offset,
+        }
 
 
 class _Session:
-    __slots__ = ("bucket", "buf", "bytes", "follow_until", "slow_fired", "stats", "suppressed", "trigger", "win")
+    __slots__ = (
+        "bucket",
+        "buf",
+        "bytes",
+        "follow_until",
+        "slow_fired",
+        "stats",
+        "suppressed",
+        "trigger",
+        "win",
+    )
 
     def __init__(self, burst: float) -> None:
         self.buf: deque[_Entry] = deque()
@@ -360,7 +385,9 @@ class Engine:
         cfg = self.config
         if not (
             st.bucket.take(ts, cfg.key_budget_lps, self.burst)
-            and self.shared.global_bucket.take(ts, cfg.global_budget_lps, cfg.global_budget_lps * cfg.budget_burst_s)
+            and self.shared.global_bucket.take(
+                ts, cfg.global_budget_lps, cfg.global_budget_lps * cfg.budget_burst_s
+            )
         ):
             self._suppress(st, entry, reasons, replay)
             return
@@ -376,7 +403,13 @@ class Engine:
             self.metrics.suppressed_lines += 1
         s = st.suppressed
         if s is None:
-            s = st.suppressed = {"lines": 0, "levels": {}, "reasons": {}, "first": entry.line, "last": entry.line}
+            s = st.suppressed = {
+                "lines": 0,
+                "levels": {},
+                "reasons": {},
+                "first": entry.line,
+                "last": entry.line,
+            }
         s["lines"] += 1
         level = entry.line.record["level"]
         s["levels"][level] = s["levels"].get(level, 0) + 1
@@ -401,18 +434,31 @@ class Engine:
     def _summary(self, key: str, s: dict[str, Any]) -> CuratedRecord:
         last: RawLine = s["last"]
         first: RawLine = s["first"]
-        attrs = {"hindsight.summary.lines": str(s["lines"]), "hindsight.summary.key": key,
-                 "hindsight.summary.first_offset": str(first.offset),
-                 "hindsight.summary.last_offset": str(last.offset)}  # fmt: skip
+        attrs = {
+            "hindsight.summary.lines": str(s["lines"]),
+            "hindsight.summary.key": key,
+            "hindsight.summary.first_offset": str(first.offset),
+            "hindsight.summary.last_offset": str(last.offset),
+        }
         attrs.update({f"hindsight.summary.level.{k}": str(v) for k, v in s["levels"].items()})
         attrs.update({f"hindsight.summary.reason.{k}": str(v) for k, v in s["reasons"].items()})
         rec = last.record
         summary_line = RawLine(
-            {**rec, "level": "WARN", "severity_number": Level.WARN.value, "attributes": attrs, "security_flags": [],
-             "message": f"hindsight: {s['lines']} lines over the emission budget summarised for {key}",
-             "latency_ms": None, "status_code": None},
-            f"{self.topic}#summary", self.partition, last.offset, last.index,
-        )  # fmt: skip
+            {
+                **rec,
+                "level": "WARN",
+                "severity_number": Level.WARN.value,
+                "attributes": attrs,
+                "security_flags": [],
+                "message": f"hindsight: {s['lines']} lines over the emission budget summarised for {key}",
+                "latency_ms": None,
+                "status_code": None,
+            },
+            f"{self.topic}#summary",
+            self.partition,
+            last.offset,
+            last.index,
+        )
         return curate(summary_line, ["summary"], None, self.config.retention_days)
 
     def apply_capture(self, cap: Capture, em: Emission, replay: bool = False) -> None:
@@ -420,7 +466,11 @@ class Engine:
         for key, st in self.sessions.items():
             for entry in st.buf:
                 rec = entry.line.record
-                if not entry.emitted and rec.get("endpoint") == cap.endpoint and rec["timestamp"] >= cap.since_us:
+                if (
+                    not entry.emitted
+                    and rec.get("endpoint") == cap.endpoint
+                    and rec["timestamp"] >= cap.since_us
+                ):
                     self._emit(em, key, st, entry, ["security"], cap.trigger, replay)
 
     def shared_capture(self, endpoint: str, ts: int, trig: Trigger) -> Capture:
@@ -481,9 +531,16 @@ class Engine:
 
     # ---- window statistics -------------------------------------------------------------------
     def _stats(
-        self, st: _Session, key: str, line: RawLine, ts: int, endpoint: str | None, error: bool, size: int,
+        self,
+        st: _Session,
+        key: str,
+        line: RawLine,
+        ts: int,
+        endpoint: str | None,
+        error: bool,
+        size: int,
         latency: float | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         win = ts - ts % self.config.stats_window_us
         if st.win != win:
             st.win = win
@@ -508,8 +565,14 @@ class Engine:
             self.shared.close_baseline(endpoint, win, stats.sketch)
             if not replay:
                 em.stats.append(
-                    {"kind": "endpoint", "window_start_us": win, "window_end_us": win + cfg.stats_window_us,
-                     "endpoint": endpoint, "partition": self.partition, **stats.row()}  # fmt: skip
+                    {
+                        "kind": "endpoint",
+                        "window_start_us": win,
+                        "window_end_us": win + cfg.stats_window_us,
+                        "endpoint": endpoint,
+                        "partition": self.partition,
+                        **stats.row(),
+                    }
                 )
         for win in [w for w in self.session_windows if w <= limit]:
             sessions = self.session_windows.pop(win)
@@ -522,8 +585,15 @@ class Engine:
             )[: cfg.slowest_sessions]
             for rank, (k, s) in enumerate(ranked, start=1):
                 em.stats.append(
-                    {"kind": "slow_session", "window_start_us": win, "window_end_us": win + cfg.stats_window_us,
-                     "session": k, "rank": rank, "partition": self.partition, **s.row()}  # fmt: skip
+                    {
+                        "kind": "slow_session",
+                        "window_start_us": win,
+                        "window_end_us": win + cfg.stats_window_us,
+                        "session": k,
+                        "rank": rank,
+                        "partition": self.partition,
+                        **s.row(),
+                    }
                 )
         self.metrics.stats_records += len(em.stats) - before
 

@@ -49,10 +49,12 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     warm: set[int] = set()
 
     async def rebuild(partition: int, offset: int, timestamp_s: float | None) -> None:
-        """Before the first message of a newly assigned partition: replay its recent past, emitting nothing."""
+        """Before a newly assigned partition's first message: replay its recent past, emitting nothing."""
         ts_ms = int((timestamp_s or time.time()) * 1000)
         loop = asyncio.get_running_loop()
-        past = await loop.run_in_executor(None, read_back, settings, settings.raw_topic, partition, offset, ts_ms)
+        past = await loop.run_in_executor(
+            None, read_back, settings, settings.raw_topic, partition, offset, ts_ms
+        )
         for past_offset, value in past:
             processor.handle(settings.raw_topic, partition, past_offset, value, replay=True)
         warm.add(partition)
@@ -82,13 +84,14 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
 
     app.agent(raw, name="hindsight.curate")(curate)
 
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = kwargs.get("revoked") or (args[0] if args else set())
         for tp in revoked:
             if tp.topic == settings.raw_topic:
                 warm.discard(tp.partition)
                 processor.windows.drop(tp.topic, tp.partition)
 
-    app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
     async def tick() -> None:
         await send(processor.windows.tick(time.time_ns() // 1000))
@@ -100,9 +103,14 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         log.info(
             "worker stats lines_in=%s lines_emitted=%s triggers=%s sessions=%s evicted_lines=%s "
             "evicted_sessions=%s dlq_records=%s",
-            m.lines_in, m.lines_emitted, m.triggers, processor.windows.sessions(), m.evicted_lines,
-            m.evicted_sessions, processor.dlq_records,
-        )  # fmt: skip
+            m.lines_in,
+            m.lines_emitted,
+            m.triggers,
+            processor.windows.sessions(),
+            m.evicted_lines,
+            m.evicted_sessions,
+            processor.dlq_records,
+        )
 
     app.timer(30.0)(report)
     return app, processor

@@ -177,3 +177,108 @@ def _line(
         "security_flags": [],
         "attributes": {"host": f"{service}-{len(session) % 3}", "region": "eu-west-1"},
     }
+
+
+@dataclass
+class Injected:
+    """A trigger the workload planted: which session, when, and why."""
+
+    session_id: str
+    endpoint: str
+    timestamp: int
+    kind: str  # error | latency | timeout | security | auth_failures
+
+
+@dataclass
+class IncidentWorkload:
+    """Lines with planted triggers, and the exact set of lines a correct worker emits."""
+
+    lines: list[LogRecord]
+    injected: list[Injected]
+    expected: set[tuple[str, str, int]]
+
+
+def incident_workload(
+    sessions: int = 120,
+    lines_per_session: int = 24,
+    lookback_s: float = 60.0,
+    follow_s: float = 30.0,
+    span_s: float = 20.0,
+    seed: int = 13,
+    start_us: int | None = None,
+) -> IncidentWorkload:
+    """Sessions over `span_s` of event time with errors, latency spikes, timeouts, security flags and
+    repeated auth failures planted at known lines.
+
+    Ground truth, stated without the worker's code: for each planted trigger at t in a session, every
+    line of that session in [t - lookback, t + follow]; for security and auth-failure triggers also
+    every line of the trigger's endpoint in [t, t + follow], whatever the session; and every WARN+ line.
+    The span stays below the lookback so no buffered line has expired when a capture looks for it.
+    Normal lines never trigger: DEBUG/INFO, latency <= 60 ms, status 200, no flags.
+    """
+    rng = random.Random(seed)
+    run = uuid.UUID(int=rng.getrandbits(128)).hex[:8]
+    if start_us is None:
+        start_us = time.time_ns() // 1000 - int(span_s * 1_000_000) - 5_000_000
+    endpoints = ["/api/cart", "/api/search", "/api/checkout", "/api/login", "/api/profile", "/api/orders"]
+    kinds = ["error", "latency", "timeout", "security", "auth_failures"]
+    planted = {
+        s: kinds[i % len(kinds)] for i, s in enumerate(rng.sample(range(sessions), max(5, sessions // 8)))
+    }
+    lines: list[LogRecord] = []
+    injected: list[Injected] = []
+    step = int(span_s * 1_000_000 / lines_per_session)
+    for s in range(sessions):
+        sid = f"{run}-g{s:04d}"
+        user = f"{run}-u{s:04d}"
+        endpoint = rng.choice(endpoints)
+        t = start_us + rng.randrange(step)
+        kind = planted.get(s)
+        at = rng.randrange(lines_per_session // 3, lines_per_session - 2) if kind else -1
+        for i in range(lines_per_session):
+            t += rng.randint(step // 2, step)
+            level = rng.choice([Level.DEBUG, Level.DEBUG, Level.INFO, Level.TRACE])
+            line = _line(
+                t,
+                "api",
+                level,
+                f"step {i} of {sid}",
+                sid,
+                user,
+                endpoint,
+                f"tx{i}",
+                sid.ljust(32, "0"),
+                rng.uniform(2, 60),
+                200,
+            )
+            if kind == "auth_failures" and at - 4 <= i <= at:
+                line["status_code"] = 401
+                line["message"] = f"login failed ({i}) for {user}"
+            elif i == at:
+                if kind == "error":
+                    line["level"], line["severity_number"] = "ERROR", Level.ERROR.value
+                elif kind == "latency":
+                    line["latency_ms"] = 5000.0
+                elif kind == "timeout":
+                    line["status_code"] = 504
+                elif kind == "security":
+                    line["security_flags"] = ["sqli-suspect"]
+            if i == at:
+                injected.append(Injected(sid, endpoint, t, kind or ""))
+            lines.append(line)
+    lines.sort(key=lambda ln: ln["timestamp"])
+    lb, fw = int(lookback_s * 1_000_000), int(follow_s * 1_000_000)
+    expected: set[tuple[str, str, int]] = set()
+    for ln in lines:
+        ts, sid = ln["timestamp"], ln.get("session_id") or ""
+        keep = Level[ln["level"]] >= Level.WARN
+        for inj in injected:
+            if keep:
+                break
+            if sid == inj.session_id and inj.timestamp - lb <= ts <= inj.timestamp + fw:
+                keep = True
+            elif inj.kind in ("security", "auth_failures") and ln.get("endpoint") == inj.endpoint:
+                keep = inj.timestamp <= ts <= inj.timestamp + fw
+        if keep:
+            expected.add(Workload.key(ln))
+    return IncidentWorkload(lines, injected, expected)

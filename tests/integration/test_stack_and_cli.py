@@ -35,7 +35,9 @@ def hindsight(settings: Settings, *args: str, stdin: bytes | None = None, env: d
 
 def test_topics_created_with_explicit_configs_idempotently(ns: Settings) -> None:
     created = ensure_topics(ns)
-    assert sorted(created) == sorted([ns.raw_topic, ns.curated_topic, ns.dlq_topic, ns.rules_topic, ns.stats_topic])
+    assert sorted(created) == sorted(
+        [ns.raw_topic, ns.curated_topic, ns.dlq_topic, ns.rules_topic, ns.stats_topic]
+    )
     assert ensure_topics(ns) == []
     client = admin(ns)
     resources = [ConfigResource("topic", t) for t in (ns.raw_topic, ns.rules_topic)]

@@ -1,0 +1,200 @@
+"""Each trigger, follow-up, endpoint captures, window stats, budgets, and the ground-truth workload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.serde import normalize
+from pipeline.types import RawLine
+from pipeline.window import Hindsight, WindowConfig
+from pipeline.workload import Workload, incident_workload
+
+T0 = 1_790_000_000_000_000
+S = 1_000_000
+
+
+class Feed:
+    def __init__(self, partitions: int = 1) -> None:
+        self.offsets = [0] * partitions
+
+    def __call__(self, session: str, t_s: float, partition: int = 0, **fields: Any) -> RawLine:
+        self.offsets[partition] += 1
+        obj = {
+            "timestamp": T0 + int(t_s * S),
+            "service": "svc",
+            "level": "DEBUG",
+            "session_id": session,
+            "message": f"{session}@{t_s}",
+            "endpoint": "/e",
+        }
+        obj.update(fields)
+        return RawLine(normalize(obj), "logs.raw", partition, self.offsets[partition])
+
+
+def messages(hs: Hindsight, lines: list[RawLine]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    out: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for line in lines:
+        for key, rows in hs.process([line]).curated.items():
+            out.setdefault(key, []).extend((r["message"], tuple(r["trigger_reasons"])) for r in rows)
+    return out
+
+
+def test_follow_up_captures_lines_after_the_trigger_and_extends() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
+    lines = [
+        feed("a", 0),
+        feed("a", 1, level="ERROR", message="e1"),
+        feed("a", 5),
+        feed("a", 6, level="ERROR", message="e2"),
+        feed("a", 10.5),
+        feed("a", 11.5),
+    ]
+    got = [m for m, _ in messages(hs, lines)["a"]]
+    # a@5 within e1's follow; e2 extends to 11; a@11.5 is past it
+    assert got == ["a@0", "e1", "a@5", "e2", "a@10.5"]
+
+
+def test_latency_spike_against_floor_and_endpoint_baseline() -> None:
+    feed = Feed()
+    cfg = WindowConfig(
+        latency_floor_ms=100,
+        latency_factor=3,
+        stats_window_us=10 * S,
+        stats_grace_us=1 * S,
+        slow_session_p95_ms=10**9,
+    )
+    hs = Hindsight(cfg)
+    warmup = [feed(f"w{i}", i * 0.5, latency_ms=90.0) for i in range(20)]  # window [0,10): p95 90 ms
+    assert messages(hs, warmup) == {}  # below the floor
+    later = [
+        feed("x", 20, latency_ms=150.0, message="no spike"),
+        feed("y", 21, latency_ms=700.0, message="spike"),
+    ]
+    got = messages(hs, later)
+    assert "x" not in got  # above the floor, but below 3 x the endpoint's p95 of 90 ms
+    assert got["y"] == [("spike", ("latency",))]
+
+
+def test_slow_session_fires_once_per_window() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(slow_session_p95_ms=500, slow_session_min_lines=3, latency_floor_ms=10**9))
+    lines = [feed("s", i, latency_ms=900.0, message=f"slow{i}") for i in range(6)]
+    got = messages(hs, lines)["s"]
+    assert got[0:3] == [
+        ("slow0", ("slow_session",)),
+        ("slow1", ("slow_session",)),
+        ("slow2", ("slow_session",)),
+    ]
+    assert sum(1 for _, reasons in got if reasons == ("slow_session",)) == 6  # the rest are its follow-up
+    assert hs.metrics.triggers == 1
+
+
+def test_timeout_by_status_and_attribute() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig())
+    got = messages(
+        hs,
+        [
+            feed("a", 1, status_code=504, message="gw"),
+            feed("b", 1, attributes={"timeout": "db"}, message="db"),
+        ],
+    )
+    assert got == {"a": [("gw", ("timeout",))], "b": [("db", ("timeout",))]}
+
+
+def test_security_flag_captures_the_whole_endpoint_across_partitions() -> None:
+    feed = Feed(partitions=2)
+    hs = Hindsight(WindowConfig(follow_us=10 * S))
+    before = [
+        feed("other", 2, partition=1, message="other-before"),
+        feed("other", 4, partition=1, endpoint="/x", message="other-elsewhere"),
+        feed("other", 5.5, partition=1, message="other-after-start"),
+    ]
+    assert messages(hs, before) == {}
+    trig = feed("bad", 5, partition=0, security_flags=["sqli"], message="attack")
+    got = messages(hs, [trig])
+    assert ("attack", ("security",)) in got["bad"]
+    assert got["other"] == [("other-after-start", ("security",))]  # buffered, same endpoint, after t
+    live = messages(
+        hs,
+        [feed("third", 14, partition=1, message="live"), feed("third", 16, partition=1, message="too late")],
+    )
+    assert live == {"third": [("live", ("security",))]}
+
+
+def test_repeated_auth_failures_of_one_user() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(auth_fail_count=3))
+    lines = [feed("a", i, status_code=401, user_id="mallory", message=f"fail{i}") for i in range(3)]
+    got = messages(hs, lines)["a"]
+    assert [m for m, _ in got] == ["fail0", "fail1", "fail2"] and got[-1][1] == ("auth_failures",)
+
+
+def test_window_stats_and_slowest_sessions() -> None:
+    feed = Feed()
+    hs = Hindsight(
+        WindowConfig(
+            stats_window_us=10 * S,
+            stats_grace_us=S,
+            slowest_sessions=2,
+            latency_floor_ms=10**9,
+            slow_session_p95_ms=10**9,
+        )
+    )
+    lines = [
+        feed(f"s{i % 3}", i * 0.3, latency_ms=float(10 * (i % 3 + 1)), level="ERROR" if i == 4 else "DEBUG")
+        for i in range(30)
+    ]
+    stats = []
+    for line in [*lines, feed("late", 25)]:
+        stats.extend(hs.process([line]).stats)
+    [endpoint] = [s for s in stats if s["kind"] == "endpoint" and s["window_start_us"] == T0 - T0 % (10 * S)]
+    assert endpoint["count"] == 30 and endpoint["errors"] == 1 and endpoint["endpoint"] == "/e"
+    assert endpoint["first_offset"] == 1 and endpoint["last_offset"] == 30
+    assert abs(endpoint["p99_ms"] - 30) < 1 and abs(endpoint["p50_ms"] - 20) < 1
+    slow = sorted((s["rank"], s["session"]) for s in stats if s["kind"] == "slow_session")
+    assert slow == [(1, "s2"), (2, "s1")]
+
+
+def test_storm_is_summarised_not_dropped() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(key_budget_lps=10, budget_burst_s=1, follow_us=60 * S))
+    out: list[dict[str, Any]] = []
+    lines = [feed("storm", 0, level="ERROR", message="first")] + [
+        feed("storm", 0.001 * i) for i in range(1, 200)
+    ]
+    for line in [*lines, feed("storm", 3)]:
+        for rows in hs.process([line]).curated.values():
+            out.extend(rows)
+    kept = [r for r in out if r["trigger_reasons"] != ["summary"]]
+    summaries = [r for r in out if r["trigger_reasons"] == ["summary"]]
+    # a burst of 10, one more refilled by t=0.109, then the line at t=3
+    assert len(kept) == 12
+    assert summaries and sum(int(s["attributes"]["hindsight.summary.lines"]) for s in summaries) == 189
+    assert hs.metrics.suppressed_lines == 189
+
+
+def test_memory_budget_evicts_idle_sessions_and_counts() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
+    for i in range(100):
+        hs.process([feed(f"s{i}", i * 0.01, message="x" * 100)])
+    assert hs.shared.buffered_bytes <= 20_000
+    assert hs.metrics.evicted_sessions > 0 and hs.sessions() < 100
+
+
+def test_ground_truth_workload_in_memory() -> None:
+    work = incident_workload(sessions=80, seed=21)
+    assert {i.kind for i in work.injected} == {"error", "latency", "timeout", "security", "auth_failures"}
+    cfg = WindowConfig(key_budget_lps=10**6, global_budget_lps=10**7)
+    hs = Hindsight(cfg)
+    got: set[tuple[str, str, int]] = set()
+    for offset, record in enumerate(work.lines):  # two partitions, by session, as the publisher keys them
+        partition = hash(record["session_id"]) % 2
+        for rows in hs.process([RawLine(record, "logs.raw", partition, offset)]).curated.values():
+            for r in rows:
+                key = Workload.key(r)
+                assert key not in got, "emitted twice"
+                got.add(key)
+    assert got == work.expected
