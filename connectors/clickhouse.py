@@ -283,8 +283,8 @@ class ClickHouseStatsSink:
         rows, self._pending = self._pending, []
         endpoint = [
             [
-                r["window_start_us"] * 1000,
-                r["window_end_us"] * 1000,
+                r["window_start_us"],
+                r["window_end_us"],
                 r["endpoint"],
                 r["partition"],
                 r["count"],
@@ -303,8 +303,8 @@ class ClickHouseStatsSink:
         ]
         slow = [
             [
-                r["window_start_us"] * 1000,
-                r["window_end_us"] * 1000,
+                r["window_start_us"],
+                r["window_end_us"],
                 r["session"],
                 r["partition"],
                 r["rank"],

@@ -138,7 +138,13 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
             "the sink's query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children
         )
 
-        work = generate(sessions=sessions, lookback_s=settings.lookback_s, run_id=run_id)
+        work = generate(
+            sessions=sessions,
+            lookback_s=settings.lookback_s,
+            follow_s=settings.follow_s,
+            latency_floor_ms=settings.latency_floor_ms,
+            run_id=run_id,
+        )
         publisher = Publisher(settings)
         for record in tqdm(work.lines, desc="publishing", unit="line", file=sys.stderr, mininterval=0.2):
             publisher.publish(record)

@@ -42,6 +42,7 @@ def window_config(settings: Settings) -> WindowConfig:
         slow_session_min_lines=settings.slow_session_min_lines,
         auth_fail_count=settings.auth_fail_count,
         stats_window_us=int(settings.stats_window_s * 1_000_000),
+        stats_grace_us=int(settings.stats_grace_s * 1_000_000),
         slowest_sessions=settings.slowest_sessions,
         key_budget_lps=settings.key_budget_lps,
         global_budget_lps=settings.global_budget_lps,

@@ -166,3 +166,51 @@ def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
             for r in incidents
         ],
     }
+
+
+def endpoint_stats(
+    client: QueryClient,
+    database: str,
+    endpoint: str | None = None,
+    since_us: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Window statistics per endpoint, the workers' partial windows merged (sketches included)."""
+    from pipeline.sketch import LatencySketch
+
+    where = []
+    params: dict[str, Any] = {"limit": limit}
+    if endpoint is not None:
+        where.append("Endpoint = {endpoint:String}")
+        params["endpoint"] = endpoint
+    if since_us is not None:
+        where.append("WindowStart >= fromUnixTimestamp64Micro({since_us:Int64})")
+        params["since_us"] = since_us
+    sql = f"""
+        SELECT Endpoint, toUnixTimestamp64Micro(WindowStart) AS start_us, sum(Count), sum(Errors), sum(Bytes),
+               sumMap(Sketch), min(FirstOffset), max(LastOffset), count() AS parts
+        FROM {database}.endpoint_stats FINAL
+        {"WHERE " + " AND ".join(where) if where else ""}
+        GROUP BY Endpoint, WindowStart ORDER BY WindowStart DESC, Endpoint LIMIT {{limit:UInt32}}
+    """
+    out = []
+    for ep, start, count, errors, size, sketch, first, last, parts in client.query(
+        sql, parameters=params
+    ).result_rows:
+        merged = LatencySketch.from_dict({str(k): int(v) for k, v in sketch.items()})
+        out.append(
+            {
+                "endpoint": ep,
+                "window_start_us": start,
+                "count": count,
+                "errors": errors,
+                "bytes": size,
+                "p50_ms": merged.quantile(0.5),
+                "p95_ms": merged.quantile(0.95),
+                "p99_ms": merged.quantile(0.99),
+                "first_offset": first,
+                "last_offset": last,
+                "parts": parts,
+            }
+        )
+    return out

@@ -21,13 +21,16 @@ log = logging.getLogger(__name__)
 
 Runner = Callable[[QueryFilters], list[dict[str, Any]]]
 Summary = Callable[[], dict[str, Any]]
+Stats = Callable[[dict[str, str]], list[dict[str, Any]]]
 
 
 class QueryServer:
     """GET /health, GET /logs?<filters> (JSON lines), GET /summary. Bound parameters only."""
 
-    def __init__(self, host: str, port: int, run: Runner, summary: Summary) -> None:
-        handler = _handler(run, summary)
+    def __init__(
+        self, host: str, port: int, run: Runner, summary: Summary, stats: Stats | None = None
+    ) -> None:
+        handler = _handler(run, summary, stats)
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -51,7 +54,7 @@ class QueryServer:
         self.httpd.server_close()
 
 
-def _handler(run: Runner, summary: Summary) -> type[BaseHTTPRequestHandler]:
+def _handler(run: Runner, summary: Summary, stats: Stats | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "hindsight-query"
 
@@ -75,6 +78,9 @@ def _handler(run: Runner, summary: Summary) -> type[BaseHTTPRequestHandler]:
                     rows = run(QueryFilters.from_params(params))
                     body = b"".join(orjson.dumps(r) + b"\n" for r in rows)
                     self._send(HTTPStatus.OK, body, "application/x-ndjson")
+                elif url.path == "/stats" and stats is not None:
+                    params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=False))
+                    self._send(HTTPStatus.OK, orjson.dumps(stats(params)))
                 elif url.path == "/summary":
                     self._send(HTTPStatus.OK, orjson.dumps(summary()))
                 else:
@@ -96,6 +102,13 @@ def remote_query(base_url: str, filters: QueryFilters, timeout: float = 10.0) ->
 
 def remote_summary(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
     result: dict[str, Any] = orjson.loads(_get(f"{base_url}/summary", timeout))
+    return result
+
+
+def remote_stats(base_url: str, params: dict[str, str], timeout: float = 10.0) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = orjson.loads(
+        _get(f"{base_url}/stats?{urllib.parse.urlencode(params)}", timeout)
+    )
     return result
 
 

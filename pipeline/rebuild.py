@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 
 def rebuild_span_ms(settings: Settings) -> int:
     """How far back state reaches: lookback + follow-up + one stats window and its grace, plus margin."""
-    return int((settings.lookback_s + settings.follow_s + settings.stats_window_s + 10 + 10) * 1000)
+    return int(
+        (settings.lookback_s + settings.follow_s + settings.stats_window_s + settings.stats_grace_s + 10)
+        * 1000
+    )
 
 
 def read_back(
@@ -46,8 +49,10 @@ def read_back(
         consumer.assign([TopicPartition(topic, partition, start)])
         out: list[tuple[int, bytes | None]] = []
         done = False
+        next_offset = start
         while not done:
-            msgs = consumer.consume(5000, timeout=2.0)
+            # ask for no more than is left: consume() waits until it has that many or times out
+            msgs = consumer.consume(max(1, min(5000, before_offset - next_offset)), timeout=2.0)
             if not msgs:
                 break
             for msg in msgs:
@@ -62,6 +67,7 @@ def read_back(
                     done = True
                     break
                 out.append((offset, msg.value()))
+                next_offset = offset + 1
         log.info(
             "rebuilt window state topic=%s partition=%s from_offset=%s to_offset=%s messages=%s seconds=%.2f",
             topic,

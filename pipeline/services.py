@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics
-from pipeline.query import QueryFilters, run_query, store_summary
+from pipeline.query import QueryFilters, endpoint_stats, run_query, store_summary
 from pipeline.queryapi import QueryServer, remote_query, remote_summary
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
@@ -47,7 +47,19 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             with lock:
                 return store_summary(client, database)
 
-        server = QueryServer(settings.query_host, settings.query_port, query, summary).start()
+        def stats(params: dict[str, str]) -> list[dict[str, Any]]:
+            unknown = set(params) - {"endpoint", "since_us", "limit"}
+            if unknown:
+                raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+            try:
+                since = int(params["since_us"]) if "since_us" in params else None
+                limit = int(params.get("limit", "100"))
+            except ValueError as exc:
+                raise QueryError(f"bad number: {exc}") from None
+            with lock:
+                return endpoint_stats(client, database, params.get("endpoint"), since, limit)
+
+        server = QueryServer(settings.query_host, settings.query_port, query, summary, stats).start()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: _stop_all(runners))

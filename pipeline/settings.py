@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How far back a trigger re-emits a session's lines."
     )
     session_max_lines: int = Field(default=2000, ge=1, description="Most lines buffered per session.")
+    worker_session_timeout_s: float = Field(
+        default=15.0,
+        ge=6,
+        description="Consumer group session timeout: how soon a dead worker's partitions move.",
+    )
     follow_s: float = Field(
         default=30.0, ge=0, description="How long after a trigger its key stays captured."
     )
@@ -120,6 +125,9 @@ class Settings(BaseSettings):
     )
     stats_window_s: float = Field(
         default=60.0, gt=0, description="Tumbling window of session/endpoint stats."
+    )
+    stats_grace_s: float = Field(
+        default=30.0, ge=0, description="Event-time disorder a stats window waits for before it closes."
     )
     slowest_sessions: int = Field(default=10, ge=0, description="Slowest sessions kept per stats window.")
     key_budget_lps: float = Field(

@@ -38,14 +38,15 @@ class WindowConfig:
     baseline_level: Level = Level.WARN
     latency_floor_ms: float = 1000.0
     latency_factor: float = 3.0
-    slow_session_p95_ms: float = 2000.0
+    slow_session_p95_ms: float = 5000.0
     slow_session_min_lines: int = 5
     timeout_status: frozenset[int] = frozenset({408, 504})
     timeout_attribute: str = "timeout"
     auth_fail_status: frozenset[int] = frozenset({401, 403})
     auth_fail_count: int = 5
     stats_window_us: int = 60_000_000
-    stats_grace_us: int = 10_000_000
+    stats_grace_us: int = 30_000_000
+    stats_idle_close_s: int = 5
     slowest_sessions: int = 10
     key_budget_lps: float = 2000.0
     global_budget_lps: float = 50_000.0
@@ -66,20 +67,12 @@ class WindowMetrics:
     suppressed_lines: int = 0
     summaries: int = 0
     stats_records: int = 0
+    late_stats: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: WindowMetrics) -> None:
-        for name in (
-            "lines_in",
-            "lines_emitted",
-            "triggers",
-            "baseline",
-            "evicted_lines",
-            "evicted_sessions",
-            "suppressed_lines",
-            "summaries",
-            "stats_records",
-        ):
+        for name in ("lines_in", "lines_emitted", "triggers", "baseline", "evicted_lines", "evicted_sessions",
+                     "suppressed_lines", "summaries", "stats_records", "late_stats"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.by_reason.items():
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
@@ -290,6 +283,9 @@ class Engine:
         self.endpoint_windows: dict[tuple[int, str], _Stats] = {}
         self.session_windows: dict[int, dict[str, _Stats]] = {}
         self.watermark = 0
+        self.closed_until = -1  # windows starting at or before this were emitted; later lines are late
+        self.active = False
+        self.idle_ticks = 0
         self.burst = self.config.key_budget_lps * self.config.budget_burst_s
 
     # ---- the line loop ---------------------------------------------------------------------
@@ -547,7 +543,9 @@ class Engine:
             st.stats = self.session_windows.setdefault(win, {}).setdefault(key, _Stats())
             st.slow_fired = False
         st.stats.add(line, error, size, latency)
-        if endpoint:
+        if endpoint and win <= self.closed_until:
+            self.metrics.late_stats += 1  # its window was already emitted; counting it would split the row
+        elif endpoint:
             ew = self.endpoint_windows.get((win, endpoint))
             if ew is None:
                 ew = self.endpoint_windows[(win, endpoint)] = _Stats()
@@ -559,6 +557,7 @@ class Engine:
         if not self.endpoint_windows and not self.session_windows:
             return
         before = len(em.stats)
+        self.closed_until = max(self.closed_until, limit)
         for win_key in [k for k in self.endpoint_windows if k[0] <= limit]:
             stats = self.endpoint_windows.pop(win_key)
             win, endpoint = win_key
@@ -597,10 +596,14 @@ class Engine:
                 )
         self.metrics.stats_records += len(em.stats) - before
 
-    def tick(self, now_us: int) -> Emission:
-        """Wall-clock housekeeping when traffic is idle: close old windows, flush summaries."""
+    def tick(self, now_us: int, idle: bool) -> Emission:
+        """Wall-clock housekeeping: when the partition went quiet, close all its windows; flush summaries."""
         em = Emission()
-        self._close_windows(em, False, now_us=max(self.watermark, now_us - self.config.stats_window_us))
+        if idle and (self.endpoint_windows or self.session_windows):
+            cfg = self.config
+            self._close_windows(
+                em, False, now_us=max(self.watermark, now_us) + cfg.stats_grace_us + cfg.stats_window_us
+            )
         self._flush_summaries(em, False, force=True)
         return em
 
@@ -625,6 +628,7 @@ class Hindsight:
             return Emission()
         first = lines[0]
         eng = self.engine(first.topic, first.partition)
+        eng.active = True
         em = eng.process(lines, replay)
         for cap in em.captures:
             # lines of that endpoint already buffered in other partitions, since the capture began
@@ -640,9 +644,14 @@ class Hindsight:
             eng.drop()
 
     def tick(self, now_us: int) -> Emission:
+        """Call about once a second; an engine idle for the stats grace period closes its old windows."""
         em = Emission()
+        idle_ticks = self.config.stats_idle_close_s
         for eng in self.engines.values():
-            em.merge(eng.tick(now_us))
+            eng.idle_ticks = 0 if eng.active else eng.idle_ticks + 1
+            eng.active = False
+            # a partition quiet for the grace period will not bring its open windows more lines soon
+            em.merge(eng.tick(now_us, idle=eng.idle_ticks >= idle_ticks))
         return em
 
     @property

@@ -40,6 +40,8 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         producer_max_request_size=max(settings.max_record_bytes * 2, 2_097_152),
         consumer_max_fetch_size=max(settings.max_record_bytes * 2, 4_194_304),
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=max(settings.worker_session_timeout_s / 5, 1.0),
     )
     raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes)
     curated = app.topic(settings.curated_topic, key_type=bytes, value_type=bytes)

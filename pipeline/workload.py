@@ -51,15 +51,18 @@ def generate(
     error_rate: float = 0.05,
     spike_rate: float = 0.05,
     lookback_s: float = 60.0,
+    follow_s: float = 30.0,
+    latency_floor_ms: float = 1000.0,
     start_us: int | None = None,
     seed: int = 7,
     run_id: str | None = None,
 ) -> Workload:
     """Sessions of requests across services; a few end in an error, a few see a latency spike.
 
-    Ground truth follows the worker's contract: every WARN+ line is kept; an ERROR keeps the
-    session's lines within lookback before it. Request gaps are long enough that an error's
-    lookback window does not reach a session's first requests.
+    Ground truth follows the worker's contract: every WARN+ line is kept; an ERROR or a latency
+    spike (above the floor; normal lines stay under 60 ms) keeps the session's lines from lookback
+    before it to follow after it. Request gaps are long enough that a window does not reach a
+    session's first requests.
     """
     rng = random.Random(seed)
     if start_us is None:
@@ -69,8 +72,9 @@ def generate(
     run = run_id or uuid.UUID(int=rng.getrandbits(128)).hex[:8]
     work = Workload()
     lookback_us = int(lookback_s * 1_000_000)
-    n_errors = max(1, round(sessions * error_rate))
-    n_spikes = max(1, round(sessions * spike_rate))
+    follow_us = int(follow_s * 1_000_000)
+    n_errors = max(1, round(sessions * error_rate)) if error_rate else 0
+    n_spikes = max(1, round(sessions * spike_rate)) if spike_rate else 0
     erroring = set(rng.sample(range(sessions), n_errors))
     spiking = set(rng.sample(sorted(set(range(sessions)) - erroring), min(n_spikes, sessions - n_errors)))
     for s in range(sessions):
@@ -136,10 +140,15 @@ def generate(
                 work.incidents.append({"session_id": sid, "service": svc, "endpoint": route})
             t += rng.randint(15_000_000, 40_000_000)  # think time between requests
         work.lines.extend(session_lines)
-        error_ts = [ln["timestamp"] for ln in session_lines if ln["level"] == "ERROR"]
+        trigger_ts = [
+            ln["timestamp"]
+            for ln in session_lines
+            if ln["level"] == "ERROR" or (ln["latency_ms"] or 0) > latency_floor_ms
+        ]
         for ln in session_lines:
+            ts = ln["timestamp"]
             kept = Level[ln["level"]] >= Level.WARN or any(
-                e - lookback_us <= ln["timestamp"] <= e for e in error_ts
+                t - lookback_us <= ts <= t + follow_us for t in trigger_ts
             )
             if kept:
                 work.expected.add(Workload.key(ln))

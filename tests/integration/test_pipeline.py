@@ -72,8 +72,9 @@ def test_publish_to_query_exact_lines_and_dead_letters(ns: Settings, tmp_path: P
     assert got == expected
     # the contract, restated on the stored rows themselves
     erroring = {i["session_id"] for i in work.incidents}
+    spiking = {ln["session_id"] for ln in work.lines if (ln["latency_ms"] or 0) > ns.latency_floor_ms}
     for r in rows:
-        assert r["level"] in ("WARN", "ERROR", "FATAL") or r["session_id"] in erroring
+        assert r["level"] in ("WARN", "ERROR", "FATAL") or r["session_id"] in erroring | spiking
     assert {r["session_id"] for r in rows if r["level"] == "ERROR"} == erroring
 
     dead = consume_all(ns, ns.dlq_topic, expect=len(bad_values) + 1)
@@ -132,6 +133,9 @@ def test_plain_json_error_line_is_queryable_within_10s(ns: Settings, tmp_path: P
 def test_quiet_workload_stores_only_warn_and_above(ns: Settings, tmp_path: Path) -> None:
     work = generate(sessions=30, requests_per_session=3, error_rate=0.0, spike_rate=0.2, seed=5)
     work.lines = [ln for ln in work.lines if ln["level"] != "ERROR"]
+    for ln in work.lines:
+        if ln["level"] == "WARN":
+            ln["latency_ms"] = 30.0  # a plain warning, not a latency spike (which would capture its session)
     expected = {Workload.key(ln) for ln in work.lines if ln["level"] in ("WARN", "ERROR", "FATAL")}
     assert expected, "the workload should contain latency-spike WARN lines"
     with pipeline_running(ns, tmp_path / "logs"):

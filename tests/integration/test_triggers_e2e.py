@@ -1,0 +1,108 @@
+"""Windows and triggers through the real broker: the exact ground-truth set, and a kill -9 restart."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from pipeline.demo import start_child
+from pipeline.publisher import Publisher
+from pipeline.query import QueryFilters
+from pipeline.queryapi import remote_query, remote_stats, remote_summary
+from pipeline.settings import Settings
+from pipeline.workload import incident_workload
+
+from .helpers import eventually, pipeline_running
+
+pytestmark = pytest.mark.integration
+
+
+def test_ground_truth_workload_exact_set(ns: Settings, tmp_path: Path) -> None:
+    settings = ns.model_copy(
+        update={
+            "stats_window_s": 5.0,
+            "stats_grace_s": 120.0,
+            "key_budget_lps": 1e6,
+            "global_budget_lps": 1e7,
+        }
+    )
+    work = incident_workload(sessions=90, lookback_s=settings.lookback_s, follow_s=settings.follow_s, seed=4)
+    with pipeline_running(settings, tmp_path / "logs"):
+        publisher = Publisher(settings)
+        for record in work.lines:
+            publisher.publish(record)
+        assert publisher.flush(30) == 0 and publisher.metrics.failed == 0
+        eventually(
+            lambda: remote_summary(settings.query_url)["lines"] >= len(work.expected) or None, 60, "lines"
+        )
+        time.sleep(2)  # anything extra would arrive now
+        rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+        # every window closes (by event time, or once its partition is quiet for the grace period);
+        # each partition's part of a window arrives on its own, so wait for all lines to be accounted for
+        stats = eventually(
+            lambda: (
+                (st := remote_stats(settings.query_url, {"limit": "1000"}))
+                and sum(s["count"] for s in st) == len(work.lines)
+                and st
+            ),
+            60,
+            "endpoint stats of every line",
+        )
+    got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
+    assert len(got) == len(rows)
+    assert got == work.expected
+    reasons = {reason for r in rows for reason in r["trigger_reasons"]}
+    assert {"error", "latency", "timeout", "security", "auth_failures", "baseline"} <= reasons | {"baseline"}
+    # window statistics reached hindsight.endpoint_stats: each closed window accounts for all its lines
+    assert all(s["count"] > 0 and s["p95_ms"] is not None for s in stats)
+    by_window: dict[tuple[str, int], int] = {}
+    for r in work.lines:
+        key = (r["endpoint"] or "", r["timestamp"] - r["timestamp"] % 5_000_000)
+        by_window[key] = by_window.get(key, 0) + 1
+    for s in stats:
+        assert s["count"] == by_window[(s["endpoint"], s["window_start_us"])]
+
+
+def test_worker_killed_between_early_lines_and_error_still_emits_them(ns: Settings, tmp_path: Path) -> None:
+    ns = ns.model_copy(update={"worker_session_timeout_s": 6.0})
+    session = f"restart-{ns.app_id}"
+    now_us = time.time_ns() // 1000
+    producer = Producer(ns.kafka_client_config())
+
+    def send(i: int, level: str) -> None:
+        line = {"timestamp": now_us + i * 1000, "service": "svc", "level": level, "message": f"early {i}"
+                if level != "ERROR" else "the error", "session_id": session}  # fmt: skip
+        producer.produce(ns.raw_topic, value=orjson.dumps(line), key=session.encode())
+        assert producer.flush(10) == 0
+
+    with pipeline_running(ns, tmp_path / "logs") as children:
+        worker = children[0]
+        for i in range(5):
+            send(i, "DEBUG")
+        consumer = Consumer({**ns.kafka_client_config(), "group.id": ns.app_id})
+        parts = [TopicPartition(ns.raw_topic, p) for p in range(ns.partitions)]
+        end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+
+        def committed_all() -> bool:
+            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)) >= end
+
+        eventually(committed_all, 30, "the worker to commit the early lines")
+        consumer.close()
+        worker.proc.send_signal(signal.SIGKILL)
+        worker.proc.wait(10)
+        assert remote_query(ns.query_url, QueryFilters(session=session)) == []
+
+        children[0] = start_child("worker2", ["--log-level", "INFO", "worker"], ns, tmp_path / "logs")
+        send(99, "ERROR")
+        rows = eventually(
+            lambda: (r := remote_query(ns.query_url, QueryFilters(session=session))) and len(r) >= 6 and r,
+            60,
+            "the early lines after the restart",
+        )
+    assert [r["message"] for r in rows] == [f"early {i}" for i in range(5)] + ["the error"]
+    assert (tmp_path / "logs" / "worker2.log").read_text().count("rebuilt window state") >= 1
