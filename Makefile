@@ -48,7 +48,7 @@ stack-status: $(STAMP)
 	$(BIN)/hindsight stack status
 
 bench: jars
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/worker_throughput.py
 
 clean:
 	-$(BIN)/hindsight stack down

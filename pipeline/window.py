@@ -286,6 +286,8 @@ class Engine:
         self.closed_until = -1  # windows starting at or before this were emitted; later lines are late
         self.active = False
         self.idle_ticks = 0
+        self._next_close_at = 0  # watermark at which some open window becomes closable
+        self._pending: dict[str, _Session] = {}  # keys with suppressed lines awaiting a summary
         self.burst = self.config.key_budget_lps * self.config.budget_burst_s
 
     # ---- the line loop ---------------------------------------------------------------------
@@ -302,7 +304,8 @@ class Engine:
             st = self._session(key)
             if ts > self.watermark:
                 self.watermark = ts
-                self._close_windows(em, replay)
+                if ts >= self._next_close_at:
+                    self._close_windows(em, replay)
             self._expire(st, ts - cfg.lookback_us)
             severity = LEVEL_VALUE[rec["level"]]
             endpoint = rec.get("endpoint")
@@ -350,6 +353,7 @@ class Engine:
         if (
             not st.slow_fired
             and latency is not None
+            and (latency > cfg.slow_session_p95_ms or st.stats.count == cfg.slow_session_min_lines)
             and st.stats.count >= cfg.slow_session_min_lines
             and (p95 := st.stats.sketch.quantile(0.95)) is not None
             and p95 > cfg.slow_session_p95_ms
@@ -399,6 +403,7 @@ class Engine:
             self.metrics.suppressed_lines += 1
         s = st.suppressed
         if s is None:
+            self._pending[self._key_of(entry.line)] = st
             s = st.suppressed = {
                 "lines": 0,
                 "levels": {},
@@ -415,17 +420,25 @@ class Engine:
 
     def _flush_summaries(self, em: Emission, replay: bool, force: bool) -> None:
         """Emit a summary per key whose suppressed lines are at least 1 s (event time) old."""
-        for key, st in self.sessions.items():
+        if not self._pending:
+            return
+        for key, st in list(self._pending.items()):
             s = st.suppressed
             if s is None:
+                del self._pending[key]
                 continue
             if not force and self.watermark - s["first"].record["timestamp"] < 1_000_000:
                 continue
             st.suppressed = None
+            del self._pending[key]
             if replay:
                 continue
             self.metrics.summaries += 1
             em.curated.setdefault(key, []).append(self._summary(key, s))
+
+    @staticmethod
+    def _key_of(line: RawLine) -> str:
+        return session_key(line.record)
 
     def _summary(self, key: str, s: dict[str, Any]) -> CuratedRecord:
         last: RawLine = s["last"]
@@ -537,10 +550,15 @@ class Engine:
         size: int,
         latency: float | None,
     ) -> None:
-        win = ts - ts % self.config.stats_window_us
+        cfg = self.config
+        win = ts - ts % cfg.stats_window_us
         if st.win != win:
             st.win = win
-            st.stats = self.session_windows.setdefault(win, {}).setdefault(key, _Stats())
+            windows = self.session_windows.get(win)
+            if windows is None:
+                windows = self.session_windows[win] = {}
+                self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
+            st.stats = windows.setdefault(key, _Stats())
             st.slow_fired = False
         st.stats.add(line, error, size, latency)
         if endpoint and win <= self.closed_until:
@@ -549,6 +567,7 @@ class Engine:
             ew = self.endpoint_windows.get((win, endpoint))
             if ew is None:
                 ew = self.endpoint_windows[(win, endpoint)] = _Stats()
+                self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
             ew.add(line, error, size, latency)
 
     def _close_windows(self, em: Emission, replay: bool, now_us: int | None = None) -> None:
@@ -558,6 +577,7 @@ class Engine:
             return
         before = len(em.stats)
         self.closed_until = max(self.closed_until, limit)
+        span = cfg.stats_grace_us + cfg.stats_window_us
         for win_key in [k for k in self.endpoint_windows if k[0] <= limit]:
             stats = self.endpoint_windows.pop(win_key)
             win, endpoint = win_key
@@ -595,6 +615,8 @@ class Engine:
                     }
                 )
         self.metrics.stats_records += len(em.stats) - before
+        starts = [k[0] for k in self.endpoint_windows] + list(self.session_windows)
+        self._next_close_at = (min(starts) if starts else self.watermark) + span
 
     def tick(self, now_us: int, idle: bool) -> Emission:
         """Wall-clock housekeeping: when the partition went quiet, close all its windows; flush summaries."""

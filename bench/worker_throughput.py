@@ -1,21 +1,26 @@
-"""Benchmarks: serde and window rates in-process, and worker throughput through Faust on a real broker.
+"""Worker throughput on a real broker, beside its limit, plus serde/engine rates and memory per line.
 
-Prints the figures and writes them to bench/results/latest.json. Not part of `make test`.
+The limit is a plain confluent-kafka consumer that only decodes (orjson) the same topic in the same
+run; the worker is `hindsight worker` (Faust) doing decode + windows + triggers. Prints the figures
+and writes them to bench/results/worker_throughput.json. Not part of `make test`.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
 import socket
 import sys
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+import orjson
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
 from pipeline.demo import start_child
@@ -25,6 +30,8 @@ from pipeline.publisher import Publisher
 from pipeline.serde import RawDecoder, RawEncoder
 from pipeline.settings import Settings
 from pipeline.stack import LocalBroker
+from pipeline.types import RawLine
+from pipeline.window import Hindsight, WindowConfig
 from pipeline.workload import generate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,6 +85,7 @@ def bench_worker(base: Settings, lines: list[Any]) -> dict[str, float]:
             "app_id": f"bench-{run}",
             "publish_linger_ms": 1000,
             "publish_batch_lines": 40,
+            "wire_format": "json",
         }
     )
     ensure_topics(settings)
@@ -88,6 +96,7 @@ def bench_worker(base: Settings, lines: list[Any]) -> dict[str, float]:
     pub.flush(60)
     publish_s = time.perf_counter() - t
     messages = pub.metrics.messages
+    baseline = baseline_decode(settings, messages)
     consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id})
     parts = [TopicPartition(settings.raw_topic, p) for p in range(settings.partitions)]
     end = sum(consumer.get_watermark_offsets(tp)[1] for tp in parts)
@@ -116,13 +125,67 @@ def bench_worker(base: Settings, lines: list[Any]) -> dict[str, float]:
     msgs = end - first[1]
     span = done - first[0]
     per_line = len(lines) / messages
+    worker_lines = rate(msgs, span) * per_line
     return {
         "publish_lines_per_s": rate(len(lines), publish_s),
+        "limit_consume_decode_lines_per_s": baseline * per_line,
+        "worker_to_limit_ratio": worker_lines / (baseline * per_line),
         "raw_messages": messages,
         "lines_per_message": per_line,
         "worker_messages_per_s": rate(msgs, span),
-        "worker_lines_per_s": rate(msgs, span) * per_line,
+        "worker_lines_per_s": worker_lines,
     }
+
+
+def baseline_decode(settings: Settings, expect: int) -> float:
+    """Messages/s of a plain consumer that reads the raw topic and decodes each value (the limit)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.app_id}-limit",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    consumer.subscribe([settings.raw_topic])
+    got = eof = 0
+    started = None
+    while got < expect and eof < settings.partitions:
+        for msg in consumer.consume(10_000, timeout=1.0):
+            if msg.error() is not None:
+                eof += msg.error().code() == KafkaError._PARTITION_EOF
+                continue
+            started = started or time.perf_counter()
+            orjson.loads(msg.value() or b"[]")
+            got += 1
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return rate(got, elapsed)
+
+
+def bench_memory(lines: list[Any]) -> dict[str, float]:
+    """Bytes of window state per buffered line and per idle session (tracemalloc)."""
+    out = {}
+    for label, per_session in (("line", 200), ("idle_session", 1)):
+        sessions = 2000 if per_session == 1 else 20
+        sample = [
+            dict(rec, session_id=f"m{i % sessions}") for i, rec in enumerate(lines[: sessions * per_session])
+        ]
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        hs = Hindsight(WindowConfig(lookback_us=10**12, key_budget_lps=1e9, global_budget_lps=1e9))
+        for i, rec in enumerate(sample):
+            hs.process([RawLine(rec, "logs.raw", 0, i)])  # type: ignore[arg-type]
+        count = len(sample)
+        del sample
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        out[f"memory_per_{label}_bytes"] = used / (count if label == "line" else sessions)
+        del hs
+    return out
 
 
 def main() -> None:
@@ -135,6 +198,7 @@ def main() -> None:
     }
     results.update(bench_serde(lines))
     results.update(bench_processor(lines))
+    results.update(bench_memory(lines))
     base = Settings(home=Path(".hindsight/bench"), cache_dir=Path(".hindsight/cache"))
     broker = None
     if base.local_broker:
@@ -147,7 +211,7 @@ def main() -> None:
         if broker is not None:
             broker.stop()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "worker_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
     for key, value in results.items():
         print(f"{key:<28} {value:,.1f}" if isinstance(value, float) else f"{key:<28} {value}")
 
