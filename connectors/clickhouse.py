@@ -265,6 +265,40 @@ SLOW_COLUMNS = [
 ]
 
 
+# keys of a logs.stats record, in the column order above
+ENDPOINT_KEYS = [
+    "window_start_us",
+    "window_end_us",
+    "endpoint",
+    "partition",
+    "count",
+    "errors",
+    "bytes",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "latency_count",
+    "sketch",
+    "first_offset",
+    "last_offset",
+]
+SLOW_KEYS = [
+    "window_start_us",
+    "window_end_us",
+    "session",
+    "partition",
+    "rank",
+    "count",
+    "errors",
+    "bytes",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "first_offset",
+    "last_offset",
+]
+
+
 class ClickHouseStatsSink:
     """Writes window statistics (logs.stats) into endpoint_stats and slow_sessions."""
 
@@ -281,45 +315,8 @@ class ClickHouseStatsSink:
 
     def flush(self) -> None:
         rows, self._pending = self._pending, []
-        endpoint = [
-            [
-                r["window_start_us"],
-                r["window_end_us"],
-                r["endpoint"],
-                r["partition"],
-                r["count"],
-                r["errors"],
-                r["bytes"],
-                r["p50_ms"],
-                r["p95_ms"],
-                r["p99_ms"],
-                r["latency_count"],
-                r["sketch"],
-                r["first_offset"],
-                r["last_offset"],
-            ]
-            for r in rows
-            if r.get("kind") == "endpoint"
-        ]
-        slow = [
-            [
-                r["window_start_us"],
-                r["window_end_us"],
-                r["session"],
-                r["partition"],
-                r["rank"],
-                r["count"],
-                r["errors"],
-                r["bytes"],
-                r["p50_ms"],
-                r["p95_ms"],
-                r["p99_ms"],
-                r["first_offset"],
-                r["last_offset"],
-            ]
-            for r in rows
-            if r.get("kind") == "slow_session"
-        ]
+        endpoint = [[r[k] for k in ENDPOINT_KEYS] for r in rows if r.get("kind") == "endpoint"]
+        slow = [[r[k] for k in SLOW_KEYS] for r in rows if r.get("kind") == "slow_session"]
         try:
             with self.lock:
                 if endpoint:
