@@ -97,7 +97,12 @@ class Publisher:
         return int(self.producer.flush(timeout))
 
     def _take_expired(self, now: float) -> list[tuple[str, list[LogRecord]]]:
-        expired = [k for k, g in self._groups.items() if now - g.since >= self.linger_s]
+        # groups are kept in creation order, so the expired ones are a prefix: stop at the first young one
+        expired = []
+        for key, group in self._groups.items():
+            if now - group.since < self.linger_s:
+                break
+            expired.append(key)
         return [(k, self._groups.pop(k).records) for k in expired]
 
     def _send(self, ready: list[tuple[str, list[LogRecord]]]) -> None:
