@@ -75,18 +75,8 @@ def free_port() -> int:
 
 def bench_worker(base: Settings, lines: list[Any]) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
-    settings = base.model_copy(
-        update={
-            "raw_topic": f"bench.{run}.raw",
-            "curated_topic": f"bench.{run}.curated",
-            "dlq_topic": f"bench.{run}.dlq",
-            "rules_topic": f"bench.{run}.rules",
-            "stats_topic": f"bench.{run}.stats",
-            "app_id": f"bench-{run}",
-            "publish_linger_ms": 1000,
-            "publish_batch_lines": 40,
-            "wire_format": "json",
-        }
+    settings = base.namespaced(
+        f"bench.{run}", publish_linger_ms=1000, publish_batch_lines=40, wire_format="json"
     )
     ensure_topics(settings)
     pub = Publisher(settings)

@@ -71,21 +71,13 @@ class DemoResult:
 def demo_settings(base: Settings, run_id: str) -> Settings:
     """A namespace of its own per run (topics, group, store), so runs never mix."""
     home = base.home / "demo"
-    return base.model_copy(
-        update={
-            "raw_topic": f"demo.{run_id}.logs.raw",
-            "curated_topic": f"demo.{run_id}.logs.curated",
-            "dlq_topic": f"demo.{run_id}.logs.dlq",
-            "rules_topic": f"demo.{run_id}.hindsight.rules",
-            "stats_topic": f"demo.{run_id}.logs.stats",
-            "app_id": f"hindsight-demo-{run_id}",
-            "sink_group": f"hindsight-demo-{run_id}-sink",
-            "chdb_path": home / "chdb",
-            "cache_dir": base.cache_dir or base.home / "cache",
-            "raw_retention_ms": 3_600_000,
-            "curated_retention_ms": 3_600_000,
-            "dlq_retention_ms": 3_600_000,
-        }
+    return base.namespaced(
+        f"demo.{run_id}",
+        chdb_path=home / "chdb",
+        cache_dir=base.cache_dir or base.home / "cache",
+        raw_retention_ms=3_600_000,
+        curated_retention_ms=3_600_000,
+        dlq_retention_ms=3_600_000,
     )
 
 

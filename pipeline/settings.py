@@ -230,6 +230,19 @@ class Settings(BaseSettings):
         """Base URL of the query API."""
         return f"http://{self.query_host}:{self.query_port}"
 
+    def namespaced(self, prefix: str, **update: object) -> Settings:
+        """A copy whose topics, Faust app and sink groups carry a prefix: runs that never mix."""
+        names = {
+            "raw_topic": f"{prefix}.{self.raw_topic}",
+            "curated_topic": f"{prefix}.{self.curated_topic}",
+            "dlq_topic": f"{prefix}.{self.dlq_topic}",
+            "rules_topic": f"{prefix}.{self.rules_topic}",
+            "stats_topic": f"{prefix}.{self.stats_topic}",
+            "app_id": f"{self.app_id}-{prefix}",
+            "sink_group": f"{self.sink_group}-{prefix}",
+        }
+        return self.model_copy(update={**names, **update})
+
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by producers, consumers and admin clients."""
         return {"bootstrap.servers": self.bootstrap, **self.kafka_extra_config}

@@ -55,18 +55,10 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def ns(kafka: Settings, tmp_path: Path) -> Settings:
     """Settings with topics, groups, store and ports of this test alone."""
     run = uuid.uuid4().hex[:8]
-    return kafka.model_copy(
-        update={
-            "raw_topic": f"t{run}.logs.raw",
-            "curated_topic": f"t{run}.logs.curated",
-            "dlq_topic": f"t{run}.logs.dlq",
-            "rules_topic": f"t{run}.hindsight.rules",
-            "stats_topic": f"t{run}.logs.stats",
-            "app_id": f"hindsight-test-{run}",
-            "sink_group": f"hindsight-test-{run}-sink",
-            "chdb_path": tmp_path / "chdb",
-            "query_port": free_port(),
-            "partitions": 3,
-            "publish_linger_ms": 20,
-        }
+    return kafka.namespaced(
+        f"t{run}",
+        chdb_path=tmp_path / "chdb",
+        query_port=free_port(),
+        partitions=3,
+        publish_linger_ms=20,
     )
