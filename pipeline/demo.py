@@ -27,6 +27,7 @@ from pipeline.render import format_table
 from pipeline.services import settings_env
 from pipeline.settings import Settings
 from pipeline.stack import LocalBroker
+from pipeline.types import CONTEXT_FIELDS
 from pipeline.workload import generate
 
 log = logging.getLogger(__name__)
@@ -198,22 +199,8 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
             LocalBroker(settings).stop()
 
 
-_RAW_FIELDS = (
-    "timestamp_us",
-    "service",
-    "level",
-    "message",
-    "session_id",
-    "user_id",
-    "endpoint",
-    "transaction_id",
-    "trace_id",
-    "span_id",
-    "latency_ms",
-    "status_code",
-    "security_flags",
-    "attributes",
-)
+# what a stored line holds of the raw line, as the query API names it
+_RAW_FIELDS = ("timestamp_us", "service", "level", "message", *CONTEXT_FIELDS, "attributes")
 
 
 def _print_summary(r: DemoResult, out: Callable[[str], None]) -> None:

@@ -17,7 +17,7 @@ from pipeline.errors import DecodeError
 from pipeline.kafka import producer_config
 from pipeline.serde import RawEncoder, SchemaRegistry, iter_json_lines, normalize
 from pipeline.settings import Settings
-from pipeline.types import Level, LogRecord, session_key
+from pipeline.types import CONTEXT_FIELDS, Level, LogRecord, session_key
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +167,6 @@ _LEVELS = {
     logging.ERROR: Level.ERROR,
     logging.CRITICAL: Level.FATAL,
 }
-_CONTEXT_FIELDS = (
-    "session_id",
-    "user_id",
-    "endpoint",
-    "transaction_id",
-    "trace_id",
-    "span_id",
-    "latency_ms",
-    "status_code",
-    "security_flags",
-)
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -193,9 +182,9 @@ def to_log_record(rec: logging.LogRecord, service: str) -> LogRecord:
         "service": service,
         "level": level.name,
         "message": message,
-        "attributes": {"logger": rec.name, **{k: v for k, v in extra.items() if k not in _CONTEXT_FIELDS}},
+        "attributes": {"logger": rec.name, **{k: v for k, v in extra.items() if k not in CONTEXT_FIELDS}},
     }
-    for name in _CONTEXT_FIELDS:
+    for name in CONTEXT_FIELDS:
         if name in extra:
             obj[name] = extra[name]
     return normalize(obj)

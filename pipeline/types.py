@@ -93,6 +93,11 @@ class CuratedRecord(LogRecord, total=False):
     retention_days: int
 
 
+# Optional per-line context of a LogRecord (besides time, service, level, message and attributes).
+CONTEXT_FIELDS = ("session_id", "user_id", "endpoint", "transaction_id", "trace_id", "span_id",
+                  "latency_ms", "status_code", "security_flags")  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class RawLine:
     """A decoded line with its position in logs.raw; (topic, partition, offset, index) is its id."""
