@@ -4,6 +4,7 @@ HindsightError                 base; CLI prints its message as one line, no trac
 ├── ConfigError                settings that cannot work (bad URL, missing jar cache, ...)
 ├── BrokerUnavailable          Kafka cannot be reached; names the bootstrap servers
 ├── StackError                 the local broker could not be fetched, formatted or started
+├── PublishError               the publisher cannot place lines (raw topic missing, no metadata)
 ├── DecodeError                a raw or curated Kafka record that cannot be used
 │                              (error_type says why: not_json, bad_avro, unknown_schema,
 │                              too_large, missing_field, wrong_type, ...); goes to logs.dlq
@@ -36,6 +37,10 @@ class BrokerUnavailable(HindsightError):
 
 class StackError(HindsightError):
     """The local broker could not be fetched, formatted or started."""
+
+
+class PublishError(HindsightError):
+    """The publisher cannot place lines on the raw topic."""
 
 
 class DecodeError(HindsightError):

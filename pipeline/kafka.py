@@ -143,6 +143,8 @@ def producer_config(settings: Settings) -> dict[str, object]:
         **settings.kafka_client_config(),
         "enable.idempotence": True,
         "acks": "all",
+        # the Java client's hash: lines keyed by session land where other producers put that session
+        "partitioner": "murmur2_random",
         "compression.type": "zstd",
         "linger.ms": 20,
         "batch.size": 1_048_576,

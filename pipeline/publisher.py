@@ -8,12 +8,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from aiokafka.partitioner import murmur2
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, PublishError
 from pipeline.kafka import producer_config
 from pipeline.serde import RawEncoder, SchemaRegistry, iter_json_lines, normalize
 from pipeline.settings import Settings
@@ -34,18 +35,28 @@ class PublisherMetrics:
     last_error: str = ""
 
 
-@dataclass
 class _Group:
-    since: float
-    records: list[LogRecord] = field(default_factory=list)
+    """Lines waiting for one partition: sent as one raw message when full or old."""
+
+    __slots__ = ("bytes", "key", "records", "since")
+
+    def __init__(self, since: float, key: str) -> None:
+        self.since = since
+        self.key: str | None = key  # the message key while every line has the same one, else None
+        self.records: list[LogRecord] = []
+        self.bytes = 0
 
 
 class Publisher:
-    """Groups each session's lines for up to linger_ms into one raw message (one key, one batch).
+    """Groups the lines bound for each raw partition for up to linger_ms into one raw message.
 
-    One Kafka message per batch of lines amortises the per-message cost downstream (Faust spends
-    ~60 us per message). Ordering per session holds: one key, one partition, idempotent producer.
-    Thread-safe: the logging handler's thread and callers may publish concurrently.
+    One Kafka message per batch of lines amortises the per-message cost downstream (a Faust agent
+    spends ~60 us per message whatever its size). A line's partition is the Java client's
+    murmur2 hash of its session key, so lines of one session from any producer that keys by
+    session (Java clients, aiokafka, librdkafka with partitioner=murmur2_random) meet in one
+    partition, in order (idempotent producer). A message whose lines share one key carries it;
+    a message mixing sessions carries no key. Thread-safe: the logging handler's thread and
+    callers may publish concurrently.
     """
 
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
@@ -56,23 +67,52 @@ class Publisher:
         self.topic = settings.raw_topic
         self.linger_s = settings.publish_linger_ms / 1000
         self.max_lines = settings.publish_batch_lines
+        # stay well below the worker's size limit; a line costs its message plus ~400 bytes of fields
+        self.max_bytes = settings.max_record_bytes // 2
         self.metrics = PublisherMetrics()
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[int, _Group] = {}
+        self._partitions: int | None = None
+        self._partition_of: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def partition_count(self) -> int:
+        """Partitions of the raw topic, from the cluster's metadata (once)."""
+        if self._partitions is None:
+            try:
+                meta = self.producer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            except KafkaException as exc:
+                raise PublishError(f"cannot read metadata of {self.topic}: {exc}") from exc
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise PublishError(f"topic {self.topic} does not exist (create it: hindsight topics create)")
+            self._partitions = len(meta.partitions)
+        return self._partitions
+
+    def partition(self, key: str) -> int:
+        """The partition of a session key: murmur2, as the Java client's default partitioner."""
+        part = self._partition_of.get(key)
+        if part is None:
+            if len(self._partition_of) > 100_000:
+                self._partition_of.clear()
+            part = self._partition_of[key] = (murmur2(key.encode()) & 0x7FFFFFFF) % self.partition_count()
+        return part
 
     def publish(self, record: LogRecord) -> None:
         """Queue one complete record (see serde.normalize); sends when its group is full or old."""
         key = session_key(record)
+        part = self.partition(key)
         now = time.monotonic()
-        ready: list[tuple[str, list[LogRecord]]] = []
+        ready: list[tuple[int, _Group]] = []
         with self._lock:
-            group = self._groups.get(key)
+            group = self._groups.get(part)
             if group is None:
-                group = self._groups[key] = _Group(now)
+                group = self._groups[part] = _Group(now, key)
+            elif group.key != key:
+                group.key = None
             group.records.append(record)
+            group.bytes += len(record["message"]) + 400
             self.metrics.lines += 1
-            if len(group.records) >= self.max_lines or self.linger_s == 0:
-                ready.append((key, self._groups.pop(key).records))
+            if len(group.records) >= self.max_lines or group.bytes >= self.max_bytes or self.linger_s == 0:
+                ready.append((part, self._groups.pop(part)))
             ready.extend(self._take_expired(now))
         self._send(ready)
         self.producer.poll(0)
@@ -91,35 +131,35 @@ class Publisher:
     def flush(self, timeout: float = 30.0) -> int:
         """Send every group and wait for delivery; returns messages still undelivered."""
         with self._lock:
-            ready = [(k, g.records) for k, g in self._groups.items()]
+            ready = list(self._groups.items())
             self._groups.clear()
         self._send(ready)
         return int(self.producer.flush(timeout))
 
-    def _take_expired(self, now: float) -> list[tuple[str, list[LogRecord]]]:
+    def _take_expired(self, now: float) -> list[tuple[int, _Group]]:
         # groups are kept in creation order, so the expired ones are a prefix: stop at the first young one
         expired = []
-        for key, group in self._groups.items():
+        for part, group in self._groups.items():
             if now - group.since < self.linger_s:
                 break
-            expired.append(key)
-        return [(k, self._groups.pop(k).records) for k in expired]
+            expired.append(part)
+        return [(p, self._groups.pop(p)) for p in expired]
 
-    def _send(self, ready: list[tuple[str, list[LogRecord]]]) -> None:
-        for key, records in ready:
-            value = self.encoder.encode(records)
-            size = len(value)
+    def _send(self, ready: list[tuple[int, _Group]]) -> None:
+        for part, group in ready:
+            value = self.encoder.encode(group.records)
+            key = group.key.encode() if group.key is not None else None
             while True:
                 try:
                     self.producer.produce(
-                        self.topic, value=value, key=key.encode(), on_delivery=self._delivered
+                        self.topic, value=value, key=key, partition=part, on_delivery=self._delivered
                     )
                     break
                 except BufferError:
                     # local queue full: serve delivery reports until there is room (backpressure)
                     self.producer.poll(0.1)
             self.metrics.messages += 1
-            self.metrics.bytes += size
+            self.metrics.bytes += len(value)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

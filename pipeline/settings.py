@@ -79,7 +79,9 @@ class Settings(BaseSettings):
         default=1_048_576, ge=1024, description="Raw records above this size are dead-lettered."
     )
     publish_linger_ms: int = Field(
-        default=50, ge=0, description="How long the publisher groups one session's lines into one message."
+        default=50,
+        ge=0,
+        description="How long the publisher groups one partition's lines into one raw message.",
     )
     publish_batch_lines: int = Field(default=500, ge=1, description="Most lines in one raw message.")
     handler_queue_size: int = Field(
@@ -94,6 +96,12 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How far back a trigger re-emits a session's lines."
     )
     session_max_lines: int = Field(default=2000, ge=1, description="Most lines buffered per session.")
+    worker_gc_threshold: int = Field(
+        default=100_000,
+        ge=0,
+        description="Worker's young-generation GC threshold (Python's default is 700; 0 keeps it). "
+        "Buffered lines are many long-lived objects, so frequent collections cost a third of the throughput.",
+    )
     worker_session_timeout_s: float = Field(
         default=15.0,
         ge=6,

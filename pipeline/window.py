@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.sketch import LatencySketch
-from pipeline.types import CuratedRecord, Level, RawLine, session_key
+from pipeline.types import CuratedRecord, Level, LogRecord, RawLine, session_key
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +144,30 @@ def curate(
     return record
 
 
-class _Entry:
-    __slots__ = ("emitted", "line", "size")
+class _Chunk:
+    """The lines of one raw message for one key, buffered together: no object per line."""
 
-    def __init__(self, line: RawLine, size: int) -> None:
-        self.line = line
-        self.size = size
-        self.emitted = False
+    __slots__ = ("bytes", "emitted", "idx", "max_ts", "offset", "recs", "start")
+
+    def __init__(self, offset: int, recs: list[LogRecord], idx: list[int] | None) -> None:
+        self.offset = offset
+        self.recs = recs
+        self.idx = idx  # positions in the raw message; None when they are 0..n-1
+        self.start = 0  # lines before this position were expired or evicted
+        self.emitted: set[int] | None = None
+        self.max_ts = 0
+        self.bytes = 0
+
+    def line(self, topic: str, partition: int, pos: int) -> RawLine:
+        index = pos if self.idx is None else self.idx[pos]
+        return RawLine(self.recs[pos], topic, partition, self.offset, index)
+
+    def pending(self, pos: int) -> bool:
+        return self.emitted is None or pos not in self.emitted
+
+
+def _line_size(rec: LogRecord) -> int:
+    return len(rec["message"]) + ENTRY_OVERHEAD
 
 
 class _Bucket:
@@ -187,15 +203,16 @@ class _Stats:
         self.first_offset = -1
         self.last_offset = -1
 
-    def add(self, line: RawLine, error: bool, size: int, latency: float | None) -> None:
-        self.count += 1
-        self.errors += error
+    def add(self, offset: int, count: int, errors: int, size: int, sketch: LatencySketch | None) -> None:
+        """Add `count` lines of one raw message (a run of lines or a single one)."""
+        self.count += count
+        self.errors += errors
         self.bytes += size
-        if latency is not None:
-            self.sketch.add(latency)
+        if sketch is not None:
+            self.sketch.merge(sketch)
         if self.first_offset < 0:
-            self.first_offset = line.offset
-        self.last_offset = line.offset
+            self.first_offset = offset
+        self.last_offset = offset
 
     def row(self) -> dict[str, Any]:
         s = self.sketch
@@ -219,7 +236,9 @@ class _Session:
         "buf",
         "bytes",
         "follow_until",
+        "lines",
         "slow_fired",
+        "slow_pending",
         "stats",
         "suppressed",
         "trigger",
@@ -227,7 +246,8 @@ class _Session:
     )
 
     def __init__(self, burst: float) -> None:
-        self.buf: deque[_Entry] = deque()
+        self.buf: deque[_Chunk] = deque()
+        self.lines = 0
         self.bytes = 0
         self.follow_until = -1
         self.trigger: Trigger | None = None
@@ -236,6 +256,8 @@ class _Session:
         self.win = -1
         self.stats = _Stats()
         self.slow_fired = False
+        # a slow line came before the window had slow_session_min_lines: check each line until it has
+        self.slow_pending = False
 
 
 class Shared:
@@ -289,55 +311,144 @@ class Engine:
         self._next_close_at = 0  # watermark at which some open window becomes closable
         self._pending: dict[str, _Session] = {}  # keys with suppressed lines awaiting a summary
         self.burst = self.config.key_budget_lps * self.config.budget_burst_s
+        cfg = self.config
+        # A line below all of these gates can neither trigger nor be emitted by itself: it only
+        # joins its session's buffer and a run of window statistics (the fast path).
+        self._level_gate = min(cfg.trigger_level.value, cfg.baseline_level.value)
+        self._latency_gate = min(cfg.latency_floor_ms, cfg.slow_session_p95_ms)
+        self._status_gate = cfg.timeout_status | cfg.auth_fail_status
 
     # ---- the line loop ---------------------------------------------------------------------
-    def process(self, lines: Iterable[RawLine], replay: bool = False) -> Emission:
-        cfg = self.config
+    def process(
+        self, offset: int, records: list[LogRecord], idx: list[int] | None = None, replay: bool = False
+    ) -> Emission:
+        """The lines of one raw message, in order; idx gives their positions when some were rejected."""
         em = Emission()
-        trigger_at = cfg.trigger_level.value
-        baseline_at = cfg.baseline_level.value
-        for line in lines:
-            self.metrics.lines_in += 1
-            rec = line.record
-            ts = rec["timestamp"]
-            key = session_key(rec)
-            st = self._session(key)
-            if ts > self.watermark:
-                self.watermark = ts
-                if ts >= self._next_close_at:
-                    self._close_windows(em, replay)
-            self._expire(st, ts - cfg.lookback_us)
-            severity = LEVEL_VALUE[rec["level"]]
-            endpoint = rec.get("endpoint")
-            latency = rec.get("latency_ms")
-            size = len(rec["message"]) + ENTRY_OVERHEAD
-            entry = _Entry(line, size)
-            self._stats(st, key, line, ts, endpoint, severity >= trigger_at, size, latency)
-
-            reasons = self._reasons(st, rec, ts, severity, endpoint, latency)
-            if reasons:
-                self.metrics.triggers += 1
-                trig = Trigger(f"t-{line_id(line)}", line.offset, tuple(reasons))
-                st.trigger = trig
-                st.follow_until = max(st.follow_until, ts + cfg.follow_us)
-                for old in st.buf:
-                    if not old.emitted:
-                        self._emit(em, key, st, old, reasons, trig, replay)
-                self._emit(em, key, st, entry, reasons, trig, replay)
-                if endpoint and ("security" in reasons or "auth_failures" in reasons):
-                    em.captures.append(self.shared_capture(endpoint, ts, trig))
-            elif st.trigger is not None and ts <= st.follow_until:
-                self._emit(em, key, st, entry, list(st.trigger.reasons), st.trigger, replay)
-            else:
-                cap = self.shared.capture_for(endpoint, ts)
-                if cap is not None:
-                    self._emit(em, key, st, entry, ["security"], cap.trigger, replay)
-                elif severity >= baseline_at:
-                    self.metrics.baseline += 1
-                    self._emit(em, key, st, entry, ["baseline"], None, replay)
-            self._append(key, st, entry)
+        if not records:
+            return em
+        sid = records[0]["session_id"]
+        if sid and all(r["session_id"] == sid for r in records):
+            self._group(em, sid, offset, records, idx, replay)  # one session per message: the usual case
+        else:
+            groups: dict[str, tuple[list[LogRecord], list[int]]] = {}
+            for pos, rec in enumerate(records):
+                # lines of many sessions: the publisher batches per partition
+                recs, positions = groups.setdefault(rec["session_id"] or session_key(rec), ([], []))
+                recs.append(rec)
+                positions.append(pos if idx is None else idx[pos])
+            for key, (recs, positions) in groups.items():
+                self._group(em, key, offset, recs, positions, replay)
         self._flush_summaries(em, replay, force=False)
         return em
+
+    def _group(
+        self, em: Emission, key: str, offset: int, recs: list[LogRecord], idx: list[int] | None, replay: bool
+    ) -> None:
+        cfg = self.config
+        self.metrics.lines_in += len(recs)
+        st = self._session(key)
+        chunk = _Chunk(offset, recs, idx)
+        self._expire(st, recs[0]["timestamp"] - cfg.lookback_us)
+        st.buf.append(chunk)
+        st.lines += len(recs)
+        window = cfg.stats_window_us
+        level_gate, latency_gate, status_gate = self._level_gate, self._latency_gate, self._status_gate
+        timeout_attr = cfg.timeout_attribute
+        captures = self.shared.captures
+        levels = LEVEL_VALUE
+        run_win = -1
+        run_ep: str | None = None
+        run_n = run_bytes = 0
+        run_lats: list[float] = []
+        chunk_bytes = max_ts = 0
+        for pos, rec in enumerate(recs):
+            ts = rec["timestamp"]
+            if ts > max_ts:
+                max_ts = ts
+                if ts > self.watermark:
+                    self.watermark = ts
+                    if ts >= self._next_close_at:
+                        if run_n:
+                            self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+                            run_n = run_bytes = 0
+                            run_lats = []
+                            run_win = -1
+                        self._close_windows(em, replay)
+            size = len(rec["message"])
+            chunk_bytes += size
+            latency = rec["latency_ms"]
+            endpoint = rec["endpoint"]
+            status = rec["status_code"]
+            attrs = rec["attributes"]
+            if (
+                levels[rec["level"]] >= level_gate
+                or (latency is not None and latency > latency_gate)
+                or (status is not None and status in status_gate)
+                or rec["security_flags"]
+                or (attrs and timeout_attr in attrs)
+                or ts <= st.follow_until
+                or st.slow_pending
+                or (captures and endpoint in captures)
+            ):
+                if run_n:
+                    self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+                    run_n = run_bytes = 0
+                    run_lats = []
+                    run_win = -1
+                self._line(em, key, st, chunk, pos, size, replay)
+                continue
+            win = ts - ts % window
+            if win != run_win or endpoint != run_ep:
+                if run_n:
+                    self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+                    run_n = run_bytes = 0
+                    run_lats = []
+                run_win = win
+                run_ep = endpoint
+            run_n += 1
+            run_bytes += size
+            if latency is not None:
+                run_lats.append(latency)
+        if run_n:
+            self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+        chunk.max_ts = max_ts
+        chunk.bytes = chunk_bytes + ENTRY_OVERHEAD * len(recs)
+        st.bytes += chunk.bytes
+        self.shared.buffered_bytes += chunk.bytes
+        self._bound(st)
+
+    def _line(
+        self, em: Emission, key: str, st: _Session, chunk: _Chunk, pos: int, size: int, replay: bool
+    ) -> None:
+        """One line that may trigger or be emitted, with exact per-line semantics."""
+        cfg = self.config
+        rec = chunk.recs[pos]
+        ts = rec["timestamp"]
+        severity = LEVEL_VALUE[rec["level"]]
+        endpoint = rec["endpoint"]
+        latency = rec["latency_ms"]
+        self._stats(st, key, chunk.offset, ts, endpoint, severity >= cfg.trigger_level.value, size, latency)
+        reasons = self._reasons(st, rec, ts, severity, endpoint, latency)
+        if reasons:
+            self.metrics.triggers += 1
+            trig = Trigger(
+                f"t-{line_id(chunk.line(self.topic, self.partition, pos))}", chunk.offset, tuple(reasons)
+            )
+            st.trigger = trig
+            st.follow_until = max(st.follow_until, ts + cfg.follow_us)
+            self._expire(st, ts - cfg.lookback_us)
+            self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay)
+            if endpoint and ("security" in reasons or "auth_failures" in reasons):
+                em.captures.append(self.shared_capture(endpoint, ts, trig))
+        elif st.trigger is not None and ts <= st.follow_until:
+            self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay)
+        else:
+            cap = self.shared.capture_for(endpoint, ts)
+            if cap is not None:
+                self._emit(em, key, st, chunk, pos, ["security"], cap.trigger, replay)
+            elif severity >= cfg.baseline_level.value:
+                self.metrics.baseline += 1
+                self._emit(em, key, st, chunk, pos, ["baseline"], None, replay)
 
     def _reasons(
         self, st: _Session, rec: Any, ts: int, severity: int, endpoint: str | None, latency: float | None
@@ -350,23 +461,27 @@ class Engine:
             base = self.shared.baseline_p95(endpoint) if endpoint else None
             if base is None or latency > cfg.latency_factor * base:
                 reasons.append("latency")
+        count = st.stats.count
         if (
             not st.slow_fired
             and latency is not None
-            and (latency > cfg.slow_session_p95_ms or st.stats.count == cfg.slow_session_min_lines)
-            and st.stats.count >= cfg.slow_session_min_lines
-            and (p95 := st.stats.sketch.quantile(0.95)) is not None
-            and p95 > cfg.slow_session_p95_ms
+            and (latency > cfg.slow_session_p95_ms or st.slow_pending)
         ):
-            st.slow_fired = True
-            reasons.append("slow_session")
-        status = rec.get("status_code")
-        attrs = rec.get("attributes")
+            if count < cfg.slow_session_min_lines:
+                st.slow_pending = True
+            else:
+                st.slow_pending = False
+                p95 = st.stats.sketch.quantile(0.95)
+                if p95 is not None and p95 > cfg.slow_session_p95_ms:
+                    st.slow_fired = True
+                    reasons.append("slow_session")
+        status = rec["status_code"]
+        attrs = rec["attributes"]
         if status in cfg.timeout_status or (attrs and cfg.timeout_attribute in attrs):
             reasons.append("timeout")
-        if rec.get("security_flags"):
+        if rec["security_flags"]:
             reasons.append("security")
-        if status in cfg.auth_fail_status and rec.get("user_id"):
+        if status in cfg.auth_fail_status and rec["user_id"]:
             fails = self.auth_failures.setdefault(rec["user_id"], deque())
             fails.append(ts)
             while fails and fails[0] < ts - cfg.lookback_us:
@@ -377,46 +492,71 @@ class Engine:
         return reasons
 
     # ---- emission ----------------------------------------------------------------------------
-    def _emit(
-        self, em: Emission, key: str, st: _Session, entry: _Entry, reasons: list[str], trig: Any, replay: bool
+    def _emit_buffered(
+        self,
+        em: Emission,
+        key: str,
+        st: _Session,
+        upto: _Chunk,
+        upto_pos: int,
+        reasons: list[str],
+        trig: Trigger,
+        replay: bool,
     ) -> None:
-        entry.emitted = True
-        ts = entry.line.record["timestamp"]
+        """A trigger: every buffered line of the session not yet emitted, up to and including it."""
+        for chunk in st.buf:
+            end = upto_pos + 1 if chunk is upto else len(chunk.recs)
+            for pos in range(chunk.start, end):
+                if chunk.pending(pos):
+                    self._emit(em, key, st, chunk, pos, reasons, trig, replay)
+            if chunk is upto:
+                break
+
+    def _emit(
+        self,
+        em: Emission,
+        key: str,
+        st: _Session,
+        chunk: _Chunk,
+        pos: int,
+        reasons: list[str],
+        trig: Any,
+        replay: bool,
+    ) -> None:
+        if chunk.emitted is None:
+            chunk.emitted = set()
+        chunk.emitted.add(pos)
+        ts = chunk.recs[pos]["timestamp"]
         cfg = self.config
+        line = chunk.line(self.topic, self.partition, pos)
         if not (
             st.bucket.take(ts, cfg.key_budget_lps, self.burst)
             and self.shared.global_bucket.take(
                 ts, cfg.global_budget_lps, cfg.global_budget_lps * cfg.budget_burst_s
             )
         ):
-            self._suppress(st, entry, reasons, replay)
+            self._suppress(key, st, line, reasons, replay)
             return
         if replay:
             return
-        em.curated.setdefault(key, []).append(curate(entry.line, reasons, trig, cfg.retention_days))
+        em.curated.setdefault(key, []).append(curate(line, reasons, trig, cfg.retention_days))
         self.metrics.lines_emitted += 1
         for reason in reasons:
             self.metrics.by_reason[reason] = self.metrics.by_reason.get(reason, 0) + 1
 
-    def _suppress(self, st: _Session, entry: _Entry, reasons: list[str], replay: bool) -> None:
+    def _suppress(self, key: str, st: _Session, line: RawLine, reasons: list[str], replay: bool) -> None:
         if not replay:
             self.metrics.suppressed_lines += 1
         s = st.suppressed
         if s is None:
-            self._pending[self._key_of(entry.line)] = st
-            s = st.suppressed = {
-                "lines": 0,
-                "levels": {},
-                "reasons": {},
-                "first": entry.line,
-                "last": entry.line,
-            }
+            self._pending[key] = st
+            s = st.suppressed = {"lines": 0, "levels": {}, "reasons": {}, "first": line, "last": line}
         s["lines"] += 1
-        level = entry.line.record["level"]
+        level = line.record["level"]
         s["levels"][level] = s["levels"].get(level, 0) + 1
         for reason in reasons:
             s["reasons"][reason] = s["reasons"].get(reason, 0) + 1
-        s["last"] = entry.line
+        s["last"] = line
 
     def _flush_summaries(self, em: Emission, replay: bool, force: bool) -> None:
         """Emit a summary per key whose suppressed lines are at least 1 s (event time) old."""
@@ -435,10 +575,6 @@ class Engine:
                 continue
             self.metrics.summaries += 1
             em.curated.setdefault(key, []).append(self._summary(key, s))
-
-    @staticmethod
-    def _key_of(line: RawLine) -> str:
-        return session_key(line.record)
 
     def _summary(self, key: str, s: dict[str, Any]) -> CuratedRecord:
         last: RawLine = s["last"]
@@ -473,14 +609,16 @@ class Engine:
     def apply_capture(self, cap: Capture, em: Emission, replay: bool = False) -> None:
         """A new endpoint capture: emit this partition's buffered lines of that endpoint since its start."""
         for key, st in self.sessions.items():
-            for entry in st.buf:
-                rec = entry.line.record
-                if (
-                    not entry.emitted
-                    and rec.get("endpoint") == cap.endpoint
-                    and rec["timestamp"] >= cap.since_us
-                ):
-                    self._emit(em, key, st, entry, ["security"], cap.trigger, replay)
+            for chunk in st.buf:
+                recs = chunk.recs
+                for pos in range(chunk.start, len(recs)):
+                    rec = recs[pos]
+                    if (
+                        rec["endpoint"] == cap.endpoint
+                        and rec["timestamp"] >= cap.since_us
+                        and chunk.pending(pos)
+                    ):
+                        self._emit(em, key, st, chunk, pos, ["security"], cap.trigger, replay)
 
     def shared_capture(self, endpoint: str, ts: int, trig: Trigger) -> Capture:
         current = self.shared.captures.get(endpoint)
@@ -506,18 +644,14 @@ class Engine:
             return  # keep it until its summary is out: nothing leaves silently
         del self.sessions[key]
         self.metrics.evicted_sessions += 1
-        self.metrics.evicted_lines += len(st.buf)
+        self.metrics.evicted_lines += st.lines
         self.shared.buffered_bytes -= st.bytes
 
-    def _append(self, key: str, st: _Session, entry: _Entry) -> None:
+    def _bound(self, st: _Session) -> None:
+        """Per-session line and byte bounds, then the process memory budget (idle sessions first)."""
         cfg = self.config
-        st.buf.append(entry)
-        st.bytes += entry.size
-        self.shared.buffered_bytes += entry.size
-        while len(st.buf) > cfg.session_max_lines or (st.bytes > cfg.session_max_bytes and len(st.buf) > 1):
-            old = st.buf.popleft()
-            st.bytes -= old.size
-            self.shared.buffered_bytes -= old.size
+        while st.lines > cfg.session_max_lines or (st.bytes > cfg.session_max_bytes and st.lines > 1):
+            self._drop_first(st)
             self.metrics.evicted_lines += 1
         while self.shared.buffered_bytes > cfg.memory_budget_bytes and len(self.sessions) > 1:
             before = len(self.sessions)
@@ -525,12 +659,34 @@ class Engine:
             if len(self.sessions) == before:
                 break
 
+    def _drop_first(self, st: _Session) -> None:
+        chunk = st.buf[0]
+        size = _line_size(chunk.recs[chunk.start])
+        chunk.start += 1
+        chunk.bytes -= size
+        st.lines -= 1
+        st.bytes -= size
+        self.shared.buffered_bytes -= size
+        if chunk.start == len(chunk.recs):
+            st.buf.popleft()
+
     def _expire(self, st: _Session, oldest_us: int) -> None:
+        """Forget lines older than the lookback (from the front, as they arrived)."""
         buf = st.buf
-        while buf and buf[0].line.record["timestamp"] < oldest_us:
-            old = buf.popleft()
-            st.bytes -= old.size
-            self.shared.buffered_bytes -= old.size
+        while buf:
+            chunk = buf[0]
+            if chunk.max_ts and chunk.max_ts < oldest_us:
+                buf.popleft()
+                st.lines -= len(chunk.recs) - chunk.start
+                st.bytes -= chunk.bytes
+                self.shared.buffered_bytes -= chunk.bytes
+                continue
+            recs = chunk.recs
+            while chunk.start < len(recs) and recs[chunk.start]["timestamp"] < oldest_us:
+                self._drop_first(st)
+                if not buf or buf[0] is not chunk:
+                    break
+            return
 
     def drop(self) -> None:
         """Forget this partition (revoked): its memory returns to the budget."""
@@ -539,36 +695,76 @@ class Engine:
         self.sessions.clear()
 
     # ---- window statistics -------------------------------------------------------------------
+    def _session_window(self, st: _Session, key: str, win: int) -> None:
+        cfg = self.config
+        st.win = win
+        windows = self.session_windows.get(win)
+        if windows is None:
+            windows = self.session_windows[win] = {}
+            self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
+        st.stats = windows.setdefault(key, _Stats())
+        st.slow_fired = False
+        st.slow_pending = False
+
+    def _endpoint_window(self, win: int, endpoint: str) -> _Stats | None:
+        if win <= self.closed_until:
+            self.metrics.late_stats += 1  # its window was already emitted; counting it would split the row
+            return None
+        ew = self.endpoint_windows.get((win, endpoint))
+        if ew is None:
+            ew = self.endpoint_windows[(win, endpoint)] = _Stats()
+            cfg = self.config
+            self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
+        return ew
+
     def _stats(
         self,
         st: _Session,
         key: str,
-        line: RawLine,
+        offset: int,
         ts: int,
         endpoint: str | None,
         error: bool,
         size: int,
         latency: float | None,
     ) -> None:
-        cfg = self.config
-        win = ts - ts % cfg.stats_window_us
+        """One line's share of its session and endpoint windows."""
+        win = ts - ts % self.config.stats_window_us
         if st.win != win:
-            st.win = win
-            windows = self.session_windows.get(win)
-            if windows is None:
-                windows = self.session_windows[win] = {}
-                self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
-            st.stats = windows.setdefault(key, _Stats())
-            st.slow_fired = False
-        st.stats.add(line, error, size, latency)
-        if endpoint and win <= self.closed_until:
-            self.metrics.late_stats += 1  # its window was already emitted; counting it would split the row
-        elif endpoint:
-            ew = self.endpoint_windows.get((win, endpoint))
-            if ew is None:
-                ew = self.endpoint_windows[(win, endpoint)] = _Stats()
-                self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
-            ew.add(line, error, size, latency)
+            self._session_window(st, key, win)
+        sketch = None
+        if latency is not None:
+            sketch = LatencySketch()
+            sketch.add(latency)
+        st.stats.add(offset, 1, int(error), size, sketch)
+        if endpoint:
+            ew = self._endpoint_window(win, endpoint)
+            if ew is not None:
+                ew.add(offset, 1, int(error), size, sketch)
+
+    def _add_run(
+        self,
+        st: _Session,
+        key: str,
+        offset: int,
+        win: int,
+        endpoint: str | None,
+        count: int,
+        size: int,
+        latencies: list[float],
+    ) -> None:
+        """A run of quiet lines (same window and endpoint, no errors) of one message, added at once."""
+        if st.win != win:
+            self._session_window(st, key, win)
+        sketch = None
+        if latencies:
+            sketch = LatencySketch()
+            sketch.add_many(latencies)
+        st.stats.add(offset, count, 0, size, sketch)
+        if endpoint:
+            ew = self._endpoint_window(win, endpoint)
+            if ew is not None:
+                ew.add(offset, count, 0, size, sketch)
 
     def _close_windows(self, em: Emission, replay: bool, now_us: int | None = None) -> None:
         cfg = self.config
@@ -644,20 +840,50 @@ class Hindsight:
             eng = self.engines[(topic, partition)] = Engine(topic, partition, self.shared)
         return eng
 
-    def process(self, lines: list[RawLine], replay: bool = False) -> Emission:
-        """Lines of one raw message (one partition), in order."""
-        if not lines:
-            return Emission()
-        first = lines[0]
-        eng = self.engine(first.topic, first.partition)
+    def process_message(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        records: list[LogRecord],
+        idx: list[int] | None = None,
+        replay: bool = False,
+    ) -> Emission:
+        """The decoded lines of one raw message; idx gives their positions when some were rejected."""
+        eng = self.engine(topic, partition)
         eng.active = True
-        em = eng.process(lines, replay)
+        em = eng.process(offset, records, idx, replay)
         for cap in em.captures:
             # lines of that endpoint already buffered in other partitions, since the capture began
             for other in self.engines.values():
                 if other is not eng:
                     other.apply_capture(cap, em, replay)
             eng.apply_capture(cap, em, replay)
+        return em
+
+    def process(self, lines: list[RawLine], replay: bool = False) -> Emission:
+        """RawLines in partition order; consecutive lines of one raw message are processed together."""
+        em = Emission()
+        i = 0
+        while i < len(lines):
+            first = lines[i]
+            j = i + 1
+            while (
+                j < len(lines) and lines[j].offset == first.offset and lines[j].partition == first.partition
+            ):
+                j += 1
+            run = lines[i:j]
+            em.merge(
+                self.process_message(
+                    first.topic,
+                    first.partition,
+                    first.offset,
+                    [ln.record for ln in run],
+                    [ln.index for ln in run],
+                    replay,
+                )
+            )
+            i = j
         return em
 
     def drop(self, topic: str, partition: int) -> None:
@@ -690,5 +916,7 @@ class Hindsight:
         for eng in self.engines.values():
             st = eng.sessions.get(key)
             if st is not None:
-                return [e.line for e in st.buf]
+                return [
+                    c.line(eng.topic, eng.partition, p) for c in st.buf for p in range(c.start, len(c.recs))
+                ]
         return []

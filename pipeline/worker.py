@@ -10,7 +10,7 @@ from typing import Any
 import faust
 import orjson
 
-from pipeline.processor import RawProcessor, dlq_headers
+from pipeline.processor import RawProcessor, dlq_headers, tune_gc
 from pipeline.rebuild import read_back
 from pipeline.serde import encode_curated
 from pipeline.settings import Settings
@@ -124,5 +124,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     ensure_topics(settings)
     app, _ = create_app(settings)
+    tune_gc(settings.worker_gc_threshold)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

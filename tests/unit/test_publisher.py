@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
+
+from aiokafka.partitioner import murmur2
 
 from pipeline.publisher import HindsightHandler, Publisher, to_log_record
 from pipeline.serde import RawDecoder
@@ -13,11 +16,22 @@ from pipeline.settings import Settings
 
 
 class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bytes]] = []
+    """Records what would be produced; knows the raw topic's partition count like a broker would."""
 
-    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any = None) -> None:
+    def __init__(self, partitions: int = 4) -> None:
+        self.sent: list[tuple[bytes | None, bytes]] = []
+        self.partitions: list[int] = []
+        self.n = partitions
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None, partition: int, on_delivery: Any = None
+    ) -> None:
         self.sent.append((key, value))
+        self.partitions.append(partition)
+
+    def list_topics(self, topic: str, timeout: float = 0) -> Any:
+        meta = SimpleNamespace(error=None, partitions={p: None for p in range(self.n)})
+        return SimpleNamespace(topics={topic: meta})
 
     def poll(self, timeout: float = 0) -> int:
         return 0
@@ -32,16 +46,35 @@ def decode(value: bytes) -> list[str]:
     return [r["message"] for r in records]
 
 
-def test_groups_lines_per_session_until_flush() -> None:
-    fake = FakeProducer()
+def test_groups_lines_per_partition_until_flush() -> None:
+    fake = FakeProducer(partitions=2)
     pub = Publisher(Settings(publish_linger_ms=60_000), producer=fake)  # type: ignore[arg-type]
+    sessions = [f"s-{i}" for i in range(8)]
     for i in range(3):
-        pub.publish_obj({"service": "a", "level": "INFO", "message": f"a{i}", "session_id": "s-a"})
-        pub.publish_obj({"service": "b", "level": "INFO", "message": f"b{i}", "session_id": "s-b"})
+        for s in sessions:
+            pub.publish_obj({"service": "a", "level": "INFO", "message": f"{s}/{i}", "session_id": s})
     assert fake.sent == []
     pub.flush()
-    by_key = {k: decode(v) for k, v in fake.sent}
-    assert by_key == {b"s-a": ["a0", "a1", "a2"], b"s-b": ["b0", "b1", "b2"]}
+    assert sorted(fake.partitions) == [0, 1]  # one message per partition
+    for (key, value), part in zip(fake.sent, fake.partitions, strict=True):
+        assert key is None  # several sessions in one message
+        lines = decode(value)
+        for s in sessions:
+            mine = [m for m in lines if m.startswith(f"{s}/")]
+            # every line of a session in its murmur2 partition, in order
+            assert mine == ([f"{s}/{i}" for i in range(3)] if pub.partition(s) == part else [])
+
+
+def test_partition_matches_the_java_client_and_single_key_messages_keep_their_key() -> None:
+    fake = FakeProducer(partitions=6)
+    pub = Publisher(Settings(publish_linger_ms=60_000), producer=fake)  # type: ignore[arg-type]
+    # the Java client's murmur2 of these keys (Kafka's own test vectors), made positive, modulo 6
+    for key, java_hash in (("21", -973932308), ("foobar", -790332482)):
+        assert murmur2(key.encode()) & 0xFFFFFFFF == java_hash & 0xFFFFFFFF
+        assert pub.partition(key) == (java_hash & 0x7FFFFFFF) % 6
+    pub.publish_obj({"service": "a", "level": "INFO", "message": "only", "session_id": "solo"})
+    pub.flush()
+    assert fake.sent[0][0] == b"solo" and fake.partitions == [pub.partition("solo")]
 
 
 def test_full_group_sent_at_once_and_linger_expires() -> None:
@@ -53,6 +86,16 @@ def test_full_group_sent_at_once_and_linger_expires() -> None:
     time.sleep(0.05)
     pub.tick()
     assert [decode(v) for _, v in fake.sent] == [["m0", "m1"], ["m2"]]
+
+
+def test_group_bytes_bounded_below_the_record_limit() -> None:
+    fake = FakeProducer()
+    pub = Publisher(Settings(publish_linger_ms=60_000, max_record_bytes=64 * 1024), producer=fake)  # type: ignore[arg-type]
+    for i in range(40):
+        pub.publish_obj({"service": "a", "level": "INFO", "message": "x" * 4000, "session_id": f"s{i % 3}"})
+    pub.flush()
+    assert len(fake.sent) > 1 and all(len(v) < 64 * 1024 for _, v in fake.sent)
+    assert sum(len(decode(v)) for _, v in fake.sent) == 40
 
 
 def test_stdlib_record_mapping_uses_extra_fields() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from pipeline.serde import normalize
 from pipeline.types import RawLine
 from pipeline.window import Hindsight, WindowConfig
-from pipeline.workload import Workload, incident_workload
+from pipeline.workload import Workload, generate, incident_workload
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -198,3 +198,71 @@ def test_ground_truth_workload_in_memory() -> None:
                 assert key not in got, "emitted twice"
                 got.add(key)
     assert got == work.expected
+
+
+def published(
+    records: list[Any], partitions: int = 2, max_lines: int = 25, linger_us: int = 1_000_000
+) -> list[RawLine]:
+    """Group lines per session into raw messages as the publisher does (size or linger), with offsets."""
+    offsets = [0] * partitions
+    open_groups: dict[str, list[Any]] = {}
+    out: list[RawLine] = []
+
+    def send(sid: str) -> None:
+        group = open_groups.pop(sid)
+        partition = sum(map(ord, sid)) % partitions
+        out.extend(RawLine(rec, "logs.raw", partition, offsets[partition], i) for i, rec in enumerate(group))
+        offsets[partition] += 1
+
+    for rec in records:
+        for sid in [s for s, g in open_groups.items() if rec["timestamp"] - g[0]["timestamp"] > linger_us]:
+            send(sid)
+        open_groups.setdefault(rec["session_id"], []).append(rec)
+        if len(open_groups[rec["session_id"]]) >= max_lines:
+            send(rec["session_id"])
+    for sid in list(open_groups):
+        send(sid)
+    return out
+
+
+def run_messages(hs: Hindsight, lines: list[RawLine]) -> set[tuple[str, str, int]]:
+    """Feed whole raw messages (the worker's path) and collect the curated keys, failing on duplicates."""
+    got: set[tuple[str, str, int]] = set()
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and (lines[j].partition, lines[j].offset) == (
+            lines[i].partition,
+            lines[i].offset,
+        ):
+            j += 1
+        run = lines[i:j]
+        em = hs.process_message("logs.raw", run[0].partition, run[0].offset, [ln.record for ln in run])
+        for rows in em.curated.values():
+            for r in rows:
+                key = Workload.key(r)
+                assert key not in got, "emitted twice"
+                got.add(key)
+        i = j
+    return got
+
+
+def test_ground_truth_with_batched_messages() -> None:
+    """Lines arriving many per raw message (the fast path) keep exactly the same set."""
+    work = incident_workload(sessions=80, seed=21)
+    lines = published(work.lines, linger_us=6_000_000)  # a slow trickle: ~7 lines per message
+    assert len(lines) == len(work.lines) and max(ln.index for ln in lines) >= 5
+    cfg = WindowConfig(key_budget_lps=10**6, global_budget_lps=10**7)
+    assert run_messages(Hindsight(cfg), lines) == work.expected
+
+
+def test_generated_workload_batched_equals_line_by_line() -> None:
+    work = generate(sessions=60, requests_per_session=5, error_rate=0.1, spike_rate=0.1, seed=4)
+    cfg = WindowConfig(key_budget_lps=10**6, global_budget_lps=10**7, stats_window_us=10 * S)
+    batched = Hindsight(cfg)
+    got = run_messages(batched, published(work.lines))
+    assert got == work.expected
+    single = Hindsight(cfg)
+    one_by_one = run_messages(single, [RawLine(r, "logs.raw", 0, i) for i, r in enumerate(work.lines)])
+    assert one_by_one == got
+    assert batched.metrics.lines_in == single.metrics.lines_in == len(work.lines)
