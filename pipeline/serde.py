@@ -13,9 +13,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import fastavro
+import msgspec
 import orjson
 
 from pipeline.errors import DecodeError
@@ -29,6 +30,8 @@ MIN_TS_US = 946_684_800_000_000  # 2000-01-01
 MAX_TS_US = 4_102_444_800_000_000  # 2100-01-01
 
 _CRC64_EMPTY = 0xC15D213AA4D7A795
+_JSON_START = frozenset(b"[{ \t\r\n")
+_asdict = msgspec.structs.asdict
 
 
 def _crc64_table() -> list[int]:
@@ -307,6 +310,53 @@ def _fast(obj: dict[str, Any], now_us: int) -> LogRecord | None:
     return cast(LogRecord, obj)
 
 
+_Micros = Annotated[int, msgspec.Meta(ge=MIN_TS_US, lt=MAX_TS_US)]
+
+
+class _Canonical(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The canonical JSON shape, validated by msgspec in C; anything else takes the lenient path."""
+
+    timestamp: _Micros
+    service: str
+    level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+    message: str
+    observed_timestamp: _Micros | None = None
+    severity_number: Annotated[int, msgspec.Meta(ge=0, le=24)] | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    endpoint: str | None = None
+    transaction_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    latency_ms: float | None = None
+    status_code: int | None = None
+    security_flags: list[str] = msgspec.field(default_factory=list)
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+_CANONICAL_JSON = msgspec.json.Decoder(list[_Canonical] | _Canonical)
+
+
+def _canonical_json(value: bytes, now_us: int) -> list[LogRecord] | None:
+    """Decode and validate a JSON line or batch of canonical lines in one C pass; None if it is not."""
+    try:
+        decoded = _CANONICAL_JSON.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None  # the lenient path classifies it (or accepts it)
+    items = decoded if isinstance(decoded, list) else [decoded]
+    if not items:
+        return None
+    records: list[LogRecord] = []
+    for item in items:
+        rec = cast(LogRecord, _asdict(item))
+        if item.observed_timestamp is None:
+            rec["observed_timestamp"] = now_us
+        if not item.severity_number:
+            rec["severity_number"] = _LEVEL_NAMES[item.level]
+        records.append(rec)
+    return records
+
+
 def normalize(obj: object, now_us: int | None = None) -> LogRecord:
     """Validate one decoded object and return a complete LogRecord; raise DecodeError if unusable."""
     if type(obj) is dict:
@@ -384,13 +434,17 @@ class RawDecoder:
 
     def decode(self, value: bytes | None) -> tuple[list[LogRecord], list[tuple[int | None, DecodeError]]]:
         """Return (records, [(index or None for the whole message, error)])."""
+        now_us = time.time_ns() // 1000
+        if value and value[0] in _JSON_START and len(value) <= self.max_bytes:
+            fast = _canonical_json(value, now_us)
+            if fast is not None:
+                return fast, []
         try:
             objects = self._objects(value)
         except DecodeError as exc:
             return [], [(None, exc)]
         records: list[LogRecord] = []
         errors: list[tuple[int | None, DecodeError]] = []
-        now_us = time.time_ns() // 1000
         for index, obj in enumerate(objects):
             try:
                 records.append(normalize(obj, now_us))

@@ -230,6 +230,26 @@ class _Stats:
         }
 
 
+def _slowest(sessions: dict[str, _Stats], n: int) -> list[tuple[str, _Stats]]:
+    """The n sessions with the highest p95 latency (ties: first seen).
+
+    A sketch's p95 never exceeds its max, so sessions are visited by max, highest first, and the
+    search stops once the next max cannot beat the n-th p95 found: few quantiles get computed.
+    """
+    by_max = sorted(
+        ((s.sketch.max, k, s) for k, s in sessions.items() if s.sketch.count), key=lambda t: -t[0]
+    )
+    best: list[tuple[float, int, str, _Stats]] = []  # (p95, order, key, stats)
+    for order, (top, key, stats) in enumerate(by_max):
+        if len(best) >= n and top < best[-1][0]:
+            break
+        p95 = stats.sketch.quantile(0.95) or 0.0
+        best.append((p95, order, key, stats))
+        best.sort(key=lambda t: (-t[0], t[1]))
+        del best[n:]
+    return [(key, stats) for _, _, key, stats in best]
+
+
 class _Session:
     __slots__ = (
         "bucket",
@@ -330,14 +350,21 @@ class Engine:
         if sid and all(r["session_id"] == sid for r in records):
             self._group(em, sid, offset, records, idx, replay)  # one session per message: the usual case
         else:
-            groups: dict[str, tuple[list[LogRecord], list[int]]] = {}
-            for pos, rec in enumerate(records):
-                # lines of many sessions: the publisher batches per partition
-                recs, positions = groups.setdefault(rec["session_id"] or session_key(rec), ([], []))
-                recs.append(rec)
-                positions.append(pos if idx is None else idx[pos])
-            for key, (recs, positions) in groups.items():
-                self._group(em, key, offset, recs, positions, replay)
+            # lines of many sessions: the publisher batches per partition
+            groups: dict[str, list[LogRecord]] = {}
+            where: dict[str, list[int]] = {}
+            positions = range(len(records)) if idx is None else idx
+            for pos, rec in zip(positions, records, strict=True):
+                key = rec["session_id"] or session_key(rec)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [rec]
+                    where[key] = [pos]
+                else:
+                    group.append(rec)
+                    where[key].append(pos)
+            for key, recs in groups.items():
+                self._group(em, key, offset, recs, where[key], replay)
         self._flush_summaries(em, replay, force=False)
         return em
 
@@ -756,15 +783,16 @@ class Engine:
         """A run of quiet lines (same window and endpoint, no errors) of one message, added at once."""
         if st.win != win:
             self._session_window(st, key, win)
-        sketch = None
+        stats = st.stats
+        stats.add(offset, count, 0, size, None)
         if latencies:
-            sketch = LatencySketch()
-            sketch.add_many(latencies)
-        st.stats.add(offset, count, 0, size, sketch)
+            stats.sketch.add_many(latencies)  # runs are short: adding twice beats building and merging
         if endpoint:
             ew = self._endpoint_window(win, endpoint)
             if ew is not None:
-                ew.add(offset, count, 0, size, sketch)
+                ew.add(offset, count, 0, size, None)
+                if latencies:
+                    ew.sketch.add_many(latencies)
 
     def _close_windows(self, em: Emission, replay: bool, now_us: int | None = None) -> None:
         cfg = self.config
@@ -793,11 +821,7 @@ class Engine:
             sessions = self.session_windows.pop(win)
             if replay:
                 continue
-            ranked = sorted(
-                ((k, s) for k, s in sessions.items() if s.sketch.count),
-                key=lambda kv: kv[1].sketch.quantile(0.95) or 0.0,
-                reverse=True,
-            )[: cfg.slowest_sessions]
+            ranked = _slowest(sessions, cfg.slowest_sessions)
             for rank, (k, s) in enumerate(ranked, start=1):
                 em.stats.append(
                     {

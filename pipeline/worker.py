@@ -18,6 +18,8 @@ from pipeline.window import Emission
 
 log = logging.getLogger(__name__)
 
+CURATED_BATCH = 500  # lines per curated message: well below the producer's request size
+
 
 def faust_broker(settings: Settings) -> list[str]:
     return [f"kafka://{server.strip()}" for server in settings.bootstrap.split(",") if server.strip()]
@@ -62,8 +64,18 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         warm.add(partition)
 
     async def send(emission: Emission | Any) -> None:
-        for key, batch in emission.curated.items():
-            await curated.send(key=key.encode(), value=encode_curated(batch))
+        # One curated message per raw message (in slices), not one per session: a raw message
+        # carries many sessions, and each send costs Faust ~50 us and fastavro a call.
+        if not emission.curated:
+            pass
+        elif len(emission.curated) == 1:
+            [(key, rows)] = emission.curated.items()
+            for i in range(0, len(rows), CURATED_BATCH):
+                await curated.send(key=key.encode(), value=encode_curated(rows[i : i + CURATED_BATCH]))
+        else:
+            rows = [row for batch in emission.curated.values() for row in batch]
+            for i in range(0, len(rows), CURATED_BATCH):
+                await curated.send(key=None, value=encode_curated(rows[i : i + CURATED_BATCH]))
         if emission.stats:
             await stats.send(key=b"stats", value=orjson.dumps(emission.stats))
 
@@ -123,6 +135,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from pipeline.kafka import ensure_topics
 
     ensure_topics(settings)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # ~25% less per-message overhead in Faust
+    except ImportError:
+        log.info("uvloop not installed; using asyncio's default event loop")
     app, _ = create_app(settings)
     tune_gc(settings.worker_gc_threshold)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)

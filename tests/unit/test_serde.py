@@ -231,3 +231,50 @@ def test_schema_registry_framing_round_trip() -> None:
         server.shutdown()
     with pytest.raises(ConfigError):
         RawEncoder("confluent", None)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"timestamp": 1_790_000_000_000_000, "service": "a", "level": "INFO", "message": "short form"},
+        {
+            "timestamp": 1_790_000_000_000_000,
+            "observed_timestamp": 1_790_000_000_000_100,
+            "service": "a",
+            "level": "ERROR",
+            "severity_number": 18,
+            "message": "full form",
+            "session_id": "s",
+            "user_id": "u",
+            "endpoint": "/e",
+            "transaction_id": None,
+            "trace_id": "t",
+            "span_id": None,
+            "latency_ms": 12,
+            "status_code": 500,
+            "security_flags": ["sqli"],
+            "attributes": {"k": "v"},
+        },
+    ],
+)
+def test_canonical_fast_path_equals_lenient_path(obj: dict[str, Any]) -> None:
+    now = 1_790_000_000_000_500
+    fast = serde._canonical_json(orjson.dumps([obj, obj]), now)
+    assert fast is not None and len(fast) == 2
+    assert fast[0] == normalize(dict(obj), now)
+    assert type(fast[0]["latency_ms"]) is (float if obj.get("latency_ms") is not None else type(None))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"timestamp": 1_790_000_000_000_000, "service": "a", "level": "info", "message": "m"},  # alias case
+        {"timestamp": 1_790_000_000, "service": "a", "level": "INFO", "message": "m"},  # seconds
+        {"timestamp": 1_790_000_000_000_000, "service": "a", "level": "INFO", "message": "m", "cart": 3},
+        {"timestamp": 1_790_000_000_000_000, "service": "a", "level": "INFO", "message": "m", "user_id": 7},
+    ],
+)
+def test_other_shapes_take_the_lenient_path_and_lose_nothing(obj: dict[str, Any]) -> None:
+    assert serde._canonical_json(orjson.dumps(obj), 0) is None
+    records, errors = RawDecoder(1 << 20).decode(orjson.dumps(obj))
+    assert errors == [] and records[0] == normalize(dict(obj), records[0]["observed_timestamp"])
