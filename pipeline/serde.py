@@ -580,6 +580,7 @@ def _curated_defaults() -> dict[str, Any]:
         "trigger_offset": None,
         "rule_ids": [],
         "tags": [],
+        "routes": [],
         "retention_days": 30,
     }
 

@@ -91,6 +91,7 @@ class CuratedRecord(LogRecord, total=False):
     rule_ids: list[str]
     tags: list[str]
     retention_days: int
+    routes: list[str]
 
 
 # Optional per-line context of a LogRecord (besides time, service, level, message and attributes).

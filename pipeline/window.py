@@ -12,14 +12,18 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.rules import CaptureAction, RuleSet, Verdict
 from pipeline.sketch import LatencySketch
 from pipeline.types import CuratedRecord, Level, LogRecord, RawLine, session_key
 
 log = logging.getLogger(__name__)
 
 LEVEL_VALUE = {level.name: level.value for level in Level}
+CAPTURE_FIELDS = ("endpoint", "user_id", "service")
+SCOPE_FIELD = {"endpoint": "endpoint", "user": "user_id", "service": "service"}
 ENTRY_OVERHEAD = 1600  # bytes per buffered line beyond its message (bench measures ~1.9 KB in all)
 
 
@@ -67,11 +71,12 @@ class WindowMetrics:
     summaries: int = 0
     stats_records: int = 0
     late_stats: int = 0
+    dropped: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: WindowMetrics) -> None:
         for name in ("lines_in", "lines_emitted", "triggers", "baseline", "evicted_lines", "evicted_sessions",
-                     "suppressed_lines", "summaries", "stats_records", "late_stats"):  # fmt: skip
+                     "suppressed_lines", "summaries", "stats_records", "late_stats", "dropped"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, n in other.by_reason.items():
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
@@ -88,9 +93,11 @@ class Trigger:
 
 @dataclass(frozen=True, slots=True)
 class Capture:
-    """An endpoint captured as a whole for [since, until] (event time)."""
+    """Every line whose `field` equals `value` (an endpoint, user or service) captured for
+    [since, until] (event time)."""
 
-    endpoint: str
+    field: str
+    value: str
     since_us: int
     until_us: int
     trigger: Trigger
@@ -140,6 +147,7 @@ def curate(
         record["trigger_offset"] = None
     record["rule_ids"] = []
     record["tags"] = []
+    record["routes"] = []
     record["retention_days"] = retention_days
     return record
 
@@ -285,7 +293,9 @@ class Shared:
 
     def __init__(self, config: WindowConfig) -> None:
         self.config = config
-        self.captures: dict[str, Capture] = {}
+        # captures by record field, then value: endpoint (security, rules), user_id and service (rules)
+        self.captures: dict[str, dict[str, Capture]] = {f: {} for f in CAPTURE_FIELDS}
+        self.rules = RuleSet()
         self.baselines: dict[str, tuple[int, LatencySketch]] = {}
         self.buffered_bytes = 0
         self.global_bucket = _Bucket(config.global_budget_lps * config.budget_burst_s)
@@ -302,13 +312,21 @@ class Shared:
         elif current[0] == window_start:
             current[1].merge(sketch)  # another partition's part of the same window
 
-    def capture_for(self, endpoint: str | None, ts: int) -> Capture | None:
-        if not endpoint:
-            return None
-        cap = self.captures.get(endpoint)
-        if cap is not None and cap.since_us <= ts <= cap.until_us:
-            return cap
+    def capture_for(self, rec: LogRecord, ts: int) -> Capture | None:
+        for fieldname, caps in self.captures.items():
+            if caps:
+                value = rec[fieldname]  # type: ignore[literal-required]
+                cap = caps.get(value) if value else None
+                if cap is not None and cap.since_us <= ts <= cap.until_us:
+                    return cap
         return None
+
+    def expire_captures(self, now_us: int) -> None:
+        """Forget captures that ended (event time) a follow period ago, so their lines take the fast path."""
+        horizon = now_us - self.config.follow_us
+        for caps in self.captures.values():
+            for value in [v for v, c in caps.items() if c.until_us < horizon]:
+                del caps[value]
 
 
 class Engine:
@@ -323,6 +341,7 @@ class Engine:
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self.auth_failures: dict[str, deque[int]] = {}
         self.endpoint_windows: dict[tuple[int, str], _Stats] = {}
+        self.rule_windows: dict[tuple[int, str], list[int]] = {}
         self.session_windows: dict[int, dict[str, _Stats]] = {}
         self.watermark = 0
         self.closed_until = -1  # windows starting at or before this were emitted; later lines are late
@@ -379,9 +398,13 @@ class Engine:
         st.buf.append(chunk)
         st.lines += len(recs)
         window = cfg.stats_window_us
-        level_gate, latency_gate, status_gate = self._level_gate, self._latency_gate, self._status_gate
+        rules = self.shared.rules
+        floor = self._floor(rules)
+        level_gate = min(cfg.trigger_level.value, floor)
+        latency_gate, status_gate = self._latency_gate, self._status_gate
         timeout_attr = cfg.timeout_attribute
-        captures = self.shared.captures
+        ep_caps, user_caps, svc_caps = (self.shared.captures[f] for f in CAPTURE_FIELDS)
+        match = rules.match if rules else None
         levels = LEVEL_VALUE
         run_win = -1
         run_ep: str | None = None
@@ -415,14 +438,17 @@ class Engine:
                 or (attrs and timeout_attr in attrs)
                 or ts <= st.follow_until
                 or st.slow_pending
-                or (captures and endpoint in captures)
+                or (ep_caps and endpoint in ep_caps)
+                or (user_caps and rec["user_id"] in user_caps)
+                or (svc_caps and rec["service"] in svc_caps)
+                or (match is not None and match(rec))
             ):
                 if run_n:
                     self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
                     run_n = run_bytes = 0
                     run_lats = []
                     run_win = -1
-                self._line(em, key, st, chunk, pos, size, replay)
+                self._line(em, key, st, chunk, pos, size, floor, replay)
                 continue
             win = ts - ts % window
             if win != run_win or endpoint != run_ep:
@@ -444,10 +470,22 @@ class Engine:
         self.shared.buffered_bytes += chunk.bytes
         self._bound(st)
 
+    def _floor(self, rules: RuleSet) -> int:
+        """The level stored without a trigger: the dynamic default level if one is set, else the baseline."""
+        return rules.default_level if rules.default_level is not None else self.config.baseline_level.value
+
     def _line(
-        self, em: Emission, key: str, st: _Session, chunk: _Chunk, pos: int, size: int, replay: bool
+        self,
+        em: Emission,
+        key: str,
+        st: _Session,
+        chunk: _Chunk,
+        pos: int,
+        size: int,
+        floor: int,
+        replay: bool,
     ) -> None:
-        """One line that may trigger or be emitted, with exact per-line semantics."""
+        """One line that may trigger, match rules or be emitted, with exact per-line semantics."""
         cfg = self.config
         rec = chunk.recs[pos]
         ts = rec["timestamp"]
@@ -455,27 +493,67 @@ class Engine:
         endpoint = rec["endpoint"]
         latency = rec["latency_ms"]
         self._stats(st, key, chunk.offset, ts, endpoint, severity >= cfg.trigger_level.value, size, latency)
+        rules = self.shared.rules
+        verdict = rules.verdict(rec) if rules else None
+        if verdict is not None:
+            if verdict.stats_ids:
+                self._rule_stats(ts, verdict.stats_ids, matched=len(rec["message"]))
+            if verdict.drop:
+                self.metrics.dropped += 1
+                chunk.emitted = chunk.emitted or set()
+                chunk.emitted.add(pos)  # never stored, not even by a later trigger
+                return
+            if verdict.level is not None:
+                floor = verdict.level
         reasons = self._reasons(st, rec, ts, severity, endpoint, latency)
-        if reasons:
+        lookback_us, follow_us = cfg.lookback_us, cfg.follow_us
+        scoped: list[tuple[str, CaptureAction]] = []
+        if verdict is not None and verdict.captures:
+            for rule_id, action in verdict.captures:
+                if action.scope == "session":
+                    if not reasons:
+                        lookback_us, follow_us = 0, 0
+                    reasons.append(f"rule:{rule_id}")
+                    lookback_us = max(lookback_us, int(action.lookback_s * 1e6))
+                    follow_us = max(follow_us, int(action.follow_s * 1e6))
+                else:
+                    scoped.append((rule_id, action))
+        if reasons or scoped:
             self.metrics.triggers += 1
+            all_reasons = reasons + [f"rule:{rule_id}" for rule_id, _ in scoped]
             trig = Trigger(
-                f"t-{line_id(chunk.line(self.topic, self.partition, pos))}", chunk.offset, tuple(reasons)
+                f"t-{line_id(chunk.line(self.topic, self.partition, pos))}", chunk.offset, tuple(all_reasons)
             )
-            st.trigger = trig
-            st.follow_until = max(st.follow_until, ts + cfg.follow_us)
-            self._expire(st, ts - cfg.lookback_us)
-            self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay)
+            if reasons:
+                st.trigger = trig
+                st.follow_until = max(st.follow_until, ts + follow_us)
+                self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay, since_us=ts - lookback_us)
             if endpoint and ("security" in reasons or "auth_failures" in reasons):
-                em.captures.append(self.shared_capture(endpoint, ts, trig))
+                security = Trigger(trig.id, trig.offset, ("security",))
+                em.captures.append(
+                    self.shared_capture("endpoint", endpoint, ts, ts + cfg.follow_us, security)
+                )
+            for rule_id, action in scoped:
+                fieldname = SCOPE_FIELD[action.scope]
+                value = rec[fieldname]  # type: ignore[literal-required]
+                if value:
+                    since, until = ts - int(action.lookback_s * 1e6), ts + int(action.follow_s * 1e6)
+                    rule_trig = Trigger(trig.id, trig.offset, (f"rule:{rule_id}",))
+                    em.captures.append(self.shared_capture(fieldname, value, since, until, rule_trig))
+            if chunk.pending(pos):
+                self._emit(em, key, st, chunk, pos, all_reasons, trig, replay)
         elif st.trigger is not None and ts <= st.follow_until:
             self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay)
         else:
-            cap = self.shared.capture_for(endpoint, ts)
+            cap = self.shared.capture_for(rec, ts)
             if cap is not None:
-                self._emit(em, key, st, chunk, pos, ["security"], cap.trigger, replay)
-            elif severity >= cfg.baseline_level.value:
+                self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay)
+            elif severity >= floor:
                 self.metrics.baseline += 1
-                self._emit(em, key, st, chunk, pos, ["baseline"], None, replay)
+                reason = (
+                    f"rule:{verdict.level_rule}" if verdict is not None and verdict.level_rule else "baseline"
+                )
+                self._emit(em, key, st, chunk, pos, [reason], None, replay)
 
     def _reasons(
         self, st: _Session, rec: Any, ts: int, severity: int, endpoint: str | None, latency: float | None
@@ -529,12 +607,16 @@ class Engine:
         reasons: list[str],
         trig: Trigger,
         replay: bool,
+        since_us: int,
     ) -> None:
-        """A trigger: every buffered line of the session not yet emitted, up to and including it."""
+        """A trigger: every buffered line of the session since `since_us` not yet emitted, up to it."""
         for chunk in st.buf:
-            end = upto_pos + 1 if chunk is upto else len(chunk.recs)
+            if chunk.max_ts and chunk.max_ts < since_us:
+                continue
+            recs = chunk.recs
+            end = upto_pos + 1 if chunk is upto else len(recs)
             for pos in range(chunk.start, end):
-                if chunk.pending(pos):
+                if recs[pos]["timestamp"] >= since_us and chunk.pending(pos):
                     self._emit(em, key, st, chunk, pos, reasons, trig, replay)
             if chunk is upto:
                 break
@@ -566,10 +648,49 @@ class Engine:
             return
         if replay:
             return
-        em.curated.setdefault(key, []).append(curate(line, reasons, trig, cfg.retention_days))
+        record = curate(line, reasons, trig, cfg.retention_days)
+        rules = self.shared.rules
+        if rules:
+            verdict = rules.verdict(line.record)
+            if verdict is not None:
+                self._annotate(record, verdict, ts)
+        em.curated.setdefault(key, []).append(record)
         self.metrics.lines_emitted += 1
         for reason in reasons:
             self.metrics.by_reason[reason] = self.metrics.by_reason.get(reason, 0) + 1
+
+    def _annotate(self, record: CuratedRecord, verdict: Verdict, ts: int) -> None:
+        """What the matching rules add to a kept line: ids, tags, attributes, retention, routes."""
+        record["rule_ids"] = verdict.rule_ids
+        if verdict.tags:
+            record["tags"] = list(verdict.tags)
+        if verdict.attributes:
+            record["attributes"] = {**record["attributes"], **verdict.attributes}
+        if verdict.retention_days is not None:
+            record["retention_days"] = verdict.retention_days
+        if verdict.routes:
+            record["routes"] = list(verdict.routes)
+        if verdict.stats_ids:
+            self._rule_stats(ts, verdict.stats_ids, emitted=len(record["message"]))
+
+    def _rule_stats(self, ts: int, rule_ids: tuple[str, ...], matched: int = -1, emitted: int = -1) -> None:
+        """Per rule and window: [matches, matched bytes, lines emitted, bytes emitted]."""
+        cfg = self.config
+        win = ts - ts % cfg.stats_window_us
+        if win <= self.closed_until:
+            self.metrics.late_stats += 1
+            return
+        for rule_id in rule_ids:
+            counts = self.rule_windows.get((win, rule_id))
+            if counts is None:
+                counts = self.rule_windows[(win, rule_id)] = [0, 0, 0, 0]
+                self._next_close_at = min(self._next_close_at, win + cfg.stats_grace_us + cfg.stats_window_us)
+            if matched >= 0:
+                counts[0] += 1
+                counts[1] += matched
+            if emitted >= 0:
+                counts[2] += 1
+                counts[3] += emitted
 
     def _suppress(self, key: str, st: _Session, line: RawLine, reasons: list[str], replay: bool) -> None:
         if not replay:
@@ -634,24 +755,29 @@ class Engine:
         return curate(summary_line, ["summary"], None, self.config.retention_days)
 
     def apply_capture(self, cap: Capture, em: Emission, replay: bool = False) -> None:
-        """A new endpoint capture: emit this partition's buffered lines of that endpoint since its start."""
+        """A new capture: emit this partition's buffered lines of its endpoint/user/service since it began."""
+        fieldname, value = cap.field, cap.value
         for key, st in self.sessions.items():
             for chunk in st.buf:
+                if chunk.max_ts and chunk.max_ts < cap.since_us:
+                    continue
                 recs = chunk.recs
                 for pos in range(chunk.start, len(recs)):
                     rec = recs[pos]
                     if (
-                        rec["endpoint"] == cap.endpoint
-                        and rec["timestamp"] >= cap.since_us
+                        rec[fieldname] == value  # type: ignore[literal-required]
+                        and cap.since_us <= rec["timestamp"] <= cap.until_us
                         and chunk.pending(pos)
                     ):
-                        self._emit(em, key, st, chunk, pos, ["security"], cap.trigger, replay)
+                        self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay)
 
-    def shared_capture(self, endpoint: str, ts: int, trig: Trigger) -> Capture:
-        current = self.shared.captures.get(endpoint)
-        since = current.since_us if current is not None and current.until_us >= ts else ts
-        cap = Capture(endpoint, since, ts + self.config.follow_us, trig)
-        self.shared.captures[endpoint] = cap
+    def shared_capture(self, fieldname: str, value: str, since: int, until: int, trig: Trigger) -> Capture:
+        """Start or extend the capture of every line with this endpoint/user/service, in all partitions."""
+        caps = self.shared.captures[fieldname]
+        current = caps.get(value)
+        if current is not None and current.until_us >= since:
+            since, until = min(since, current.since_us), max(until, current.until_us)
+        cap = caps[value] = Capture(fieldname, value, since, until, trig)
         return cap
 
     # ---- buffers and bounds ---------------------------------------------------------------
@@ -797,7 +923,7 @@ class Engine:
     def _close_windows(self, em: Emission, replay: bool, now_us: int | None = None) -> None:
         cfg = self.config
         limit = (now_us if now_us is not None else self.watermark) - cfg.stats_grace_us - cfg.stats_window_us
-        if not self.endpoint_windows and not self.session_windows:
+        if not self.endpoint_windows and not self.session_windows and not self.rule_windows:
             return
         before = len(em.stats)
         self.closed_until = max(self.closed_until, limit)
@@ -834,14 +960,34 @@ class Engine:
                         **s.row(),
                     }
                 )
+        for win_key in [k for k in self.rule_windows if k[0] <= limit]:
+            matches, matched_bytes, emitted, emitted_bytes = self.rule_windows.pop(win_key)
+            if not replay:
+                em.stats.append(
+                    {
+                        "kind": "rule",
+                        "window_start_us": win_key[0],
+                        "window_end_us": win_key[0] + cfg.stats_window_us,
+                        "rule_id": win_key[1],
+                        "partition": self.partition,
+                        "matches": matches,
+                        "matched_bytes": matched_bytes,
+                        "lines_emitted": emitted,
+                        "bytes_emitted": emitted_bytes,
+                    }
+                )
         self.metrics.stats_records += len(em.stats) - before
-        starts = [k[0] for k in self.endpoint_windows] + list(self.session_windows)
+        starts = (
+            [k[0] for k in self.endpoint_windows]
+            + list(self.session_windows)
+            + [k[0] for k in self.rule_windows]
+        )
         self._next_close_at = (min(starts) if starts else self.watermark) + span
 
     def tick(self, now_us: int, idle: bool) -> Emission:
         """Wall-clock housekeeping: when the partition went quiet, close all its windows; flush summaries."""
         em = Emission()
-        if idle and (self.endpoint_windows or self.session_windows):
+        if idle and (self.endpoint_windows or self.session_windows or self.rule_windows):
             cfg = self.config
             self._close_windows(
                 em, False, now_us=max(self.watermark, now_us) + cfg.stats_grace_us + cfg.stats_window_us
@@ -915,8 +1061,19 @@ class Hindsight:
         if eng is not None:
             eng.drop()
 
+    def set_rules(self, rules: RuleSet) -> None:
+        """Swap in a new rule set (the worker's rule reader calls this; lines after it see the new rules)."""
+        self.shared.rules = rules
+
     def tick(self, now_us: int) -> Emission:
-        """Call about once a second; an engine idle for the stats grace period closes its old windows."""
+        """Call about once a second (wall clock): idle engines close their old windows, rules whose time
+        window opened or closed are re-indexed, finished captures are forgotten."""
+        rules = self.shared.rules
+        now = datetime.fromtimestamp(now_us / 1e6, UTC)
+        if rules.rules and rules.changed_at(now):
+            self.shared.rules = rules.at(now)
+        if self.engines:
+            self.shared.expire_captures(max(e.watermark for e in self.engines.values()))
         em = Emission()
         idle_ticks = self.config.stats_idle_close_s
         for eng in self.engines.values():
