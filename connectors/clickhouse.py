@@ -299,8 +299,14 @@ SLOW_KEYS = [
 ]
 
 
+RULE_COLUMNS = ["WindowStart", "WindowEnd", "RuleId", "RawPartition", "Matches", "MatchedBytes",
+                "LinesEmitted", "BytesEmitted"]  # fmt: skip
+RULE_KEYS = ["window_start_us", "window_end_us", "rule_id", "partition", "matches", "matched_bytes",
+             "lines_emitted", "bytes_emitted"]  # fmt: skip
+
+
 class ClickHouseStatsSink:
-    """Writes window statistics (logs.stats) into endpoint_stats and slow_sessions."""
+    """Writes window statistics (logs.stats) into endpoint_stats, slow_sessions and rule_stats."""
 
     name = "clickhouse-stats"
 
@@ -317,6 +323,7 @@ class ClickHouseStatsSink:
         rows, self._pending = self._pending, []
         endpoint = [[r[k] for k in ENDPOINT_KEYS] for r in rows if r.get("kind") == "endpoint"]
         slow = [[r[k] for k in SLOW_KEYS] for r in rows if r.get("kind") == "slow_session"]
+        rule = [[r[k] for k in RULE_KEYS] for r in rows if r.get("kind") == "rule"]
         try:
             with self.lock:
                 if endpoint:
@@ -325,6 +332,8 @@ class ClickHouseStatsSink:
                     )
                 if slow:
                     self.client.insert(f"{self.database}.slow_sessions", slow, column_names=SLOW_COLUMNS)
+                if rule:
+                    self.client.insert(f"{self.database}.rule_stats", rule, column_names=RULE_COLUMNS)
         except Exception as exc:
             raise classify(exc) from exc
 

@@ -129,6 +129,109 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_json(path: str) -> object:
+    from pipeline.rules import RuleError
+
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        return json.loads(text)
+    except OSError as exc:
+        raise RuleError([("(file)", f"cannot read {path}: {exc.strerror}")]) from None
+    except json.JSONDecodeError as exc:
+        raise RuleError([("(file)", f"invalid JSON: {exc}")]) from None
+
+
+def _rules(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import control
+    from pipeline.kafka import ensure_topics, wait_for_broker
+    from pipeline.rawscan import parse_duration
+    from pipeline.rules import RuleError
+
+    try:
+        if args.action == "validate":
+            rule = control.check_rule(settings, _read_json(args.target))
+            print(json.dumps({"valid": True, "id": rule.id}) if args.json else f"{rule.id}: valid")
+            return 0
+        wait_for_broker(settings)
+        ensure_topics(settings)
+        if args.action == "add":
+            rule = control.add_rule(settings, _read_json(args.target))
+            print(
+                json.dumps({"added": rule.id})
+                if args.json
+                else f"rule {rule.id} written to {settings.rules_topic}"
+            )
+        elif args.action == "rm":
+            control.remove_rule(settings, args.target)
+            print(json.dumps({"removed": args.target}) if args.json else f"rule {args.target} deleted")
+        elif args.action == "list":
+            rules = control.list_rules(settings)
+            if args.json:
+                print(json.dumps([r.model_dump(mode="json") for r in rules]))
+            for r in [] if args.json else rules:
+                state = "on " if r.enabled else "off"
+                print(f"{r.priority:>6}  {state}  {r.id:<32} {r.description}")
+        elif args.action == "dry-run":
+            from tqdm import tqdm
+
+            with tqdm(unit="msg", desc="scanning logs.raw", file=sys.stderr, disable=args.json) as bar:
+                report = control.dry_run(
+                    settings, _read_json(args.target), parse_duration(args.since), bar.update
+                )
+            print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+        return 0
+    except RuleError as exc:
+        if args.json:
+            print(
+                json.dumps({"valid": False, "errors": [{"path": p, "message": m} for p, m in exc.problems]})
+            )
+        for path, msg in [] if args.json else exc.problems:
+            print(f"invalid rule: {path}: {msg}", file=sys.stderr)
+        return 1
+
+
+def _capture(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from pipeline import control
+    from pipeline.kafka import ensure_topics, wait_for_broker
+    from pipeline.rawscan import parse_duration
+
+    wait_for_broker(settings)
+    ensure_topics(settings)
+    with tqdm(unit="msg", desc="reading history", file=sys.stderr, disable=args.json) as bar:
+        result = control.start_capture(
+            settings,
+            args.user_id,
+            parse_duration(args.lookback),
+            parse_duration(args.follow),
+            args.reason,
+            bar.update,
+        )
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from pipeline.controlapi import ControlServer
+    from pipeline.kafka import ensure_topics, wait_for_broker
+
+    wait_for_broker(settings)
+    ensure_topics(settings)
+    server = ControlServer(settings).start()
+    print(f"rules API on http://{settings.api_host}:{server.port} (OpenAPI at /openapi.json)", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    finally:
+        server.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hindsight", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
@@ -164,6 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--format", choices=["table", "jsonl"], default="table")
     p.set_defaults(func=_query)
+
+    p = sub.add_parser("rules", help="Capture rules: add FILE, list, rm ID, validate FILE, dry-run FILE.")
+    p.add_argument("action", choices=["add", "list", "rm", "validate", "dry-run"])
+    p.add_argument("target", nargs="?", default="-", help="Rule JSON file (- for stdin), or the id for rm.")
+    p.add_argument("--since", default="24h", help="dry-run: how far back to evaluate (e.g. 24h).")
+    p.add_argument("--json", action="store_true", help="Machine-readable output.")
+    p.set_defaults(func=_rules)
+
+    p = sub.add_parser("capture", help="Support capture: a user's history into curated, then follow.")
+    p.add_argument("--user-id", required=True)
+    p.add_argument("--lookback", default="30m", help="History to dump, e.g. 30m.")
+    p.add_argument("--follow", default="15m", help="How long new lines of the user are kept, e.g. 15m.")
+    p.add_argument("--reason", default="", help="Why (kept in the rule's description).")
+    p.add_argument("--json", action="store_true", help="Machine-readable output.")
+    p.set_defaults(func=_capture)
+
+    p = sub.add_parser("api", help="Serve the rules and captures HTTP API (needs HINDSIGHT_API_TOKEN).")
+    p.set_defaults(func=_api)
 
     p = sub.add_parser("demo", help="Run the whole pipeline on a generated workload and report.")
     p.add_argument("--sessions", type=int, default=300)

@@ -277,6 +277,7 @@ def validate_rule(data: Any, custom_allow: Iterable[str] = ()) -> Rule:
             problem = (_path(loc), str(err["msg"]).removeprefix("Value error, "))
             if problem not in problems:
                 problems.append(problem)
+
         # of a union's failed members, report the one that got deepest ("a.regex: bad"), not "a: not a string"
         def union_noise(path: str, msg: str) -> bool:
             return msg.startswith("Input should be a valid") and any(

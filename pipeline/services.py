@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
 from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics
@@ -154,5 +155,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {}
     for name, value in settings.model_dump(exclude_none=True).items():
         key = f"HINDSIGHT_{name.upper()}"
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[key] = json.dumps(value) if isinstance(value, dict | list) else str(value)
     return env

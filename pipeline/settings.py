@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -195,6 +195,24 @@ class Settings(BaseSettings):
     # --- Query API -----------------------------------------------------------------------------
     query_host: str = Field(default="127.0.0.1", description="Bind address of the store's query API.")
     query_port: int = Field(default=8765, ge=0, le=65535, description="Port of the store's query API.")
+
+    # --- Rules and control API --------------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Bind address of the rules/captures API.")
+    api_port: int = Field(default=8766, ge=0, le=65535, description="Port of the rules/captures API.")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the rules/captures API requires (it refuses to start without).",
+    )
+    rules_custom_allow: list[str] = Field(
+        default_factory=list,
+        description="Custom rule functions allowed: package.module:function or package.module:* (JSON list).",
+    )
+    level_url: str | None = Field(
+        default=None,
+        description='GET URL answering {"default": L, "services": {..}, "endpoints": {..}}: dynamic levels.',
+    )
+    level_poll_s: float = Field(default=30.0, ge=0.1, description="How often the level URL is polled.")
+    level_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one level poll.")
 
     @field_validator("trigger_level", "baseline_level")
     @classmethod

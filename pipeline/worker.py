@@ -10,8 +10,10 @@ from typing import Any
 import faust
 import orjson
 
+from pipeline.levelpoll import LevelPoller
 from pipeline.processor import RawProcessor, dlq_headers, tune_gc
 from pipeline.rebuild import read_back
+from pipeline.rulestore import RuleReader, RuleSource, dead_letter_producer
 from pipeline.serde import encode_curated
 from pipeline.settings import Settings
 from pipeline.window import Emission
@@ -130,6 +132,23 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     return app, processor
 
 
+def start_rules(settings: Settings, processor: RawProcessor) -> RuleReader:
+    """Follow the rules topic (and the level URL, if configured) into the processor's windows.
+
+    Waits until the topic was read to its end, so the first raw line already sees every rule.
+    """
+    source = RuleSource(processor.windows.set_rules)
+    reader = RuleReader(settings, source.set_topic_rules, dead_letter_producer(settings))
+    reader.start()
+    if not reader.ready.wait(30):
+        log.warning("rules topic not read within 30 s; starting without rules topic=%s", settings.rules_topic)
+    if settings.level_url:
+        LevelPoller(
+            settings.level_url, settings.level_poll_s, settings.level_timeout_s, source.set_level_rules
+        ).start()
+    return reader
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker until SIGTERM/SIGINT."""
     from pipeline.kafka import ensure_topics
@@ -141,7 +160,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # ~25% less per-message overhead in Faust
     except ImportError:
         log.info("uvloop not installed; using asyncio's default event loop")
-    app, _ = create_app(settings)
+    app, processor = create_app(settings)
+    start_rules(settings, processor)
     tune_gc(settings.worker_gc_threshold)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

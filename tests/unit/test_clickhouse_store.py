@@ -102,3 +102,22 @@ def test_classification() -> None:
 def test_unreachable_server_is_retryable() -> None:
     with pytest.raises(RetryableSinkError):
         open_client(Settings(clickhouse_url="http://127.0.0.1:1"))
+
+
+def test_rule_stats_rows_land_in_rule_stats(sink: ClickHouseSink) -> None:
+    stats = sink.stats_sink()
+    base = {"window_start_us": NOW, "window_end_us": NOW + 60_000_000, "kind": "rule"}
+    stats.write_batch(
+        [
+            {**base, "rule_id": "pci", "partition": 0, "matches": 5, "matched_bytes": 500,
+             "lines_emitted": 4, "bytes_emitted": 400},
+            {**base, "rule_id": "pci", "partition": 1, "matches": 2, "matched_bytes": 20,
+             "lines_emitted": 2, "bytes_emitted": 20},
+        ]
+    )  # fmt: skip
+    stats.flush()
+    got = sink.client.query(
+        "SELECT RuleId, sum(Matches), sum(LinesEmitted), sum(BytesEmitted) FROM hindsight.rule_stats FINAL "
+        "GROUP BY RuleId"
+    ).result_rows
+    assert [tuple(r) for r in got] == [("pci", 7, 6, 420)]

@@ -1,0 +1,174 @@
+"""Control-plane services: rules (add, list, remove, validate, dry run) and support captures.
+
+Each is one function the CLI and the HTTP API call; neither does more than parse and print.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from pipeline.errors import BrokerUnavailable
+from pipeline.kafka import producer_config
+from pipeline.rawscan import scan_raw
+from pipeline.rules import Rule, compile_rule, validate_rule
+from pipeline.rulestore import RuleReader, RuleStore
+from pipeline.serde import encode_curated
+from pipeline.settings import Settings
+from pipeline.types import CuratedRecord, RawLine, session_key
+from pipeline.window import Trigger, curate
+
+log = logging.getLogger(__name__)
+
+CAPTURE_PRIORITY = 10_000  # a support capture outranks every drop
+CURATED_BATCH = 500
+
+
+def check_rule(settings: Settings, data: Any) -> Rule:
+    """Validate decoded JSON as a rule with this deployment's custom allow-list (RuleError if bad)."""
+    return validate_rule(data, settings.rules_custom_allow)
+
+
+def add_rule(settings: Settings, data: Any) -> Rule:
+    rule = check_rule(settings, data)
+    RuleStore(settings).put(rule)
+    return rule
+
+
+def remove_rule(settings: Settings, rule_id: str) -> None:
+    RuleStore(settings).delete(rule_id)
+
+
+def list_rules(settings: Settings, timeout_s: float = 30.0) -> list[Rule]:
+    """The rules in the topic now (read to its end)."""
+    found: dict[str, Rule] = {}
+    reader = RuleReader(settings, found.update)
+    reader.start()
+    try:
+        if not reader.ready.wait(timeout_s):
+            raise BrokerUnavailable(
+                settings.bootstrap, f"rules topic {settings.rules_topic} not read in time"
+            )
+    finally:
+        reader.stop()
+    return sorted(found.values(), key=lambda r: (-r.priority, r.id))
+
+
+def dry_run(
+    settings: Settings, data: Any, since_s: float, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """What a rule would match in logs.raw over the last `since_s` seconds: lines, bytes, sessions."""
+    rule = check_rule(settings, data)
+    test = compile_rule(rule.model_copy(update={"enabled": True})).test
+    now_ms = int(time.time() * 1000)
+    since_ms = now_ms - int(since_s * 1000)
+    scanned = matched = matched_bytes = 0
+    sessions: set[str] = set()
+    started = time.monotonic()
+    for msg in scan_raw(settings, since_ms, progress=progress):
+        for rec in msg.records:
+            if rec["timestamp"] < since_ms * 1000:
+                continue
+            scanned += 1
+            if test(rec):
+                matched += 1
+                matched_bytes += len(orjson.dumps(rec))
+                sessions.add(session_key(rec))
+    return {
+        "rule": rule.id,
+        "since": datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
+        "scanned_lines": scanned,
+        "matched_lines": matched,
+        "matched_bytes": matched_bytes,
+        "matched_sessions": len(sessions),
+        "share_of_lines": matched / scanned if scanned else 0.0,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def start_capture(
+    settings: Settings,
+    user_id: str,
+    lookback_s: float,
+    follow_s: float,
+    reason: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """A support capture: the user's lines of the last `lookback_s` from logs.raw into curated now,
+    and every new line of the user for `follow_s` (a rule that expires by itself). Every line it
+    emits carries the capture id as a tag, its trigger id and a rule id."""
+    capture_id = f"capture-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=follow_s)
+    rule = check_rule(
+        settings,
+        {
+            "id": capture_id,
+            "priority": CAPTURE_PRIORITY,
+            "description": f"support capture of user {user_id}: {reason}"[:2000],
+            "match": {"all": [{"user_id": user_id}]},
+            "active_until": until.isoformat(),
+            "actions": {"level": "TRACE", "tag": {"tags": [capture_id]}},
+        },
+    )
+    RuleStore(settings).put(rule)  # the follow-up starts first, so nothing falls between the two
+    history = dump_user_history(settings, user_id, capture_id, lookback_s, now, progress)
+    log.info(
+        "support capture id=%s user=%s history_lines=%s follow_until=%s", capture_id, user_id, history, until
+    )
+    return {
+        "capture_id": capture_id,
+        "user_id": user_id,
+        "history_lines": history,
+        "since": (now - timedelta(seconds=lookback_s)).isoformat(),
+        "follow_until": until.isoformat(),
+    }
+
+
+def dump_user_history(
+    settings: Settings,
+    user_id: str,
+    capture_id: str,
+    lookback_s: float,
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Emit the user's raw lines since now - lookback into curated, tagged with the capture id."""
+    since_us = int((now.timestamp() - lookback_s) * 1_000_000)
+    producer = Producer(producer_config(settings))
+    batch: list[CuratedRecord] = []
+    sent = 0
+
+    def flush() -> None:
+        if batch:
+            producer.produce(settings.curated_topic, key=user_id.encode(), value=encode_curated(batch))
+            batch.clear()
+
+    for msg in scan_raw(settings, since_us // 1000 - 60_000, progress=progress):
+        for rec, index in zip(msg.records, msg.indices, strict=True):
+            if rec["user_id"] != user_id or rec["timestamp"] < since_us:
+                continue
+            line = RawLine(rec, settings.raw_topic, msg.partition, msg.offset, index)
+            row = curate(
+                line,
+                ["capture"],
+                Trigger(capture_id, msg.offset, ("capture",)),
+                settings.default_retention_days,
+            )
+            row["tags"] = [capture_id]
+            row["rule_ids"] = [capture_id]
+            batch.append(row)
+            sent += 1
+            if len(batch) >= CURATED_BATCH:
+                flush()
+    flush()
+    if producer.flush(settings.request_timeout_s * 4):
+        raise BrokerUnavailable(settings.bootstrap, "support capture history not delivered in time")
+    return sent

@@ -1,0 +1,332 @@
+"""The rules and captures HTTP API (bearer token, 127.0.0.1 by default), with an OpenAPI document.
+
+GET/PUT/DELETE /rules/{id}, GET /rules, POST /rules:validate, POST /captures, GET /openapi.json,
+GET /health. Nothing reaches the rules topic unless it validated; a bad field is a 400 naming its path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+from pipeline import control
+from pipeline.errors import ConfigError, HindsightError
+from pipeline.rawscan import parse_duration
+from pipeline.rules import Rule, RuleError
+from pipeline.rulestore import RuleReader, RuleStore
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1_048_576
+
+
+class ControlServer:
+    """Serves the API in a thread; keeps a live view of the rules topic for reads."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.api_token is None or not settings.api_token.get_secret_value():
+            raise ConfigError("the rules API needs a token: set HINDSIGHT_API_TOKEN")
+        self.settings = settings
+        self.rules: dict[str, Rule] = {}
+        self.lock = threading.Lock()
+        self.store = RuleStore(settings)
+        self.reader = RuleReader(settings, self._replace_rules)
+        try:
+            self.httpd = ThreadingHTTPServer((settings.api_host, settings.api_port), _handler(self))
+        except OSError as exc:
+            raise ConfigError(
+                f"rules API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror}); "
+                "set HINDSIGHT_API_PORT"
+            ) from None
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="rules-api", daemon=True)
+
+    def _replace_rules(self, rules: dict[str, Rule]) -> None:
+        with self.lock:
+            self.rules = rules
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> ControlServer:
+        self.reader.start()
+        self.reader.ready.wait(30)
+        self.thread.start()
+        log.info("rules api listening address=%s:%s", self.settings.api_host, self.port)
+        return self
+
+    def stop(self) -> None:
+        self.reader.stop()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def authorized(self, header: str | None) -> bool:
+        token = self.settings.api_token
+        assert token is not None
+        given = header[7:] if header and header.startswith("Bearer ") else ""
+        # constant time: the comparison does not reveal how much of a guess was right
+        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+
+
+def _errors(problems: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"errors": [{"path": path, "message": msg} for path, msg in problems]}
+
+
+def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
+    settings = server.settings
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "hindsight-rules"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("rules api " + format, *args)  # never logs headers, so never the token
+
+        def _send(self, status: HTTPStatus, payload: Any = None) -> None:
+            body = b"" if payload is None else orjson.dumps(payload)
+            self.send_response(status)
+            if status == HTTPStatus.UNAUTHORIZED:
+                self.send_header("WWW-Authenticate", 'Bearer realm="hindsight"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if body:
+                self.wfile.write(body)
+
+        def _body(self) -> Any:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                raise RuleError([("(body)", "bad Content-Length")]) from None
+            if length > MAX_BODY:
+                raise RuleError([("(body)", f"larger than {MAX_BODY} bytes")])
+            raw = self.rfile.read(length) if length > 0 else b""
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise RuleError([("(body)", f"invalid JSON: {exc}")]) from None
+
+        def _route(self, method: str) -> None:
+            path = urllib.parse.urlsplit(self.path).path
+            if method == "GET" and path == "/health":
+                return self._send(HTTPStatus.OK, {"status": "ok"})
+            if method == "GET" and path == "/openapi.json":
+                return self._send(HTTPStatus.OK, openapi())
+            if not server.authorized(self.headers.get("Authorization")):
+                return self._send(
+                    HTTPStatus.UNAUTHORIZED,
+                    {"errors": [{"path": "(auth)", "message": "bearer token required"}]},
+                )
+            try:
+                if path == "/rules" and method == "GET":
+                    with server.lock:
+                        rules = sorted(server.rules.values(), key=lambda r: (-r.priority, r.id))
+                    return self._send(HTTPStatus.OK, [r.model_dump(mode="json") for r in rules])
+                if path == "/rules:validate" and method == "POST":
+                    rule = control.check_rule(settings, self._body())
+                    return self._send(HTTPStatus.OK, {"valid": True, "rule": rule.model_dump(mode="json")})
+                if path == "/captures" and method == "POST":
+                    return self._capture()
+                if path.startswith("/rules/"):
+                    return self._rule(method, urllib.parse.unquote(path[len("/rules/") :]))
+                return self._send(
+                    HTTPStatus.NOT_FOUND, {"errors": [{"path": "(url)", "message": f"no {method} {path}"}]}
+                )
+            except RuleError as exc:
+                return self._send(HTTPStatus.BAD_REQUEST, _errors(exc.problems))
+            except HindsightError as exc:
+                log.error("rules api failed method=%s path=%s error=%s", method, path, exc)
+                return self._send(
+                    HTTPStatus.SERVICE_UNAVAILABLE, {"errors": [{"path": "(server)", "message": str(exc)}]}
+                )
+
+        def _rule(self, method: str, rule_id: str) -> None:
+            if method == "GET":
+                with server.lock:
+                    rule = server.rules.get(rule_id)
+                if rule is None:
+                    return self._send(
+                        HTTPStatus.NOT_FOUND, {"errors": [{"path": "id", "message": f"no rule {rule_id}"}]}
+                    )
+                return self._send(HTTPStatus.OK, rule.model_dump(mode="json"))
+            if method == "PUT":
+                data = self._body()
+                if isinstance(data, dict):
+                    data.setdefault("id", rule_id)
+                    if data["id"] != rule_id:
+                        raise RuleError([("id", f"differs from the URL's id {rule_id!r}")])
+                rule = control.check_rule(settings, data)
+                server.store.put(rule)
+                with server.lock:
+                    server.rules[rule.id] = rule
+                return self._send(HTTPStatus.OK, rule.model_dump(mode="json"))
+            if method == "DELETE":
+                with server.lock:
+                    known = rule_id in server.rules
+                if not known:
+                    return self._send(
+                        HTTPStatus.NOT_FOUND, {"errors": [{"path": "id", "message": f"no rule {rule_id}"}]}
+                    )
+                server.store.delete(rule_id)
+                with server.lock:
+                    server.rules.pop(rule_id, None)
+                return self._send(HTTPStatus.NO_CONTENT)
+            return self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED, {"errors": [{"path": "(url)", "message": method}]}
+            )
+
+        def _capture(self) -> None:
+            data = self._body()
+            if not isinstance(data, dict):
+                raise RuleError([("(body)", "expected a JSON object")])
+            problems = []
+            user = data.get("user_id")
+            if not isinstance(user, str) or not user:
+                problems.append(("user_id", "required, a non-empty string"))
+            spans = {}
+            for name, default in (("lookback", "30m"), ("follow", "15m")):
+                value = data.get(name, default)
+                try:
+                    spans[name] = parse_duration(str(value))
+                except HindsightError as exc:
+                    problems.append((name, str(exc)))
+            unknown = set(data) - {"user_id", "lookback", "follow", "reason"}
+            problems.extend((k, "unknown field") for k in sorted(unknown))
+            if problems:
+                raise RuleError(problems)
+            result = control.start_capture(
+                settings, str(user), spans["lookback"], spans["follow"], str(data.get("reason", ""))
+            )
+            return self._send(HTTPStatus.CREATED, result)
+
+        def do_GET(self) -> None:
+            self._route("GET")
+
+        def do_PUT(self) -> None:
+            self._route("PUT")
+
+        def do_POST(self) -> None:
+            self._route("POST")
+
+        def do_DELETE(self) -> None:
+            self._route("DELETE")
+
+    return Handler
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of this API (the rule schema comes from the pydantic model)."""
+    schema = Rule.model_json_schema(ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = dict(schema.pop("$defs", {}))
+    components["Rule"] = schema
+    components["Errors"] = {
+        "type": "object",
+        "required": ["errors"],
+        "properties": {
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["path", "message"],
+                    "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                },
+            }
+        },
+    }
+    components["CaptureRequest"] = {
+        "type": "object",
+        "required": ["user_id"],
+        "additionalProperties": False,
+        "properties": {
+            "user_id": {"type": "string", "minLength": 1},
+            "lookback": {"type": "string", "default": "30m", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$"},
+            "follow": {"type": "string", "default": "15m", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$"},
+            "reason": {"type": "string"},
+        },
+    }
+    ref = {"$ref": "#/components/schemas/Rule"}
+    errors = {
+        "description": "Invalid; each bad field with its path",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
+    unauthorized = {"description": "Missing or wrong bearer token"}
+    rule_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:@-]{1,128}$"},
+    }
+    ok_rule = {"description": "The rule", "content": {"application/json": {"schema": ref}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "log-hindsight rules and captures", "version": "1"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/rules": {
+                "get": {
+                    "summary": "Rules in force",
+                    "responses": {
+                        "200": {
+                            "description": "Rules",
+                            "content": {"application/json": {"schema": {"type": "array", "items": ref}}},
+                        },
+                        "401": unauthorized,
+                    },
+                }
+            },
+            "/rules/{id}": {
+                "parameters": [rule_id],
+                "get": {
+                    "summary": "One rule",
+                    "responses": {"200": ok_rule, "401": unauthorized, "404": errors},
+                },
+                "put": {
+                    "summary": "Create or replace a rule",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+                    "responses": {"200": ok_rule, "400": errors, "401": unauthorized},
+                },
+                "delete": {
+                    "summary": "Delete a rule (tombstone)",
+                    "responses": {"204": {"description": "Deleted"}, "401": unauthorized, "404": errors},
+                },
+            },
+            "/rules:validate": {
+                "post": {
+                    "summary": "Validate without storing",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": ref}}},
+                    "responses": {"200": {"description": "Valid"}, "400": errors, "401": unauthorized},
+                }
+            },
+            "/captures": {
+                "post": {
+                    "summary": "Support capture: history dump plus follow",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/CaptureRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "201": {"description": "Capture started"},
+                        "400": errors,
+                        "401": unauthorized,
+                    },
+                }
+            },
+            "/health": {
+                "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "OK"}}}
+            },
+        },
+    }
