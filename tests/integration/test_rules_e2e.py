@@ -1,0 +1,221 @@
+"""Rules and support captures on the real broker: HTTP API -> rules topic -> running worker -> curated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from pydantic import SecretStr
+
+from pipeline.controlapi import ControlServer
+from pipeline.demo import Child, start_child
+from pipeline.kafka import ensure_topics
+from pipeline.publisher import Publisher
+from pipeline.serde import decode_curated
+from pipeline.services import settings_env
+from pipeline.settings import Settings
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.integration
+TOKEN = "s3cret-token"
+
+
+class Curated:
+    """Follows logs.curated from its start; `until` polls until a predicate over all rows holds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = Consumer(
+            {
+                **settings.kafka_client_config(),
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self.consumer.subscribe([settings.curated_topic])
+        self.rows: list[dict[str, Any]] = []
+
+    def poll(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            msg = self.consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                self.rows.extend(decode_curated(msg.value()))  # type: ignore[arg-type]
+
+    def find(self, pred: Any, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll(0.2)
+            hits = [r for r in self.rows if pred(r)]
+            if hits:
+                return hits
+        return []
+
+
+def line(service: str, message: str, level: str = "DEBUG", **extra: Any) -> dict[str, Any]:
+    return {
+        "timestamp": time.time_ns() // 1000,
+        "service": service,
+        "level": level,
+        "message": message,
+        "session_id": extra.pop("session_id", f"s-{uuid.uuid4().hex[:6]}"),
+        **extra,
+    }
+
+
+def call(
+    settings: Settings, method: str, path: str, body: Any = None, token: str | None = TOKEN
+) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{settings.api_port}{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
+
+
+@pytest.fixture(scope="module")
+def control(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running worker and the rules API on one namespace."""
+    run = uuid.uuid4().hex[:8]
+    settings = kafka.namespaced(
+        f"r{run}",
+        partitions=2,
+        publish_linger_ms=20,
+        api_port=free_port(),
+        api_token=SecretStr(TOKEN),
+        follow_s=2,
+    )
+    ensure_topics(settings)
+    worker: Child = start_child(
+        "worker", ["--log-level", "INFO", "worker"], settings, tmp_path_factory.mktemp("logs")
+    )
+    server = None
+    try:
+        server = ControlServer(settings).start()
+        pub = Publisher(settings)
+        curated = Curated(settings)
+        probe = f"ready-{run}"
+        pub.publish_obj(line("warmup", probe, level="WARN"))
+        pub.flush(10)
+        if not curated.find(lambda r: r["message"] == probe, 90):
+            worker.check()
+            raise AssertionError("worker did not forward a WARN line within 90 s")
+        yield settings
+    finally:
+        if server is not None:
+            server.stop()
+        worker.stop()
+
+
+def test_api_rejects_missing_or_wrong_token_and_invalid_rules(control: Settings) -> None:
+    rule = {"id": "r1", "actions": {"level": "DEBUG"}}
+    assert call(control, "PUT", "/rules/r1", rule, token=None)[0] == 401
+    assert call(control, "PUT", "/rules/r1", rule, token="wrong")[0] == 401
+    assert call(control, "GET", "/rules", token="Bearer")[0] == 401
+    status, body = call(control, "PUT", "/rules/r2", {"id": "r2", "match": {"all": [{"level_gte": "LOUD"}]},
+                                                     "actions": {"level": "DEBUG"}})  # fmt: skip
+    assert status == 400 and [e["path"] for e in body["errors"]] == ["match.all.0.level_gte"]
+    status, body = call(control, "PUT", "/rules/r3", b"{not json")
+    assert status == 400 and body["errors"][0]["path"] == "(body)"
+    status, body = call(control, "POST", "/rules:validate", {"id": "ok", "actions": {"stats": True}})
+    assert status == 200 and body["valid"] is True
+    assert call(control, "GET", "/rules/r2")[0] == 404  # nothing invalid reached the topic
+    assert call(control, "GET", "/health", token=None)[0] == 200
+
+
+def test_rule_put_over_http_takes_effect_on_the_running_worker_within_5s(control: Settings) -> None:
+    pub = Publisher(control)
+    curated = Curated(control)
+    service = f"checkout-{uuid.uuid4().hex[:6]}"
+    pub.publish_obj(line(service, "before the rule"))
+    pub.flush(10)
+    rule = {"id": f"debug-{service}", "priority": 5, "match": {"all": [{"service": service}]},
+            "actions": {"level": "DEBUG", "tag": {"tags": ["debugging"]}}}  # fmt: skip
+    status, stored = call(control, "PUT", f"/rules/{rule['id']}", rule)
+    put_at = time.monotonic()
+    assert status == 200 and stored["id"] == rule["id"]
+    assert call(control, "GET", f"/rules/{rule['id']}")[1]["actions"]["level"] == "DEBUG"
+    sent: dict[str, float] = {}
+    found: list[dict[str, Any]] = []
+    for i in range(60):
+        message = f"probe-{i}"
+        sent[message] = time.monotonic()
+        pub.publish_obj(line(service, message))
+        pub.flush(5)
+        found = curated.find(lambda r: r["service"] == service and r["message"].startswith("probe-"), 0.25)
+        if found:
+            break
+    assert found, "the rule never took effect"
+    first = min(found, key=lambda r: sent[r["message"]])
+    assert sent[first["message"]] - put_at <= 5.0
+    assert first["tags"] == ["debugging"] and first["rule_ids"] == [rule["id"]]
+    assert first["trigger_reasons"] == [f"rule:{rule['id']}"]
+    assert not [r for r in curated.rows if r["message"] == "before the rule"]
+    assert call(control, "DELETE", f"/rules/{rule['id']}")[0] == 204
+    assert call(control, "GET", f"/rules/{rule['id']}")[0] == 404
+
+
+def test_support_capture_returns_earlier_lines_and_follows(control: Settings) -> None:
+    pub = Publisher(control)
+    curated = Curated(control)
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    earlier = [f"{user} earlier {i}" for i in range(5)]
+    for message in earlier:
+        pub.publish_obj(line("shop", message, user_id=user))
+    pub.publish_obj(line("shop", "someone else", user_id="other"))
+    pub.flush(10)
+    time.sleep(1)
+    status, capture = call(control, "POST", "/captures", {"user_id": user, "lookback": "10m", "follow": "1m"})
+    assert status == 201 and capture["history_lines"] == 5
+    capture_id = capture["capture_id"]
+    later = [f"{user} later {i}" for i in range(3)]
+    deadline = time.monotonic() + 20
+    got: set[str] = set()
+    while time.monotonic() < deadline and got != set(earlier + later):
+        for message in later:
+            if message not in got:
+                pub.publish_obj(line("shop", message, user_id=user))
+        pub.flush(5)
+        curated.poll(1.0)
+        got = {r["message"] for r in curated.rows if capture_id in r["tags"]}
+    assert got == set(earlier + later)
+    assert all(capture_id in r["rule_ids"] for r in curated.rows if capture_id in r["tags"])
+    assert "someone else" not in {r["message"] for r in curated.rows}
+    status, body = call(control, "POST", "/captures", {"user_id": "", "follow": "soon"})
+    assert status == 400 and {e["path"] for e in body["errors"]} == {"user_id", "follow"}
+
+
+def test_rules_cli_validate_add_list_rm(control: Settings, tmp_path: Any) -> None:
+    env = {**settings_env(control), "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "rules", *args], capture_output=True,
+                              text=True, env=env, timeout=120, cwd=REPO)  # fmt: skip
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"id": "x", "match": {"all": [{"endpoint": {"regex": "("}}]}, "actions": {}}))
+    out = cli("validate", str(bad))
+    assert out.returncode == 1
+    assert "match.all.0.endpoint.regex" in out.stderr and "actions: give at least one action" in out.stderr
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"id": "cli-rule", "priority": 3, "actions": {"stats": True}}))
+    assert cli("add", str(good)).returncode == 0
+    listed = json.loads(cli("list", "--json").stdout)
+    assert "cli-rule" in {r["id"] for r in listed}
+    assert cli("rm", "cli-rule").returncode == 0
+    assert "cli-rule" not in {r["id"] for r in json.loads(cli("list", "--json").stdout)}
