@@ -48,6 +48,7 @@ stack-status: $(STAMP)
 	$(BIN)/hindsight stack status
 
 bench: jars
+	$(BIN)/python bench/rules_eval.py
 	$(BIN)/python bench/worker_throughput.py
 
 clean:

@@ -315,6 +315,16 @@ def _str_predicate(fieldname: str, spec: str | StrMatch) -> Predicate:
     return lambda r: (v := r[fieldname]) is not None and search(v) is not None  # type: ignore[literal-required]
 
 
+def _all_of(checks: list[Predicate]) -> Predicate:
+    def test(r: LogRecord) -> bool:
+        for check in checks:  # noqa: SIM110 - a loop beats all() over a generator on this hot path
+            if not check(r):
+                return False
+        return True
+
+    return test
+
+
 def _id_predicate(fieldname: str, values: frozenset[str]) -> Predicate:
     return lambda r: r[fieldname] in values  # type: ignore[literal-required]
 
@@ -379,7 +389,7 @@ def compile_condition(cond: Condition) -> Predicate:
         return lambda r: True
     if len(checks) == 1:
         return checks[0]
-    return lambda r: all(check(r) for check in checks)
+    return _all_of(checks)
 
 
 # fields a rule can be indexed by (exact values only), most selective first
@@ -404,7 +414,7 @@ def compile_rule(rule: Rule) -> Compiled:
     alls = [compile_condition(c) for c in rule.match.all]
     anys = [compile_condition(c) for c in rule.match.any]
 
-    def test(r: LogRecord) -> bool:
+    def all_and_any(r: LogRecord) -> bool:
         for check in alls:
             if not check(r):
                 return False
@@ -412,8 +422,12 @@ def compile_rule(rule: Rule) -> Compiled:
             return any(check(r) for check in anys)
         return True
 
+    test: Predicate = all_and_any
+
     if not alls and not anys:
         test = _always  # a rule without conditions matches every line
+    elif len(alls) == 1 and not anys:
+        test = alls[0]
     actions = rule.actions
     return Compiled(rule, test, bool(actions.capture or actions.level), actions.drop)
 
@@ -432,9 +446,25 @@ def _level_only_catch_all(rule: Rule) -> bool:
     )
 
 
-def _index_key(rule: Rule) -> tuple[str, frozenset[str]] | None:
-    """A field whose exact value(s) every matching line must have (from an `all` condition)."""
-    for name in INDEXED:
+def _index_key(rule: Rule) -> tuple[str, frozenset[Any]] | None:
+    """A field whose exact value(s) every matching line must have (from an `all` condition).
+
+    Most selective first: ids, then status codes; a level of WARN or more beats an endpoint or a
+    service (most lines are below WARN), so such a rule is left to the level guard instead.
+    """
+    for name in INDEXED[:3]:
+        for cond in rule.match.all:
+            spec = getattr(cond, name)
+            if isinstance(spec, str):
+                return name, frozenset([spec])
+            if isinstance(spec, list) and spec:
+                return name, frozenset(spec)
+    for cond in rule.match.all:
+        if cond.status_code_in:
+            return "status_code", frozenset(cond.status_code_in)
+    if any(c.level_gte is not None and LEVEL_VALUE[c.level_gte] >= Level.WARN.value for c in rule.match.all):
+        return None
+    for name in INDEXED[3:]:
         for cond in rule.match.all:
             spec = getattr(cond, name)
             if isinstance(spec, str):
@@ -443,6 +473,36 @@ def _index_key(rule: Rule) -> tuple[str, frozenset[str]] | None:
                 return name, frozenset(spec)
             if isinstance(spec, StrMatch) and spec.exact is not None:
                 return name, frozenset([spec.exact])
+    return None
+
+
+def _literal_prefix(spec: str | StrMatch | None) -> str | None:
+    """The fixed start every matching value has (of a glob, or a regex anchored with ^), if any."""
+    if isinstance(spec, StrMatch) and spec.glob is not None:
+        prefix = re.split(r"[*?\[]", spec.glob, maxsplit=1)[0]
+        return prefix or None
+    if isinstance(spec, StrMatch) and spec.regex is not None and spec.regex.startswith("^"):
+        m = re.match(r"[A-Za-z0-9/_\- ]+", spec.regex[1:])  # plain characters only: no escapes, no classes
+        rest = spec.regex[1 + len(m.group(0)) :] if m else ""
+        if m and not rest.startswith(("?", "*", "{")):
+            return m.group(0)
+    return None
+
+
+def _guard(rule: Rule) -> tuple[str, float | int | str] | None:
+    """A cheap necessary condition of an unindexed rule (from its `all` conditions)."""
+    for cond in rule.match.all:
+        for name in ("endpoint", "service"):
+            prefix = _literal_prefix(getattr(cond, name))
+            if prefix:
+                return name, prefix
+    for cond in rule.match.all:
+        if cond.latency_ms_gt is not None:
+            return "latency", cond.latency_ms_gt
+        if cond.security_flag:
+            return "flags", 1
+        if cond.level_gte is not None:
+            return "level", LEVEL_VALUE[cond.level_gte]
     return None
 
 
@@ -510,8 +570,13 @@ class RuleSet:
         self.rules = {r.id: r for r in rules}
         self.now = now or datetime.now(UTC)
         self.compiled: dict[str, Compiled] = {}
-        self.index: dict[str, dict[str, list[Compiled]]] = {}
+        self.index: dict[str, dict[Any, list[Compiled]]] = {}
         self.scan: list[Compiled] = []
+        # unindexed rules behind a cheap necessary condition, so a line rarely evaluates them
+        self.by_latency: list[tuple[float, Compiled]] = []
+        self.by_level: dict[int, list[Compiled]] = {}
+        self.by_flags: list[Compiled] = []
+        self.by_prefix: dict[str, dict[str, list[Compiled]]] = {}
         # Catch-all rules that only set a level (the dynamic default level) change the baseline
         # floor instead of joining the scan: otherwise every line would take the slow path.
         self.default_level: int | None = None
@@ -526,29 +591,69 @@ class RuleSet:
                     self.default_level = LEVEL_VALUE[str(rule.actions.level)]
                 continue
             key = _index_key(rule)
-            if key is None:
+            guard = _guard(rule) if key is None else None
+            if guard is not None:
+                kind, arg = guard
+                if kind == "latency":
+                    self.by_latency.append((float(arg), c))
+                elif kind == "level":
+                    for value in LEVEL_VALUE.values():
+                        if value >= int(arg):
+                            self.by_level.setdefault(value, []).append(c)
+                elif kind == "flags":
+                    self.by_flags.append(c)
+                else:  # a literal prefix of a glob or anchored regex on a field
+                    self.by_prefix.setdefault(str(kind), {}).setdefault(str(arg), []).append(c)
+            elif key is None:
                 self.scan.append(c)
             else:
                 by_value = self.index.setdefault(key[0], {})
                 for value in key[1]:
                     by_value.setdefault(value, []).append(c)
         self._fields = tuple(self.index.items())
+        self.by_latency.sort(key=lambda t: t[0])
+        self._prefixes = tuple(
+            (name, by, sorted({len(p) for p in by})) for name, by in self.by_prefix.items()
+        )
         self._verdicts: dict[tuple[str, ...], Verdict] = {}
 
     def __bool__(self) -> bool:
         """Whether any rule needs evaluating per line."""
-        return bool(self.scan or self._fields)
+        return bool(
+            self.scan or self._fields or self.by_latency or self.by_level or self.by_flags or self._prefixes
+        )
 
     def __len__(self) -> int:
         return len(self.compiled)
 
     def match(self, record: LogRecord) -> list[Compiled]:
         """The active rules matching a line (unordered)."""
-        found = [c for c in self.scan if c.test(record)]
+        found = [c for c in self.scan if c.test(record)] if self.scan else []
         for name, by_value in self._fields:
             candidates = by_value.get(record[name])  # type: ignore[literal-required]
             if candidates:
                 found.extend(c for c in candidates if c.test(record))
+        if self.by_latency:
+            latency = record["latency_ms"]
+            if latency is not None and latency > self.by_latency[0][0]:
+                for limit, c in self.by_latency:
+                    if limit >= latency:
+                        break
+                    if c.test(record):
+                        found.append(c)
+        if self.by_level:
+            candidates = self.by_level.get(LEVEL_VALUE[record["level"]])
+            if candidates:
+                found.extend(c for c in candidates if c.test(record))
+        if self.by_flags and record["security_flags"]:
+            found.extend(c for c in self.by_flags if c.test(record))
+        for name, by_prefix, lengths in self._prefixes:
+            value = record[name]  # type: ignore[literal-required]
+            if value:
+                for length in lengths:
+                    candidates = by_prefix.get(value[:length])
+                    if candidates:
+                        found.extend(c for c in candidates if c.test(record))
         return found
 
     def verdict(self, record: LogRecord) -> Verdict | None:

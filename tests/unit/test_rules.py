@@ -158,16 +158,50 @@ def test_priority_keep_beats_lower_drop_and_higher_drop_wins() -> None:
     assert not tie.drop
 
 
-def test_rule_index_skips_rules_that_cannot_match() -> None:
+def test_rule_index_and_guards_skip_rules_that_cannot_match() -> None:
     many = [
         rule(f"user-{i}", match={"all": [{"user_id": f"u{i}"}]}, actions={"stats": True}) for i in range(500)
     ]
-    rules = RuleSet([*many, rule("slow", match={"all": [{"latency_ms_gt": 100}]}, actions={"stats": True})])
-    assert len(rules.scan) == 1 and len(rules.index["user_id"]) == 500
-    rec = normalize(
-        {"timestamp": T0, "service": "s", "level": "INFO", "message": "m", "user_id": "u7", "latency_ms": 5}
-    )
-    assert [c.id for c in rules.match(rec)] == ["user-7"]
+    guarded = [
+        rule("slow", match={"all": [{"latency_ms_gt": 100}]}, actions={"stats": True}),
+        rule(
+            "errors-cart",
+            match={"all": [{"endpoint": "/cart", "level_gte": "ERROR"}]},
+            actions={"stats": True},
+        ),
+        rule(
+            "internal", match={"all": [{"endpoint": {"glob": "/internal/*/debug"}}]}, actions={"stats": True}
+        ),
+        rule("admin", match={"all": [{"endpoint": {"regex": "^/admin/v[0-9]"}}]}, actions={"stats": True}),
+        rule("5xx", match={"all": [{"status_code_in": [500, 503]}]}, actions={"stats": True}),
+        rule("anything-odd", match={"any": [{"message_regex": "odd"}]}, actions={"stats": True}),
+    ]
+    rules = RuleSet([*many, *guarded])
+    assert [c.id for c in rules.scan] == ["anything-odd"] and len(rules.index["user_id"]) == 500
+    assert set(rules.by_prefix["endpoint"]) == {"/internal/", "/admin/v"} and rules.index["status_code"]
+    base = {
+        "timestamp": T0,
+        "service": "s",
+        "level": "INFO",
+        "message": "m",
+        "user_id": "u7",
+        "latency_ms": 5,
+    }
+
+    def ids(**over: Any) -> set[str]:
+        return {c.id for c in rules.match(normalize({**base, **over}))}
+
+    assert ids() == {"user-7"}
+    assert ids(latency_ms=101) == {"user-7", "slow"}
+    assert ids(endpoint="/cart", level="ERROR", user_id=None) == {"errors-cart"}
+    assert ids(endpoint="/cart", level="WARN", user_id=None) == set()
+    assert ids(endpoint="/internal/x/debug", user_id=None) == {"internal"}
+    assert ids(endpoint="/internal/x/info", user_id=None) == set()
+    assert ids(endpoint="/admin/v2/users", status_code=503, message="odd one", user_id=None) == {
+        "admin",
+        "5xx",
+        "anything-odd",
+    }
 
 
 def test_time_window_activation_with_a_controlled_clock() -> None:
