@@ -29,10 +29,13 @@ def faust_broker(settings: Settings) -> list[str]:
 
 def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     """Build the Faust app and its agent; the processor is returned for inspection."""
+    datadir = settings.home / "faust" / settings.app_id  # not "<app_id>-data" in the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=faust_broker(settings),
         store="memory://",
+        datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,

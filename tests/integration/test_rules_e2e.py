@@ -219,3 +219,28 @@ def test_rules_cli_validate_add_list_rm(control: Settings, tmp_path: Any) -> Non
     assert "cli-rule" in {r["id"] for r in listed}
     assert cli("rm", "cli-rule").returncode == 0
     assert "cli-rule" not in {r["id"] for r in json.loads(cli("list", "--json").stdout)}
+
+
+def test_dry_run_reports_what_a_rule_would_match_in_raw_history(control: Settings) -> None:
+    pub = Publisher(control)
+    service = f"dry-{uuid.uuid4().hex[:6]}"
+    for i in range(12):
+        pub.publish_obj(
+            line(service, f"call {i}", session_id=f"s{i % 3}", endpoint="/pay" if i % 2 else "/cart")
+        )
+    pub.publish_obj(line("elsewhere", "not this one", endpoint="/pay"))
+    pub.flush(10)
+    rule = {
+        "id": "pay-only",
+        "match": {"all": [{"service": service, "endpoint": "/pay"}]},
+        "actions": {"stats": True},
+    }
+    report = control_dry_run(control, rule)
+    assert report["matched_lines"] == 6 and report["matched_sessions"] == 3
+    assert report["scanned_lines"] >= 13 and report["matched_bytes"] > 6 * len("call 1")
+
+
+def control_dry_run(settings: Settings, rule: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.control import dry_run
+
+    return dry_run(settings, rule, since_s=3600)
