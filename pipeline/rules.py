@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dtime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -67,44 +67,41 @@ def _compiles(pattern: str) -> str:
     return pattern
 
 
-class StrMatch(_Strict):
-    """Exactly one of exact, glob (fnmatch) or regex (searched)."""
+class _OneOf(_Strict):
+    """A matcher of which exactly one field is given; a `regex` must compile."""
 
-    exact: str | None = Field(default=None, description="The value, exactly.")
-    glob: str | None = Field(default=None, description="Shell-style pattern, e.g. /api/*/health.")
-    regex: str | None = Field(default=None, description="Regular expression, searched in the value.")
+    _choices: ClassVar[tuple[str, ...]]
 
-    @field_validator("regex")
+    @field_validator("regex", check_fields=False)
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         return None if value is None else _compiles(value)
 
     @model_validator(mode="after")
-    def _one(self) -> StrMatch:
-        if sum(v is not None for v in (self.exact, self.glob, self.regex)) != 1:
-            raise ValueError("give exactly one of exact, glob, regex")
+    def _one(self) -> _OneOf:
+        if sum(getattr(self, name) is not None for name in self._choices) != 1:
+            raise ValueError(f"give exactly one of {', '.join(self._choices)}")
         return self
 
 
-class AttrMatch(_Strict):
+class StrMatch(_OneOf):
+    """Exactly one of exact, glob (fnmatch) or regex (searched)."""
+
+    _choices = ("exact", "glob", "regex")
+    exact: str | None = Field(default=None, description="The value, exactly.")
+    glob: str | None = Field(default=None, description="Shell-style pattern, e.g. /api/*/health.")
+    regex: str | None = Field(default=None, description="Regular expression, searched in the value.")
+
+
+class AttrMatch(_OneOf):
     """Exactly one of equals, regex or exists for one attribute key."""
 
+    _choices = ("equals", "regex", "exists")
     equals: str | None = Field(default=None, description="The attribute has this value.")
     regex: str | None = Field(default=None, description="The attribute's value matches (searched).")
     exists: bool | None = Field(
         default=None, description="The attribute is present (true) or absent (false)."
     )
-
-    @field_validator("regex")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        return None if value is None else _compiles(value)
-
-    @model_validator(mode="after")
-    def _one(self) -> AttrMatch:
-        if sum(v is not None for v in (self.equals, self.regex, self.exists)) != 1:
-            raise ValueError("give exactly one of equals, regex, exists")
-        return self
 
 
 class Condition(_Strict):
