@@ -656,8 +656,10 @@ class RuleSet:
     def verdict(self, record: LogRecord) -> Verdict | None:
         """What the rules decide for a line; None when no rule matches (the common case)."""
         found = self.match(record)
-        if not found:
-            return None
+        return self.decided(found) if found else None
+
+    def decided(self, found: list[Compiled]) -> Verdict:
+        """The verdict of a non-empty match() result, cached by which rules matched."""
         key = tuple(sorted(c.id for c in found))
         verdict = self._verdicts.get(key)
         if verdict is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.rules import CaptureAction, RuleSet, Verdict
+from pipeline.rules import CaptureAction, Compiled, RuleSet, Verdict
 from pipeline.sketch import LatencySketch
 from pipeline.types import CuratedRecord, Level, LogRecord, RawLine, session_key
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LEVEL_VALUE = {level.name: level.value for level in Level}
 CAPTURE_FIELDS = ("endpoint", "user_id", "service")
+_UNKNOWN = object()  # the rules' verdict on a line was not evaluated yet
 SCOPE_FIELD = {"endpoint": "endpoint", "user": "user_id", "service": "service"}
 ENTRY_OVERHEAD = 1600  # bytes per buffered line beyond its message (bench measures ~1.9 KB in all)
 
@@ -430,8 +431,10 @@ class Engine:
             endpoint = rec["endpoint"]
             status = rec["status_code"]
             attrs = rec["attributes"]
+            found = match(rec) if match is not None else None  # rules are evaluated once per line
             if (
-                levels[rec["level"]] >= level_gate
+                found
+                or levels[rec["level"]] >= level_gate
                 or (latency is not None and latency > latency_gate)
                 or (status is not None and status in status_gate)
                 or rec["security_flags"]
@@ -441,14 +444,13 @@ class Engine:
                 or (ep_caps and endpoint in ep_caps)
                 or (user_caps and rec["user_id"] in user_caps)
                 or (svc_caps and rec["service"] in svc_caps)
-                or (match is not None and match(rec))
             ):
                 if run_n:
                     self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
                     run_n = run_bytes = 0
                     run_lats = []
                     run_win = -1
-                self._line(em, key, st, chunk, pos, size, floor, replay)
+                self._line(em, key, st, chunk, pos, size, floor, found, replay)
                 continue
             win = ts - ts % window
             if win != run_win or endpoint != run_ep:
@@ -483,9 +485,10 @@ class Engine:
         pos: int,
         size: int,
         floor: int,
+        found: list[Compiled] | None,
         replay: bool,
     ) -> None:
-        """One line that may trigger, match rules or be emitted, with exact per-line semantics."""
+        """One line that may trigger, match rules (`found`) or be emitted, with exact per-line semantics."""
         cfg = self.config
         rec = chunk.recs[pos]
         ts = rec["timestamp"]
@@ -493,8 +496,7 @@ class Engine:
         endpoint = rec["endpoint"]
         latency = rec["latency_ms"]
         self._stats(st, key, chunk.offset, ts, endpoint, severity >= cfg.trigger_level.value, size, latency)
-        rules = self.shared.rules
-        verdict = rules.verdict(rec) if rules else None
+        verdict = self.shared.rules.decided(found) if found else None
         if verdict is not None:
             if verdict.stats_ids:
                 self._rule_stats(ts, verdict.stats_ids, matched=len(rec["message"]))
@@ -541,19 +543,19 @@ class Engine:
                     rule_trig = Trigger(trig.id, trig.offset, (f"rule:{rule_id}",))
                     em.captures.append(self.shared_capture(fieldname, value, since, until, rule_trig))
             if chunk.pending(pos):
-                self._emit(em, key, st, chunk, pos, all_reasons, trig, replay)
+                self._emit(em, key, st, chunk, pos, all_reasons, trig, replay, verdict)
         elif st.trigger is not None and ts <= st.follow_until:
-            self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay)
+            self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay, verdict)
         else:
             cap = self.shared.capture_for(rec, ts)
             if cap is not None:
-                self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay)
+                self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay, verdict)
             elif severity >= floor:
                 self.metrics.baseline += 1
                 reason = (
                     f"rule:{verdict.level_rule}" if verdict is not None and verdict.level_rule else "baseline"
                 )
-                self._emit(em, key, st, chunk, pos, [reason], None, replay)
+                self._emit(em, key, st, chunk, pos, [reason], None, replay, verdict)
 
     def _reasons(
         self, st: _Session, rec: Any, ts: int, severity: int, endpoint: str | None, latency: float | None
@@ -631,7 +633,9 @@ class Engine:
         reasons: list[str],
         trig: Any,
         replay: bool,
+        verdict: Verdict | object | None = _UNKNOWN,
     ) -> None:
+        """Emit one buffered line (within budget); `verdict` when the caller already evaluated the rules."""
         if chunk.emitted is None:
             chunk.emitted = set()
         chunk.emitted.add(pos)
@@ -649,11 +653,11 @@ class Engine:
         if replay:
             return
         record = curate(line, reasons, trig, cfg.retention_days)
-        rules = self.shared.rules
-        if rules:
-            verdict = rules.verdict(line.record)
-            if verdict is not None:
-                self._annotate(record, verdict, ts)
+        if verdict is _UNKNOWN:
+            rules = self.shared.rules
+            verdict = rules.verdict(line.record) if rules else None
+        if isinstance(verdict, Verdict):
+            self._annotate(record, verdict, ts)
         em.curated.setdefault(key, []).append(record)
         self.metrics.lines_emitted += 1
         for reason in reasons:
