@@ -123,7 +123,7 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
             if not server.authorized(self.headers.get("Authorization")):
                 return self._send(
                     HTTPStatus.UNAUTHORIZED,
-                    {"errors": [{"path": "(auth)", "message": "bearer token required"}]},
+                    _errors([("(auth)", "bearer token required")]),
                 )
             try:
                 if path == "/rules" and method == "GET":
@@ -137,25 +137,19 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                     return self._capture()
                 if path.startswith("/rules/"):
                     return self._rule(method, urllib.parse.unquote(path[len("/rules/") :]))
-                return self._send(
-                    HTTPStatus.NOT_FOUND, {"errors": [{"path": "(url)", "message": f"no {method} {path}"}]}
-                )
+                return self._send(HTTPStatus.NOT_FOUND, _errors([("(url)", f"no {method} {path}")]))
             except RuleError as exc:
                 return self._send(HTTPStatus.BAD_REQUEST, _errors(exc.problems))
             except HindsightError as exc:
                 log.error("rules api failed method=%s path=%s error=%s", method, path, exc)
-                return self._send(
-                    HTTPStatus.SERVICE_UNAVAILABLE, {"errors": [{"path": "(server)", "message": str(exc)}]}
-                )
+                return self._send(HTTPStatus.SERVICE_UNAVAILABLE, _errors([("(server)", str(exc))]))
 
         def _rule(self, method: str, rule_id: str) -> None:
             if method == "GET":
                 with server.lock:
                     rule = server.rules.get(rule_id)
                 if rule is None:
-                    return self._send(
-                        HTTPStatus.NOT_FOUND, {"errors": [{"path": "id", "message": f"no rule {rule_id}"}]}
-                    )
+                    return self._send(HTTPStatus.NOT_FOUND, _errors([("id", f"no rule {rule_id}")]))
                 return self._send(HTTPStatus.OK, rule.model_dump(mode="json"))
             if method == "PUT":
                 data = self._body()
@@ -172,16 +166,12 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                 with server.lock:
                     known = rule_id in server.rules
                 if not known:
-                    return self._send(
-                        HTTPStatus.NOT_FOUND, {"errors": [{"path": "id", "message": f"no rule {rule_id}"}]}
-                    )
+                    return self._send(HTTPStatus.NOT_FOUND, _errors([("id", f"no rule {rule_id}")]))
                 server.store.delete(rule_id)
                 with server.lock:
                     server.rules.pop(rule_id, None)
                 return self._send(HTTPStatus.NO_CONTENT)
-            return self._send(
-                HTTPStatus.METHOD_NOT_ALLOWED, {"errors": [{"path": "(url)", "message": method}]}
-            )
+            return self._send(HTTPStatus.METHOD_NOT_ALLOWED, _errors([("(url)", method)]))
 
         def _capture(self) -> None:
             data = self._body()

@@ -17,8 +17,10 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.kafka import producer_config
+from pipeline.processor import dlq_headers
 from pipeline.rules import Rule, RuleError, RuleSet, validate_rule
 from pipeline.settings import Settings
+from pipeline.types import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class RuleReader(threading.Thread):
         self,
         settings: Settings,
         apply: Callable[[dict[str, Rule]], None],
-        dead_letter: Callable[[bytes | None, bytes | None, str], None] | None = None,
+        dead_letter: Callable[[Message, str], None] | None = None,
     ) -> None:
         super().__init__(name="hindsight-rules", daemon=True)
         self.settings = settings
@@ -127,7 +129,7 @@ class RuleReader(threading.Thread):
             self.invalid += 1
             log.error("invalid rule record key=%s offset=%s reason=%s", key, msg.offset(), exc)
             if self.dead_letter is not None:
-                self.dead_letter(msg.key(), value, f"invalid rule: {exc}")
+                self.dead_letter(msg, f"invalid rule: {exc}")
             return False
         self.rules[key] = rule
         return True
@@ -165,17 +167,14 @@ class RuleSource:
         self._apply(ruleset)
 
 
-def dead_letter_producer(settings: Settings) -> Callable[[bytes | None, bytes | None, str], None]:
+def dead_letter_producer(settings: Settings) -> Callable[[Message, str], None]:
+    """Sends an unusable rules-topic record to logs.dlq with the same headers as any dead letter."""
     producer = Producer(producer_config(settings))
 
-    def send(key: bytes | None, value: bytes | None, reason: str) -> None:
-        headers: Any = {
-            "hindsight.error_type": b"invalid_rule",
-            "hindsight.reason": reason[:1000].encode(),
-            "hindsight.stage": b"rules",
-            "hindsight.source_topic": settings.rules_topic.encode(),
-        }
-        producer.produce(settings.dlq_topic, key=key, value=value, headers=headers)
+    def send(msg: Message, reason: str) -> None:
+        rejected = Rejected("invalid_rule", reason, "rules", msg.value() or b"")
+        headers: Any = dlq_headers(rejected, settings.rules_topic, msg.partition() or 0, msg.offset() or 0)
+        producer.produce(settings.dlq_topic, key=msg.key(), value=msg.value(), headers=headers)
         producer.flush(5)
 
     return send

@@ -71,16 +71,10 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     async def send(emission: Emission | Any) -> None:
         # One curated message per raw message (in slices), not one per session: a raw message
         # carries many sessions, and each send costs Faust ~50 us and fastavro a call.
-        if not emission.curated:
-            pass
-        elif len(emission.curated) == 1:
-            [(key, rows)] = emission.curated.items()
-            for i in range(0, len(rows), CURATED_BATCH):
-                await curated.send(key=key.encode(), value=encode_curated(rows[i : i + CURATED_BATCH]))
-        else:
-            rows = [row for batch in emission.curated.values() for row in batch]
-            for i in range(0, len(rows), CURATED_BATCH):
-                await curated.send(key=None, value=encode_curated(rows[i : i + CURATED_BATCH]))
+        curated_rows = [row for batch in emission.curated.values() for row in batch]
+        key = next(iter(emission.curated)).encode() if len(emission.curated) == 1 else None
+        for i in range(0, len(curated_rows), CURATED_BATCH):
+            await curated.send(key=key, value=encode_curated(curated_rows[i : i + CURATED_BATCH]))
         if emission.stats:
             await stats.send(key=b"stats", value=orjson.dumps(emission.stats))
 

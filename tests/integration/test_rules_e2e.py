@@ -244,3 +244,23 @@ def control_dry_run(settings: Settings, rule: dict[str, Any]) -> dict[str, Any]:
     from pipeline.control import dry_run
 
     return dry_run(settings, rule, since_s=3600)
+
+
+def test_invalid_record_in_the_rules_topic_is_dead_lettered_with_its_reason(control: Settings) -> None:
+    from confluent_kafka import Producer
+
+    from tests.integration.helpers import consume_all
+
+    producer = Producer(control.kafka_client_config())
+    producer.produce(control.rules_topic, key=b"junk", value=b'{"id": "junk", "actions": {"level": "LOUD"}}')
+    assert producer.flush(10) == 0
+    deadline = time.monotonic() + 30
+    letters: list[Any] = []
+    while time.monotonic() < deadline and not letters:
+        letters = [m for m in consume_all(control, control.dlq_topic, 1, timeout=2) if m.key() == b"junk"]
+    assert letters, "the worker did not dead-letter the invalid rule"
+    headers = {k: v.decode() for k, v in letters[0].headers() or []}
+    assert headers["hindsight.error_type"] == "invalid_rule"
+    assert headers["hindsight.source_topic"] == control.rules_topic
+    assert "actions.level" in headers["hindsight.reason"]
+    assert call(control, "GET", "/rules/junk")[0] == 404
