@@ -144,7 +144,7 @@ def _read_json(path: str) -> object:
 def _rules(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import control
     from pipeline.kafka import ensure_topics, wait_for_broker
-    from pipeline.rawscan import parse_duration
+    from pipeline.query import parse_duration
     from pipeline.rules import RuleError
 
     try:
@@ -195,7 +195,7 @@ def _capture(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline import control
     from pipeline.kafka import ensure_topics, wait_for_broker
-    from pipeline.rawscan import parse_duration
+    from pipeline.query import parse_duration
 
     wait_for_broker(settings)
     ensure_topics(settings)

@@ -18,7 +18,7 @@ import orjson
 
 from pipeline import control
 from pipeline.errors import ConfigError, HindsightError
-from pipeline.rawscan import parse_duration
+from pipeline.query import parse_duration
 from pipeline.rules import Rule, RuleError
 from pipeline.rulestore import RuleReader, RuleStore
 from pipeline.settings import Settings

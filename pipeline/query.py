@@ -16,17 +16,24 @@ class QueryClient(Protocol):
     def query(self, query: str, parameters: dict[str, Any] | None = None) -> Any: ...
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'250ms', '90s', '30m', '24h', '7d', '2w' or plain seconds -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise QueryError(f"not a duration: {text!r} (use e.g. 90s, 30m, 24h, 7d)")
+    return float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
 
 
 def parse_time(value: str, now: float | None = None) -> int:
     """'15m', '2h', '7d' (ago), an ISO-8601 time, or epoch seconds -> epoch microseconds."""
     text = value.strip()
     now = time.time() if now is None else now
-    match = _RELATIVE.match(text)
-    if match:
-        return int((now - float(match.group(1)) * _UNIT_S[match.group(2)]) * 1_000_000)
+    if text[-1:].isalpha() and _DURATION.match(text):  # a duration with a unit: that long ago
+        return int((now - parse_duration(text)) * 1_000_000)
     try:
         return int(float(text) * 1_000_000)
     except ValueError:

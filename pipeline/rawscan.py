@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,16 +15,6 @@ from pipeline.settings import Settings
 from pipeline.types import LogRecord
 
 log = logging.getLogger(__name__)
-
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '30m', '24h', '7d', '250ms' or plain seconds -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
-    if not m:
-        raise ConfigError(f"not a duration: {text!r} (use e.g. 90s, 30m, 24h, 7d)")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
 @dataclass(frozen=True)
