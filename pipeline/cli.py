@@ -232,6 +232,34 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from pipeline.kafka import ensure_topics, wait_for_broker
+    from pipeline.query import parse_time
+    from pipeline.replay import ReplaySpec, parse_offsets, replay
+
+    wait_for_broker(settings)
+    ensure_topics(settings)
+    spec = ReplaySpec(
+        since_us=parse_time(args.since),
+        until_us=parse_time(args.until) if args.until else time.time_ns() // 1000,
+        endpoint=args.endpoint,
+        user=args.user,
+        service=args.service,
+        session=args.session,
+        from_offsets=parse_offsets(args.from_offsets or ""),
+        reason=args.reason,
+    )
+    # rate and ETA: the bar's total is the number of raw messages the scan will read
+    with tqdm(unit="msg", desc=f"replay {spec.replay_id}", file=sys.stderr, disable=args.json) as bar:
+        result = replay(settings, spec, args.to, progress=bar.update, on_plan=lambda n: bar.reset(total=n))
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hindsight", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
@@ -282,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="Why (kept in the rule's description).")
     p.add_argument("--json", action="store_true", help="Machine-readable output.")
     p.set_defaults(func=_capture)
+
+    p = sub.add_parser("replay", help="Re-read logs.raw for a period (and filters) into curated or a file.")
+    p.add_argument("--since", required=True, help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
+    p.add_argument("--until", help="Same forms; default now.")
+    for flag in ("--endpoint", "--user", "--service", "--session"):
+        p.add_argument(flag)
+    p.add_argument("--from-offsets", help="PARTITION:OFFSET,... to start from instead of by time.")
+    p.add_argument("--to", default="curated", help="curated (default) or a file path (.jsonl, .jsonl.gz).")
+    p.add_argument("--reason", default="", help="Why (kept on every replayed line).")
+    p.add_argument("--json", action="store_true", help="Machine-readable output.")
+    p.set_defaults(func=_replay)
 
     p = sub.add_parser("api", help="Serve the rules and captures HTTP API (needs HINDSIGHT_API_TOKEN).")
     p.set_defaults(func=_api)

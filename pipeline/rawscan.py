@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,13 @@ def scan_raw(
     since_ms: int,
     until_ms: int | None = None,
     progress: Callable[[int], None] | None = None,
+    from_offsets: dict[int, int] | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> Iterator[ScannedMessage]:
     """Messages of logs.raw whose Kafka timestamp is in [since_ms, until_ms), every partition.
+
+    `from_offsets` (partition -> offset) replaces the start found by time for those partitions;
+    `on_plan` is told how many messages the scan will read (for a progress bar's total).
 
     Start offsets come from offsets_for_times; the end is the high watermark when the scan starts
     (or the offset of until_ms), so a busy topic does not keep the scan going forever.
@@ -68,8 +74,13 @@ def scan_raw(
         assign = []
         for tp in starts:
             start = tp.offset if tp.offset >= 0 else ends[tp.partition]
+            if from_offsets and tp.partition in from_offsets:
+                low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+                start = max(from_offsets[tp.partition], low)
             if start < ends[tp.partition]:
                 assign.append(TopicPartition(topic, tp.partition, start))
+        if on_plan is not None:
+            on_plan(sum(ends[tp.partition] - tp.offset for tp in assign))
         pending = {tp.partition for tp in assign}
         if not pending:
             return
@@ -105,5 +116,37 @@ def scan_raw(
                     bad = {i for i, _ in errors}
                     indices = [i for i in range(len(records) + len(bad)) if i not in bad]
                     yield ScannedMessage(partition, offset, records, indices)
+    finally:
+        consumer.close()
+
+
+def earliest_available_ms(settings: Settings) -> int | None:
+    """The earliest Kafka time every partition of logs.raw still holds, if retention deleted any data
+    (None while nothing was deleted: then any range is complete as far as it goes)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.app_id}-scan-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    topic = settings.raw_topic
+    try:
+        meta = consumer.list_topics(topic, timeout=settings.request_timeout_s * 2).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ConfigError(f"topic {topic} does not exist")
+        firsts = []
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if low == 0:
+                continue
+            if low >= high:
+                firsts.append(int(time.time() * 1000))  # everything deleted: nothing older than now
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            msg = consumer.poll(10)
+            if msg is not None and msg.error() is None:
+                firsts.append(msg.timestamp()[1])
+        return max(firsts) if firsts else None
     finally:
         consumer.close()
