@@ -101,22 +101,34 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
 
 def _query(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.query import QueryFilters, parse_time
-    from pipeline.render import format_jsonl, format_table
-    from pipeline.services import query_logs
+    from pipeline.render import TABLE_COLUMNS, format_csv, format_jsonl, format_table
+    from pipeline.services import query_logs, sql_query
 
-    filters = QueryFilters(
-        session=args.session,
-        user=args.user,
-        service=args.service,
-        endpoint=args.endpoint,
-        transaction_id=args.transaction_id,
-        level=args.level,
-        since_us=parse_time(args.since) if args.since else None,
-        until_us=parse_time(args.until) if args.until else None,
-        limit=args.limit,
-    )
-    rows = query_logs(settings, filters)
-    text = format_jsonl(rows) if args.format == "jsonl" else format_table(rows)
+    if args.sql:
+        rows = sql_query(settings, args.sql, args.limit)
+    else:
+        filters = QueryFilters(
+            session=args.session,
+            user=args.user,
+            service=args.service,
+            endpoint=args.endpoint,
+            transaction_id=args.transaction_id,
+            level=args.level,
+            since_us=parse_time(args.since) if args.since else None,
+            until_us=parse_time(args.until) if args.until else None,
+            grep=args.grep,
+            attr=tuple(args.attr or ()),
+            trigger=args.trigger,
+            rule=args.rule,
+            limit=args.limit,
+        )
+        rows = query_logs(settings, filters)
+    if args.format == "jsonl":
+        text = format_jsonl(rows)
+    elif args.format == "csv":
+        text = format_csv(rows)
+    else:
+        text = format_table(rows, columns=list(rows[0]) if args.sql and rows else TABLE_COLUMNS)
     if text:
         print(text)
     return 0
@@ -292,8 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", help="Minimum level, e.g. WARN.")
     p.add_argument("--since", help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
     p.add_argument("--until", help="Same forms as --since.")
+    p.add_argument("--grep", help="Text in the message (full text, case-sensitive).")
+    p.add_argument("--attr", action="append", metavar="KEY=VALUE", help="Attribute equals (repeatable).")
+    p.add_argument("--trigger", help="Trigger reason (error, latency, ...) or trigger id.")
+    p.add_argument("--rule", help="Id of a rule that matched the line.")
+    p.add_argument("--sql", help="Read-only SQL over the store (power users); other filters ignored.")
     p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--format", choices=["table", "jsonl"], default="table")
+    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     p.set_defaults(func=_query)
 
     p = sub.add_parser("rules", help="Capture rules: add FILE, list, rm ID, validate FILE, dry-run FILE.")

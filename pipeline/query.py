@@ -13,7 +13,9 @@ from pipeline.types import Level
 
 
 class QueryClient(Protocol):
-    def query(self, query: str, parameters: dict[str, Any] | None = None) -> Any: ...
+    def query(
+        self, query: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Any: ...
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -59,6 +61,10 @@ class QueryFilters:
     level: str | None = None
     since_us: int | None = None
     until_us: int | None = None
+    grep: str | None = None  # text in the body (case-sensitive; served by the token index)
+    attr: tuple[str, ...] = ()  # key=value pairs of LogAttributes, all must hold
+    trigger: str | None = None  # a trigger reason (error, latency, ...) or a trigger id
+    rule: str | None = None  # a rule id among the rules that matched the line
     limit: int = 100
 
     @classmethod
@@ -68,6 +74,8 @@ class QueryFilters:
         if unknown:
             raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
         kwargs: dict[str, Any] = dict(params)
+        if "attr" in kwargs:
+            kwargs["attr"] = tuple(kwargs["attr"].split("\n"))
         try:
             for key in ("since_us", "until_us", "limit"):
                 if key in kwargs:
@@ -77,7 +85,10 @@ class QueryFilters:
         return cls(**kwargs)
 
     def to_params(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+        out = {k: str(v) for k, v in asdict(self).items() if v is not None and k != "attr"}
+        if self.attr:
+            out["attr"] = "\n".join(self.attr)  # newlines never occur in key=value pairs given on a CLI
+        return out
 
 
 SELECT = """
@@ -113,6 +124,21 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
         except ValueError as exc:
             raise QueryError(str(exc)) from None
         where.append("SeverityNumber >= {severity:UInt8}")
+    if filters.grep:
+        where.append("Body LIKE {grep:String}")
+        params["grep"] = "%" + re.sub(r"([\\%_])", r"\\\1", filters.grep) + "%"
+    for i, pair in enumerate(filters.attr):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise QueryError(f"--attr wants key=value, got {pair!r}")
+        where.append(f"LogAttributes[{{attr_key{i}:String}}] = {{attr_value{i}:String}}")
+        params[f"attr_key{i}"], params[f"attr_value{i}"] = key, value
+    if filters.trigger:
+        where.append("(has(TriggerReasons, {trigger:String}) OR TriggerId = {trigger:String})")
+        params["trigger"] = filters.trigger
+    if filters.rule:
+        where.append("has(RuleIds, {rule:String})")
+        params["rule"] = filters.rule
     if filters.since_us is not None:
         where.append("Timestamp >= fromUnixTimestamp64Micro({since_us:Int64})")
         params["since_us"] = filters.since_us
@@ -137,6 +163,20 @@ def run_query(client: QueryClient, filters: QueryFilters, database: str) -> list
         row["timestamp"] = datetime.fromtimestamp(row["timestamp_us"] / 1_000_000, UTC).isoformat()
         rows.append(row)
     return rows
+
+
+def run_sql(client: QueryClient, sql: str, limit: int = 10_000) -> list[dict[str, Any]]:
+    """A power user's SQL, read-only as the store enforces it (readonly=2: reads only, and the
+    readonly setting itself cannot be changed from inside the query); at most `limit` rows."""
+    if not 1 <= limit <= 1_000_000:
+        raise QueryError("limit must be within 1..1000000")
+    settings = {"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
+    try:
+        result = client.query(sql, settings=settings)
+    except Exception as exc:  # the store's own message says what was wrong (syntax, READONLY, ...)
+        raise QueryError(f"store refused the query: {str(exc).splitlines()[0][:500]}") from None
+    # "break" stops at a block boundary, so the store may return a little more than asked
+    return [dict(row) for _, row in zip(range(limit), result.named_results(), strict=False)]
 
 
 def store_summary(client: QueryClient, database: str) -> dict[str, Any]:

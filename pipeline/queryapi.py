@@ -22,15 +22,22 @@ log = logging.getLogger(__name__)
 Runner = Callable[[QueryFilters], list[dict[str, Any]]]
 Summary = Callable[[], dict[str, Any]]
 Stats = Callable[[dict[str, str]], list[dict[str, Any]]]
+Sql = Callable[[str, int], list[dict[str, Any]]]
 
 
 class QueryServer:
     """GET /health, GET /logs?<filters> (JSON lines), GET /summary. Bound parameters only."""
 
     def __init__(
-        self, host: str, port: int, run: Runner, summary: Summary, stats: Stats | None = None
+        self,
+        host: str,
+        port: int,
+        run: Runner,
+        summary: Summary,
+        stats: Stats | None = None,
+        sql: Sql | None = None,
     ) -> None:
-        handler = _handler(run, summary, stats)
+        handler = _handler(run, summary, stats, sql)
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -54,7 +61,9 @@ class QueryServer:
         self.httpd.server_close()
 
 
-def _handler(run: Runner, summary: Summary, stats: Stats | None) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    run: Runner, summary: Summary, stats: Stats | None, sql: Sql | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "hindsight-query"
 
@@ -81,6 +90,15 @@ def _handler(run: Runner, summary: Summary, stats: Stats | None) -> type[BaseHTT
                 elif url.path == "/stats" and stats is not None:
                     params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=False))
                     self._send(HTTPStatus.OK, orjson.dumps(stats(params)))
+                elif url.path == "/sql" and sql is not None:
+                    params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=False))
+                    if not params.get("q"):
+                        raise QueryError("/sql wants q=<SELECT ...>")
+                    try:
+                        limit = int(params.get("limit", "10000"))
+                    except ValueError:
+                        raise QueryError("limit must be a number") from None
+                    self._send(HTTPStatus.OK, orjson.dumps(sql(params["q"], limit), default=str))
                 elif url.path == "/summary":
                     self._send(HTTPStatus.OK, orjson.dumps(summary()))
                 else:
@@ -98,6 +116,12 @@ def remote_query(base_url: str, filters: QueryFilters, timeout: float = 10.0) ->
     """Ask a running store owner; raises ConnectionError if none listens."""
     url = f"{base_url}/logs?{urllib.parse.urlencode(filters.to_params())}"
     return [orjson.loads(line) for line in _get(url, timeout).splitlines() if line.strip()]
+
+
+def remote_sql(base_url: str, query: str, limit: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    url = f"{base_url}/sql?{urllib.parse.urlencode({'q': query, 'limit': str(limit)})}"
+    result: list[dict[str, Any]] = orjson.loads(_get(url, timeout))
+    return result
 
 
 def remote_summary(base_url: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Rendering query rows for people (table) and machines (jsonl)."""
+"""Rendering query rows for people (table) and machines (jsonl, csv)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,3 +37,21 @@ def format_table(
 
 def format_jsonl(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(orjson.dumps(r).decode() for r in rows)
+
+
+def format_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """RFC 4180 CSV with a header; lists and maps as JSON."""
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = list(rows[0])
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            [
+                orjson.dumps(v).decode() if isinstance(v, list | dict) else "" if v is None else v
+                for v in (row.get(c) for c in columns)
+            ]
+        )
+    return out.getvalue().rstrip("\n")

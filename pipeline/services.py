@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import SecretStr
 
 from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics
-from pipeline.query import QueryFilters, endpoint_stats, run_query, store_summary
-from pipeline.queryapi import QueryServer, remote_query, remote_summary
+from pipeline.query import QueryFilters, endpoint_stats, run_query, run_sql, store_summary
+from pipeline.queryapi import QueryServer, remote_query, remote_sql, remote_summary
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def run_sink(settings: Settings, name: str, stop: threading.Event | None = None) -> None:
@@ -60,7 +62,11 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             with lock:
                 return endpoint_stats(client, database, params.get("endpoint"), since, limit)
 
-        server = QueryServer(settings.query_host, settings.query_port, query, summary, stats).start()
+        def sql(text: str, limit: int) -> list[dict[str, Any]]:
+            with lock:
+                return run_sql(client, text, limit)
+
+        server = QueryServer(settings.query_host, settings.query_port, query, summary, stats, sql).start()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: _stop_all(runners))
@@ -120,32 +126,38 @@ def _with_store(settings: Settings) -> Any:
     return client
 
 
-def query_logs(settings: Settings, filters: QueryFilters) -> list[dict[str, Any]]:
-    """Rows from the store: directly from a server, else via the running sink's query API,
-    else by opening the embedded store (when no sink holds it)."""
+def _from_store(settings: Settings, remote: Callable[[], T], local: Callable[[Any], T]) -> T:
+    """Ask the store: a server directly; chDB via the running sink's query API, else by opening it
+    here (when no sink holds it)."""
     if not settings.uses_server:
         try:
-            return remote_query(settings.query_url, filters)
+            return remote()
         except ConnectionRefusedError:
             pass
     client = _with_store(settings)
     try:
-        return run_query(client, filters, settings.clickhouse_database)
+        return local(client)
     finally:
         client.close()
+
+
+def query_logs(settings: Settings, filters: QueryFilters) -> list[dict[str, Any]]:
+    db = settings.clickhouse_database
+    return _from_store(
+        settings, lambda: remote_query(settings.query_url, filters), lambda c: run_query(c, filters, db)
+    )
 
 
 def summarize_store(settings: Settings) -> dict[str, Any]:
-    if not settings.uses_server:
-        try:
-            return remote_summary(settings.query_url)
-        except ConnectionRefusedError:
-            pass
-    client = _with_store(settings)
-    try:
-        return store_summary(client, settings.clickhouse_database)
-    finally:
-        client.close()
+    db = settings.clickhouse_database
+    return _from_store(settings, lambda: remote_summary(settings.query_url), lambda c: store_summary(c, db))
+
+
+def sql_query(settings: Settings, text: str, limit: int) -> list[dict[str, Any]]:
+    """A read-only SQL query (the store enforces readonly)."""
+    return _from_store(
+        settings, lambda: remote_sql(settings.query_url, text, limit), lambda c: run_sql(c, text, limit)
+    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -9,8 +9,8 @@ import pytest
 
 from connectors import load_sink
 from connectors.clickhouse import ClickHouseSink, classify, migrate, open_client
-from pipeline.errors import BadDataError, ConfigError, RetryableSinkError
-from pipeline.query import QueryFilters, run_query, store_summary
+from pipeline.errors import BadDataError, ConfigError, QueryError, RetryableSinkError
+from pipeline.query import QueryFilters, run_query, run_sql, store_summary
 from pipeline.serde import normalize
 from pipeline.settings import Settings
 from pipeline.types import RawLine
@@ -121,3 +121,43 @@ def test_rule_stats_rows_land_in_rule_stats(sink: ClickHouseSink) -> None:
         "GROUP BY RuleId"
     ).result_rows
     assert [tuple(r) for r in got] == [("pci", 7, 6, 420)]
+
+
+def test_query_by_text_attribute_trigger_and_rule(sink: ClickHouseSink) -> None:
+    rows = [row(200 + i, "flags-s") for i in range(4)]
+    rows[0]["message"] = "payment declined: card 50% over limit"
+    rows[1]["attributes"] = {"tenant": "acme", "k": "v"}
+    rows[2]["trigger_reasons"] = ["latency"]
+    rows[3]["rule_ids"] = ["pci", "debug-checkout"]
+    sink.write_batch(rows)
+    sink.flush()
+
+    def messages(**kw: object) -> list[str]:
+        return [
+            r["message"] for r in run_query(sink.client, QueryFilters(session="flags-s", **kw), "hindsight")
+        ]  # type: ignore[arg-type]
+
+    assert messages(grep="50% over") == ["payment declined: card 50% over limit"]
+    assert messages(grep="5_%") == []  # LIKE wildcards in the text are literal
+    assert messages(attr=("tenant=acme",)) == [rows[1]["message"]]
+    assert messages(attr=("tenant=acme", "k=other")) == []
+    assert messages(trigger="latency") == [rows[2]["message"]]
+    assert messages(rule="pci") == [rows[3]["message"]]
+    # values are bound parameters: an injection attempt is just text that matches nothing
+    assert messages(grep="' OR 1=1 --") == [] and messages(rule="x') OR has(RuleIds, 'pci") == []
+    with pytest.raises(QueryError):
+        messages(attr=("no-equals-sign",))
+
+
+def test_sql_is_read_only_as_the_store_enforces_it(sink: ClickHouseSink) -> None:
+    got = run_sql(sink.client, "SELECT count() AS n FROM hindsight.logs FINAL WHERE SessionId = 'dedup-s'")
+    assert got == [{"n": 5}]
+    for statement in (
+        "INSERT INTO hindsight.logs (Body) VALUES ('x')",
+        "DROP TABLE hindsight.logs",
+        "SELECT 1 SETTINGS readonly = 0",
+        "ALTER TABLE hindsight.logs DELETE WHERE 1",
+    ):
+        with pytest.raises(QueryError, match="store refused"):
+            run_sql(sink.client, statement)
+    assert len(run_sql(sink.client, "SELECT number FROM system.numbers LIMIT 50", limit=10)) == 10

@@ -39,3 +39,29 @@ def _get_bad(url: str) -> None:
     from pipeline.queryapi import _get
 
     _get(f"{url}/logs?sql=DROP+TABLE+x", 5)
+
+
+def test_new_filters_and_sql_reach_the_store_owner() -> None:
+    from pipeline.queryapi import remote_sql
+
+    seen: list[Any] = []
+
+    def run(filters: QueryFilters) -> list[dict[str, Any]]:
+        seen.append(filters)
+        return []
+
+    def sql(text: str, limit: int) -> list[dict[str, Any]]:
+        seen.append((text, limit))
+        return [{"n": 1}]
+
+    server = QueryServer("127.0.0.1", 0, run, lambda: {}, None, sql).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        filters = QueryFilters(grep="50% off", attr=("tenant=acme", "k=a=b"), trigger="latency", rule="pci")
+        remote_query(url, filters)
+        assert seen == [filters]
+        assert remote_sql(url, "SELECT 1", 5) == [{"n": 1}] and seen[-1] == ("SELECT 1", 5)
+        with pytest.raises(QueryError, match="400"):
+            remote_sql(url, "", 5)
+    finally:
+        server.stop()
