@@ -9,6 +9,8 @@ from pipeline.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "clickhouse": "connectors.clickhouse:ClickHouseSink",
+    "file": "connectors.files:FileSink",
+    "webhook": "connectors.webhook:WebhookSink",
 }
 
 

@@ -17,6 +17,7 @@ from pipeline.query import QueryFilters, endpoint_stats, run_query, run_sql, sto
 from pipeline.queryapi import QueryServer, remote_query, remote_sql, remote_summary
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
+from pipeline.sinkwrap import wrap
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,7 +28,7 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     from connectors import load_sink
 
     ensure_topics(settings)
-    sink = load_sink(name).from_settings(settings)
+    sink = wrap(load_sink(name).from_settings(settings), settings.primary_sinks, settings.redaction)
     runner = SinkRunner(settings, sink)
     runners = [runner]
     stats_sink = getattr(sink, "stats_sink", None)
@@ -39,7 +40,7 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     client = getattr(sink, "client", None)
     if client is not None:
         # The store owner answers reads: with chDB no other process may open the data dir.
-        lock = sink.lock
+        lock = getattr(sink, "lock")  # noqa: B009 - the store sink has one; the Sink protocol does not
         database = settings.clickhouse_database
 
         def query(filters: QueryFilters) -> list[dict[str, Any]]:

@@ -191,6 +191,30 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Longest back-off between sink retries."
     )
     sink_group: str = Field(default="hindsight-sink", description="Consumer group prefix of sinks.")
+    primary_sinks: list[str] = Field(
+        default_factory=lambda: ["clickhouse"],
+        description="Sinks that get every curated line; any other sink gets only lines a rule routes to it.",
+    )
+    redaction: dict[str, list[dict[str, str]]] = Field(
+        default_factory=dict,
+        description='Per sink name (or "*" for all): [{"key": "email*", "action": "mask|hash|drop"}], '
+        "applied to attributes before the sink writes.",
+    )
+    file_sink_dir: Path | None = Field(
+        default=None, description="Folder of the file sink; default <home>/files."
+    )
+    file_sink_max_bytes: int = Field(
+        default=64 * 1_048_576, ge=1024, description="The file sink starts a new file after this many bytes."
+    )
+    file_sink_rotate_s: float = Field(default=3600.0, gt=0, description="...or after this many seconds.")
+    webhook_url: str | None = Field(
+        default=None, description="Where the webhook sink POSTs batches (JSON array)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the webhook's X-Hindsight-Signature header."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook request.")
+    webhook_batch_rows: int = Field(default=500, ge=1, description="Most rows in one webhook request.")
 
     # --- Query API -----------------------------------------------------------------------------
     query_host: str = Field(default="127.0.0.1", description="Bind address of the store's query API.")

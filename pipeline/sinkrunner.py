@@ -14,9 +14,10 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from pipeline.errors import BadDataError, DecodeError, RetryableSinkError
 from pipeline.kafka import producer_config
+from pipeline.processor import dlq_headers
 from pipeline.serde import decode_curated
 from pipeline.settings import Settings
-from pipeline.types import Sink
+from pipeline.types import Rejected, Sink
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +185,7 @@ class SinkRunner:
         log.warning(
             "dead letter stage=sink error_type=%s partition=%s offset=%s", error_type, partition, offset
         )
-        self.producer.produce(
-            self.settings.dlq_topic,
-            value=payload,
-            headers={
-                "hindsight.error_type": error_type,
-                "hindsight.reason": reason[:1000],
-                "hindsight.stage": f"sink:{self.sink.name}",
-                "hindsight.source_topic": topic,
-                "hindsight.source_partition": str(partition),
-                "hindsight.source_offset": str(offset),
-            },
-        )
+        rejected = Rejected(error_type, reason, f"sink:{self.sink.name}", payload)
+        headers: Any = dlq_headers(rejected, topic, partition, offset)
+        self.producer.produce(self.settings.dlq_topic, value=payload, headers=headers)
         self.producer.poll(0)
