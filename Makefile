@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit integration venv jars stack-up stack-down stack-status bench clean
+.PHONY: demo test lint typecheck unit integration venv jars services stack-up stack-down stack-status bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,15 +27,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# PostgreSQL and Redis binaries for the sink tests (the fixtures start private servers).
+services:
+	bash scripts/ensure-services.sh
+
 # pytest exits 5 when it collected nothing: that must fail, not pass.
-test: lint typecheck jars
+test: lint typecheck jars services
 	$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-integration: jars
+integration: jars services
 	$(BIN)/python -m pytest tests/integration
 
 stack-up: jars

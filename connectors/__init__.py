@@ -10,6 +10,8 @@ from pipeline.errors import ConfigError
 REGISTRY: dict[str, str] = {
     "clickhouse": "connectors.clickhouse:ClickHouseSink",
     "file": "connectors.files:FileSink",
+    "postgres": "connectors.postgres:PostgresSink",
+    "redis": "connectors.redis_recent:RedisSink",
     "webhook": "connectors.webhook:WebhookSink",
 }
 

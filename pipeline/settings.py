@@ -207,6 +207,24 @@ class Settings(BaseSettings):
         default=64 * 1_048_576, ge=1024, description="The file sink starts a new file after this many bytes."
     )
     file_sink_rotate_s: float = Field(default=3600.0, gt=0, description="...or after this many seconds.")
+    postgres_dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL of the postgres sink (support database), e.g. postgresql://u:p@h/db.",
+    )
+    postgres_table: str = Field(
+        default="hindsight_logs",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Table the postgres sink fills.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, description="Redis of the redis sink, e.g. redis://h:6379/0."
+    )
+    redis_keep_lines: int = Field(
+        default=1000, ge=1, description="Recent lines kept per user and per session."
+    )
+    redis_ttl_s: int = Field(
+        default=86_400, ge=1, description="How long a user's or session's recent lines live."
+    )
     webhook_url: str | None = Field(
         default=None, description="Where the webhook sink POSTs batches (JSON array)."
     )

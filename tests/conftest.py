@@ -1,9 +1,14 @@
-"""Shared fixtures: one real Kafka broker per test session (or KAFKA_BOOTSTRAP_SERVERS), namespaces."""
+"""Shared fixtures: one real Kafka broker per test session (or KAFKA_BOOTSTRAP_SERVERS), namespaces,
+and private PostgreSQL and Redis servers for their sinks."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,3 +67,65 @@ def ns(kafka: Settings, tmp_path: Path) -> Settings:
         partitions=3,
         publish_linger_ms=20,
     )
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A private PostgreSQL (Debian's binaries, `make services`) on a free port; its DSN."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        raise RuntimeError("PostgreSQL binaries missing: run `make services`")
+    bindir = bins[-1].parent
+    # outside pytest's private (0700) temp folders: the postgres user must reach it when we are root
+    home = Path(tempfile.mkdtemp(prefix="hindsight-pg-"))
+    data = home / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        home.chmod(0o777)
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "hindsight"],
+                   check=True, capture_output=True)  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_port(port, proc, "postgres")
+        time.sleep(0.5)  # accepting connections a moment after the socket opens
+        yield f"postgresql://hindsight@127.0.0.1:{port}/postgres"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Redis (Debian's redis-server, `make services`) on a free port; its URL."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_port(port, proc, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from pipeline.errors import BadDataError, RetryableSinkError
 from pipeline.kafka import ensure_topics
@@ -85,6 +85,10 @@ def committed(settings: Settings, group: str) -> int:
     try:
         parts = [TopicPartition(settings.curated_topic, p) for p in range(settings.partitions)]
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    except KafkaException as exc:
+        if exc.args[0].retriable():  # e.g. the group's coordinator is still being elected
+            return 0
+        raise
     finally:
         consumer.close()
 
