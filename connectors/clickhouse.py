@@ -195,8 +195,11 @@ class ClickHouseSink:
 
     name = "clickhouse"
 
-    def __init__(self, client: Client, database: str = "hindsight") -> None:
+    def __init__(self, client: Client, database: str = "hindsight", reader: Client | None = None) -> None:
         self.client = client
+        # Power users' SQL runs on its own client: chDB applies per-query settings to the session,
+        # and a refused statement leaves `readonly` set there, which must never reach the writer.
+        self.reader = reader or client
         self.database = database
         self.table = f"{database}.logs"
         self.lock = threading.Lock()
@@ -206,7 +209,7 @@ class ClickHouseSink:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClickHouseSink:
-        return cls(open_client(settings), settings.clickhouse_database)
+        return cls(open_client(settings), settings.clickhouse_database, reader=open_client(settings))
 
     def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
         self._pending.extend(rows)
@@ -230,6 +233,8 @@ class ClickHouseSink:
     def close(self) -> None:
         with self.lock:
             self.client.close()
+            if self.reader is not self.client:
+                self.reader.close()
 
 
 ENDPOINT_COLUMNS = [

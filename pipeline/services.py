@@ -63,9 +63,11 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             with lock:
                 return endpoint_stats(client, database, params.get("endpoint"), since, limit)
 
+        reader = getattr(sink, "reader", client)
+
         def sql(text: str, limit: int) -> list[dict[str, Any]]:
             with lock:
-                return run_sql(client, text, limit)
+                return run_sql(reader, text, limit)
 
         server = QueryServer(settings.query_host, settings.query_port, query, summary, stats, sql).start()
     if threading.current_thread() is threading.main_thread():

@@ -109,12 +109,26 @@ def test_rule_stats_rows_land_in_rule_stats(sink: ClickHouseSink) -> None:
     base = {"window_start_us": NOW, "window_end_us": NOW + 60_000_000, "kind": "rule"}
     stats.write_batch(
         [
-            {**base, "rule_id": "pci", "partition": 0, "matches": 5, "matched_bytes": 500,
-             "lines_emitted": 4, "bytes_emitted": 400},
-            {**base, "rule_id": "pci", "partition": 1, "matches": 2, "matched_bytes": 20,
-             "lines_emitted": 2, "bytes_emitted": 20},
+            {
+                **base,
+                "rule_id": "pci",
+                "partition": 0,
+                "matches": 5,
+                "matched_bytes": 500,
+                "lines_emitted": 4,
+                "bytes_emitted": 400,
+            },
+            {
+                **base,
+                "rule_id": "pci",
+                "partition": 1,
+                "matches": 2,
+                "matched_bytes": 20,
+                "lines_emitted": 2,
+                "bytes_emitted": 20,
+            },
         ]
-    )  # fmt: skip
+    )
     stats.flush()
     got = sink.client.query(
         "SELECT RuleId, sum(Matches), sum(LinesEmitted), sum(BytesEmitted) FROM hindsight.rule_stats FINAL "
@@ -150,7 +164,8 @@ def test_query_by_text_attribute_trigger_and_rule(sink: ClickHouseSink) -> None:
 
 
 def test_sql_is_read_only_as_the_store_enforces_it(sink: ClickHouseSink) -> None:
-    got = run_sql(sink.client, "SELECT count() AS n FROM hindsight.logs FINAL WHERE SessionId = 'dedup-s'")
+    assert sink.reader is not sink.client
+    got = run_sql(sink.reader, "SELECT count() AS n FROM hindsight.logs FINAL WHERE SessionId = 'dedup-s'")
     assert got == [{"n": 5}]
     for statement in (
         "INSERT INTO hindsight.logs (Body) VALUES ('x')",
@@ -159,5 +174,64 @@ def test_sql_is_read_only_as_the_store_enforces_it(sink: ClickHouseSink) -> None
         "ALTER TABLE hindsight.logs DELETE WHERE 1",
     ):
         with pytest.raises(QueryError, match="store refused"):
-            run_sql(sink.client, statement)
-    assert len(run_sql(sink.client, "SELECT number FROM system.numbers LIMIT 50", limit=10)) == 10
+            run_sql(sink.reader, statement)
+    assert len(run_sql(sink.reader, "SELECT number FROM system.numbers LIMIT 50", limit=10)) == 10
+    sink.write_batch([row(600, "after-sql")])  # refused statements left the writer writable
+    sink.flush()
+
+
+# The OpenTelemetry Collector ClickHouse exporter's otel_logs columns and types (its default DDL).
+OTEL_LOGS = {
+    "Timestamp": "DateTime64(9)",
+    "TimestampTime": "DateTime",
+    "TraceId": "String",
+    "SpanId": "String",
+    "TraceFlags": "UInt8",
+    "SeverityText": "LowCardinality(String)",
+    "SeverityNumber": "UInt8",
+    "ServiceName": "LowCardinality(String)",
+    "Body": "String",
+    "ResourceSchemaUrl": "LowCardinality(String)",
+    "ResourceAttributes": "Map(LowCardinality(String), String)",
+    "ScopeSchemaUrl": "LowCardinality(String)",
+    "ScopeName": "String",
+    "ScopeVersion": "LowCardinality(String)",
+    "ScopeAttributes": "Map(LowCardinality(String), String)",
+    "LogAttributes": "Map(LowCardinality(String), String)",
+}
+
+
+def test_logs_table_is_a_superset_of_otel_logs_names_and_types(sink: ClickHouseSink) -> None:
+    types = {r[0]: r[1] for r in sink.client.query("DESCRIBE TABLE hindsight.logs").result_rows}
+    assert {name: types.get(name) for name in OTEL_LOGS} == OTEL_LOGS
+    for ours in (
+        "SessionId",
+        "UserId",
+        "Endpoint",
+        "TransactionId",
+        "LatencyMs",
+        "StatusCode",
+        "TriggerReasons",
+        "RuleIds",
+        "Tags",
+        "RetentionDays",
+        "RawTopic",
+        "RawPartition",
+        "RawOffset",
+    ):
+        assert ours in types
+
+
+def test_per_row_ttl_removes_expired_rows_only(sink: ClickHouseSink) -> None:
+    import time
+
+    old_us = time.time_ns() // 1000 - 40 * 86_400_000_000  # 40 days ago
+    short, long = row(500, "ttl-s"), row(501, "ttl-s")
+    for r, days in ((short, 30), (long, 365)):
+        r["timestamp"] = old_us
+        r["retention_days"] = days
+    sink.write_batch([short, long])
+    sink.flush()
+    sink.client.command("OPTIMIZE TABLE hindsight.logs FINAL")  # TTL is applied when parts merge
+    left = [r["message"] for r in run_query(sink.client, QueryFilters(session="ttl-s"), "hindsight")]
+    assert left == [long["message"]]
