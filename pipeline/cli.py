@@ -272,6 +272,13 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.services import run_archive
+
+    run_archive(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hindsight", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
@@ -338,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", help="Why (kept on every replayed line).")
     p.add_argument("--json", action="store_true", help="Machine-readable output.")
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser("archive", help="Archive logs.raw into hourly Avro files (replay reads them later).")
+    p.set_defaults(func=_archive)
 
     p = sub.add_parser("api", help="Serve the rules and captures HTTP API (needs HINDSIGHT_API_TOKEN).")
     p.set_defaults(func=_api)

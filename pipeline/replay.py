@@ -20,6 +20,7 @@ from typing import IO, Any, cast
 import orjson
 from confluent_kafka import Producer
 
+from pipeline.archive import read_archive
 from pipeline.errors import BrokerUnavailable, QueryError
 from pipeline.kafka import producer_config
 from pipeline.rawscan import earliest_available_ms, scan_raw
@@ -99,15 +100,38 @@ def replay(
     """Emit the matching raw lines to logs.curated (to='curated') or a JSONL file (.gz: gzipped)."""
     if spec.until_us <= spec.since_us:
         raise QueryError("--until must be after --since")
+    archive = (settings.archive_dir or settings.home / "archive") / settings.raw_topic
+    from_archive = False
     if not spec.from_offsets:
-        check_retention(settings, spec.since_us)
+        try:
+            check_retention(settings, spec.since_us)
+        except QueryError:
+            if not archive.is_dir():
+                raise
+            from_archive = True  # Kafka no longer holds the start: the archive does
     replay_id = spec.replay_id
     started = time.monotonic()
     scanned = matched = 0
     writer = _CuratedWriter(settings) if to == "curated" else _FileWriter(Path(to))
     trigger = Trigger(replay_id, -1, ("replay",))
     attrs = {"hindsight.replay.reason": spec.reason} if spec.reason else {}
+    seen: set[tuple[str, int, int, int]] = set()
+
+    def emit(line: RawLine) -> None:
+        row = curate(line, ["replay"], trigger, settings.default_retention_days)
+        row["tags"] = [replay_id]
+        if attrs:
+            row["attributes"] = {**row["attributes"], **attrs}
+        writer.add(row)
+
     try:
+        if from_archive:
+            for line in read_archive(archive.parent, settings.raw_topic, spec.since_us, spec.until_us):
+                scanned += 1
+                if spec.matches(line.record):
+                    matched += 1
+                    seen.add((line.topic, line.partition, line.offset, line.index))
+                    emit(line)
         for msg in scan_raw(
             settings,
             spec.since_us // 1000 - EARLY_MS,
@@ -118,15 +142,12 @@ def replay(
         ):
             for rec, index in zip(msg.records, msg.indices, strict=True):
                 scanned += 1
-                if not spec.matches(rec):
+                if not spec.matches(rec) or (
+                    seen and (settings.raw_topic, msg.partition, msg.offset, index) in seen
+                ):
                     continue
                 matched += 1
-                line = RawLine(rec, settings.raw_topic, msg.partition, msg.offset, index)
-                row = curate(line, ["replay"], trigger, settings.default_retention_days)
-                row["tags"] = [replay_id]
-                if attrs:
-                    row["attributes"] = {**row["attributes"], **attrs}
-                writer.add(row)
+                emit(RawLine(rec, settings.raw_topic, msg.partition, msg.offset, index))
     finally:
         writer.close()
     seconds = time.monotonic() - started
@@ -136,6 +157,7 @@ def replay(
     return {
         "replay_id": replay_id,
         "to": to,
+        "from_archive": from_archive,
         "scanned_lines": scanned,
         "matched_lines": matched,
         "seconds": round(seconds, 3),

@@ -15,9 +15,11 @@ from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics
 from pipeline.query import QueryFilters, endpoint_stats, run_query, run_sql, store_summary
 from pipeline.queryapi import QueryServer, remote_query, remote_sql, remote_summary
+from pipeline.serde import RawDecoder
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
 from pipeline.sinkwrap import wrap
+from pipeline.types import RawLine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,7 +36,13 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     stats_sink = getattr(sink, "stats_sink", None)
     if stats_sink is not None:
         runners.append(
-            SinkRunner(settings, stats_sink(), f"{runner.group}-stats", settings.stats_topic, decode_stats)
+            SinkRunner(
+                settings,
+                stats_sink(),
+                f"{runner.group}-stats",
+                settings.stats_topic,
+                lambda m: decode_stats(m.value()),
+            )
         )
     server = None
     client = getattr(sink, "client", None)
@@ -127,6 +135,49 @@ def _with_store(settings: Settings) -> Any:
     client = open_client(settings)
     migrate(client, settings.clickhouse_database)
     return client
+
+
+def run_archive(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Archive logs.raw into hourly Avro files until SIGTERM/SIGINT (or `stop`); offsets committed
+    only after a file is on disk."""
+    from connectors.archive import ArchiveSink
+
+    ensure_topics(settings)
+    decoder = RawDecoder(settings.max_record_bytes)
+
+    def decode(msg: Any) -> list[RawLine]:
+        records, errors = decoder.decode(msg.value())
+        if not records and errors:
+            raise errors[0][1]  # the whole message is unusable: the runner dead-letters it
+        bad = {i for i, _ in errors}  # bad elements are dead-lettered by the worker already
+        positions = [i for i in range(len(records) + len(bad)) if i not in bad]
+        return [
+            RawLine(r, msg.topic(), msg.partition(), msg.offset(), i)
+            for r, i in zip(records, positions, strict=True)
+        ]
+
+    batching = settings.model_copy(
+        update={"sink_batch_ms": int(settings.archive_batch_s * 1000), "sink_batch_rows": 1_000_000}
+    )
+    sink: Any = ArchiveSink.from_settings(settings)  # a Sink of RawLines rather than curated rows
+    runner = SinkRunner(
+        batching,
+        sink,
+        f"{settings.sink_group}-archive",
+        settings.raw_topic,
+        decode,
+    )
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: runner.stop())
+    if stop is not None:
+
+        def watch(event: threading.Event) -> None:
+            event.wait()
+            runner.stop()
+
+        threading.Thread(target=watch, args=(stop,), daemon=True).start()
+    runner.run()
 
 
 def _from_store(settings: Settings, remote: Callable[[], T], local: Callable[[Any], T]) -> T:

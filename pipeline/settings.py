@@ -225,6 +225,13 @@ class Settings(BaseSettings):
     redis_ttl_s: int = Field(
         default=86_400, ge=1, description="How long a user's or session's recent lines live."
     )
+    archive_dir: Path | None = Field(
+        default=None,
+        description="Where `hindsight archive` keeps logs.raw for long retention; default <home>/archive.",
+    )
+    archive_batch_s: float = Field(
+        default=60.0, gt=0, description="The archive writes a file per partition and hour at most this often."
+    )
     webhook_url: str | None = Field(
         default=None, description="Where the webhook sink POSTs batches (JSON array)."
     )

@@ -47,7 +47,7 @@ class SinkRunner:
         sink: Sink,
         group: str | None = None,
         topic: str | None = None,
-        decode: Callable[[bytes | None], list[Any]] = decode_curated,
+        decode: Callable[[Message], list[Any]] = lambda msg: decode_curated(msg.value()),
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -106,7 +106,7 @@ class SinkRunner:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         try:
-            rows = self.decode(msg.value())
+            rows = self.decode(msg)
             self._rows.setdefault((topic, partition), []).extend(rows)
             self._row_count += len(rows)
         except DecodeError as exc:

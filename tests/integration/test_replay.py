@@ -111,3 +111,63 @@ def test_from_offsets_and_a_range_older_than_retention(ns: Settings, tmp_path: P
         since_us=int(time.time_ns() // 1000) - 1 * S, until_us=time.time_ns() // 1000 + 60 * S
     )
     assert replay(ns, recent, str(tmp_path / "ok.jsonl"))["matched_lines"] == 0  # held, so not refused
+
+
+def test_archive_keeps_raw_hourly_and_replay_reads_it_after_retention(ns: Settings, tmp_path: Path) -> None:
+    import threading
+
+    from pipeline.services import run_archive
+
+    settings = ns.model_copy(update={"archive_dir": tmp_path / "archive", "archive_batch_s": 0.5})
+    ensure_topics(settings)
+    t0 = (time.time_ns() // 1000 - 3 * 3600 * S) // (3600 * S) * (3600 * S) + 1800 * S  # half past, 3 h ago
+    lines = [
+        {
+            "timestamp": t0 + i * 60 * S,
+            "service": "shop",
+            "level": "DEBUG",
+            "message": f"a{i}",
+            "session_id": f"s{i % 3}",
+            "endpoint": "/pay" if i % 2 else "/cart",
+        }
+        for i in range(60)  # one hour: two hour folders
+    ]
+    pub = Publisher(settings)
+    for obj in lines:
+        pub.publish_obj(obj)
+    assert pub.flush(10) == 0
+    stop = threading.Event()
+    thread = threading.Thread(target=run_archive, args=(settings, stop), daemon=True)
+    thread.start()
+    try:
+        root = tmp_path / "archive" / settings.raw_topic
+
+        def archived() -> int | None:
+            n = sum(1 for _ in root.rglob("*.avro"))
+            from pipeline.archive import read_archive
+
+            count = (
+                sum(1 for _ in read_archive(root.parent, settings.raw_topic, t0, t0 + 3600 * S)) if n else 0
+            )
+            return count if count == 60 else None
+
+        from tests.integration.helpers import eventually
+
+        eventually(archived, 30, "60 archived lines")
+    finally:
+        stop.set()
+        thread.join(15)
+    assert len({p.parent.name for p in root.rglob("*.avro")}) == 2  # two hours
+    admin = AdminClient(settings.kafka_client_config())
+    parts = [TopicPartition(settings.raw_topic, p, -1) for p in range(settings.partitions)]
+    for future in admin.delete_records(parts).values():
+        future.result(10)
+    spec = ReplaySpec(since_us=t0, until_us=t0 + 3600 * S, endpoint="/pay")
+    result = replay(settings, spec, str(tmp_path / "old.jsonl"))
+    assert result["from_archive"] is True
+    got = read_jsonl(tmp_path / "old.jsonl")
+    assert sorted(r["message"] for r in got) == sorted(f"a{i}" for i in range(60) if i % 2)
+    assert all(r["raw_topic"] == settings.raw_topic and r["tags"] == [spec.replay_id] for r in got)
+    no_archive = settings.model_copy(update={"archive_dir": tmp_path / "nothing"})
+    with pytest.raises(QueryError, match="earliest time still available"):
+        replay(no_archive, spec, str(tmp_path / "x.jsonl"))
