@@ -54,6 +54,7 @@ stack-status: $(STAMP)
 bench: jars
 	$(BIN)/python bench/rules_eval.py
 	$(BIN)/python bench/worker_throughput.py
+	$(BIN)/python bench/store_bench.py
 
 clean:
 	-$(BIN)/hindsight stack down

@@ -1,0 +1,197 @@
+"""Store and replay benchmarks (issue targets in brackets), printed and written to
+bench/results/store_bench.json:
+
+- sink rows/s into chDB (ClickHouseSink: columns + insert, 10k-row batches) beside the bare chDB
+  Arrow insert of the same rows in the same run [>= 300k rows/s];
+- a session lookup (`hindsight query --session`) on 10M rows: p50/p95/p99 [p95 < 50 ms];
+- replay read + filter rate from a real broker [>= 200k records/s].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.clickhouse import COLUMNS, ClickHouseSink, to_columns
+from pipeline.kafka import ensure_topics
+from pipeline.publisher import Publisher
+from pipeline.query import QueryFilters, run_query
+from pipeline.replay import ReplaySpec, replay
+from pipeline.settings import Settings
+from pipeline.stack import LocalBroker
+from pipeline.types import RawLine
+from pipeline.window import curate
+from pipeline.workload import generate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 10_000
+
+
+def bench_sink(sink: ClickHouseSink, lines: list[Any]) -> dict[str, float]:
+    rows = [curate(RawLine(rec, "logs.raw", 0, i), ["error"], None, 30) for i, rec in enumerate(lines)]
+    batches = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
+    start = time.perf_counter()
+    for batch in batches:
+        sink.write_batch(batch)
+        sink.flush()
+    sink_s = time.perf_counter() - start
+    client = sink.client
+    client.command("CREATE TABLE IF NOT EXISTS hindsight.bench_arrow AS hindsight.logs")
+    tables = [to_arrow(batch) for batch in batches]  # built outside the timing: the store alone
+    start = time.perf_counter()
+    for table in tables:
+        client.insert_arrow("hindsight.bench_arrow", table)
+    arrow_s = time.perf_counter() - start
+    return {
+        "sink_rows_per_s": len(rows) / sink_s,
+        "bare_arrow_insert_rows_per_s": len(rows) / arrow_s,
+        "sink_to_arrow_ratio": arrow_s / sink_s,
+    }
+
+
+_S = pa.string()
+# the Arrow type of each column of hindsight.logs, in COLUMNS order
+ARROW_TYPES = [
+    pa.timestamp("ns"),
+    pa.timestamp("ns"),
+    _S,
+    _S,
+    _S,
+    pa.uint8(),
+    _S,
+    _S,
+    pa.map_(_S, _S),
+    _S,
+    _S,
+    _S,
+    _S,
+    pa.float64(),
+    pa.int32(),
+    pa.list_(_S),
+    pa.list_(_S),
+    _S,
+    pa.int64(),
+    pa.list_(_S),
+    pa.list_(_S),
+    pa.uint16(),
+    _S,
+    pa.uint32(),
+    pa.uint64(),
+    pa.uint32(),
+]
+
+
+def to_arrow(batch: list[Any]) -> pa.Table:
+    cols = to_columns(batch)
+    cols[COLUMNS.index("LogAttributes")] = [list(d.items()) for d in cols[COLUMNS.index("LogAttributes")]]
+    return pa.table([pa.array(c, type=t) for c, t in zip(cols, ARROW_TYPES, strict=True)], names=COLUMNS)
+
+
+def bench_lookup(
+    sink: ClickHouseSink, total: int, sessions: int = 200_000, queries: int = 200
+) -> dict[str, float]:
+    client = sink.client
+    have = int(client.query("SELECT count() FROM hindsight.logs").result_rows[0][0])
+    if have < total:
+        client.command(
+            f"""
+            INSERT INTO hindsight.logs (Timestamp, ObservedTimestamp, SeverityText, SeverityNumber,
+                ServiceName, Body, SessionId, UserId, Endpoint, TriggerReasons, RetentionDays,
+                RawTopic, RawPartition, RawOffset, RawIndex)
+            SELECT now64(9) - toIntervalMillisecond(number), now64(9), 'INFO', 9,
+                   ['api', 'checkout', 'search', 'auth'][number % 4 + 1],
+                   concat('synthetic line ', toString(number)),
+                   concat('bench-s', toString(number % {sessions})), concat('u', toString(number % 50000)),
+                   ['/api/cart', '/api/pay', '/api/search'][number % 3 + 1], ['error'], 30, 'bench.raw',
+                   number % 12, number, 0
+            FROM numbers({have}, {total - have})
+            """
+        )
+        client.command("OPTIMIZE TABLE hindsight.logs FINAL")
+    rng = random.Random(3)
+    timings = []
+    for _ in range(queries):
+        session = f"bench-s{rng.randrange(sessions)}"
+        start = time.perf_counter()
+        rows = run_query(client, QueryFilters(session=session, limit=100), "hindsight")
+        timings.append((time.perf_counter() - start) * 1000)
+        assert rows, session
+    timings.sort()
+    return {
+        "lookup_rows_in_table": float(client.query("SELECT count() FROM hindsight.logs").result_rows[0][0]),
+        "lookup_p50_ms": timings[len(timings) // 2],
+        "lookup_p95_ms": timings[int(len(timings) * 0.95) - 1],
+        "lookup_p99_ms": timings[int(len(timings) * 0.99) - 1],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_replay(lines: list[Any]) -> dict[str, float]:
+    base = Settings(home=Path(".hindsight/bench"), cache_dir=Path(".hindsight/cache"))
+    broker = None
+    if base.local_broker:
+        base = base.model_copy(update={"kafka_port": free_port()})
+        broker = LocalBroker(base)
+        broker.start()
+    try:
+        settings = base.namespaced(f"bench.{uuid.uuid4().hex[:8]}", wire_format="json")
+        ensure_topics(settings)
+        pub = Publisher(settings)
+        for rec in lines:
+            pub.publish(rec)
+        pub.flush(60)
+        t0 = min(r["timestamp"] for r in lines)
+        t1 = max(r["timestamp"] for r in lines) + 1
+        spec = ReplaySpec(since_us=t0, until_us=t1, endpoint="/api/checkout")
+        with tempfile.TemporaryDirectory() as tmp:
+            result = replay(settings, spec, str(Path(tmp) / "replay.jsonl"))
+        return {
+            "replay_scanned_lines": float(result["scanned_lines"]),
+            "replay_matched_lines": float(result["matched_lines"]),
+            "replay_lines_per_s": result["scanned_lines"] / result["seconds"],
+        }
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_SINK_ROWS", "200000"))
+    total = int(os.environ.get("BENCH_LOOKUP_ROWS", "10000000"))
+    lines = generate(sessions=max(n // 40, 1), requests_per_session=6, seed=4).lines[:n]
+    out: dict[str, Any] = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "sink_rows": n,
+    }
+    with tempfile.TemporaryDirectory() as store:
+        sink = ClickHouseSink.from_settings(Settings(chdb_path=Path(store), default_retention_days=3650))
+        try:
+            out.update(bench_sink(sink, lines))
+            out.update(bench_lookup(sink, total))
+        finally:
+            sink.close()
+    out.update(bench_replay(lines))
+    out["targets"] = {"sink_rows_per_s": 300_000, "lookup_p95_ms": 50, "replay_lines_per_s": 200_000}
+    for key, value in out.items():
+        print(f"{key:<32} {value:,.1f}" if isinstance(value, float) else f"{key:<32} {value}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "store_bench.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
