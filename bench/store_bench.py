@@ -101,6 +101,9 @@ def bench_lookup(
     sink: ClickHouseSink, total: int, sessions: int = 200_000, queries: int = 200
 ) -> dict[str, float]:
     client = sink.client
+    # A session's lines are close together in time (it lasts minutes), as in production: each
+    # session is `per_session` consecutive synthetic lines, spread over the services.
+    per_session = max(total // sessions, 1)
     have = int(client.query("SELECT count() FROM hindsight.logs").result_rows[0][0])
     if have < total:
         client.command(
@@ -111,7 +114,8 @@ def bench_lookup(
             SELECT now64(9) - toIntervalMillisecond(number), now64(9), 'INFO', 9,
                    ['api', 'checkout', 'search', 'auth'][number % 4 + 1],
                    concat('synthetic line ', toString(number)),
-                   concat('bench-s', toString(number % {sessions})), concat('u', toString(number % 50000)),
+                   concat('bench-s', toString(intDiv(number, {per_session}))),
+                   concat('u', toString(number % 50000)),
                    ['/api/cart', '/api/pay', '/api/search'][number % 3 + 1], ['error'], 30, 'bench.raw',
                    number % 12, number, 0
             FROM numbers({have}, {total - have})
@@ -121,7 +125,7 @@ def bench_lookup(
     rng = random.Random(3)
     timings = []
     for _ in range(queries):
-        session = f"bench-s{rng.randrange(sessions)}"
+        session = f"bench-s{rng.randrange(sessions // 2, total // per_session)}"  # synthetic ones only
         start = time.perf_counter()
         rows = run_query(client, QueryFilters(session=session, limit=100), "hindsight")
         timings.append((time.perf_counter() - start) * 1000)
