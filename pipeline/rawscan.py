@@ -85,9 +85,12 @@ def scan_raw(
         if not pending:
             return
         consumer.assign(assign)
+        position = {tp.partition: tp.offset for tp in assign}
         idle = 0
         while pending:
-            msgs = consumer.consume(1000, timeout=2.0)
+            # ask for no more than is left: consume() otherwise waits out its timeout at the end
+            left = sum(ends[p] - position[p] for p in pending)
+            msgs = consumer.consume(max(1, min(1000, left)), timeout=2.0)
             idle = 0 if msgs else idle + 1
             if idle >= 5:
                 log.warning(
@@ -107,6 +110,7 @@ def scan_raw(
                 if partition not in pending or offset >= ends[partition]:
                     pending.discard(partition)
                     continue
+                position[partition] = offset + 1
                 if offset + 1 >= ends[partition]:
                     pending.discard(partition)
                 records, errors = decoder.decode(msg.value())
