@@ -193,3 +193,59 @@ def test_store_unavailable_for_30s_the_sink_backs_off_then_catches_up(ns: Settin
         thread.join(15)
     assert 4 <= retries_while_down <= 20  # backed off (exponential, capped), not a busy loop
     assert len(sink.written) == 150 and len({r["raw_offset"] for r in sink.written}) == 100
+
+
+def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings, tmp_path: Path) -> None:
+    settings = ns.model_copy(
+        update={
+            "partitions": 4,
+            "worker_session_timeout_s": 6.0,
+            "key_budget_lps": 1e6,
+            "global_budget_lps": 1e7,
+        }
+    )
+    work = incident_workload(sessions=90, lookback_s=settings.lookback_s, follow_s=settings.follow_s, seed=12)
+    lb, fw = int(settings.lookback_s * 1e6), int(settings.follow_s * 1e6)
+    # Lines every worker must keep whichever partitions it owns: each session's window around its own
+    # triggers, and WARN+. (Endpoint captures reach only the partitions of the process that saw the
+    # trigger, a documented limit, so those lines may or may not be there.)
+    by_session = {i.session_id: i.timestamp for i in work.injected}
+    must = {
+        (r["session_id"], r["message"], r["timestamp"])
+        for r in work.lines
+        if r["level"] in ("WARN", "ERROR", "FATAL")
+        or (
+            r["session_id"] in by_session
+            and by_session[r["session_id"]] - lb <= r["timestamp"] <= by_session[r["session_id"]] + fw
+        )
+    }
+    half = len(work.lines) // 2
+    with pipeline_running(settings, tmp_path / "logs") as children:
+        publisher = Publisher(settings)
+        for record in work.lines[:half]:
+            publisher.publish(record)
+        assert publisher.flush(30) == 0
+        time.sleep(1)
+        children.append(
+            start_child("worker2", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs")
+        )
+        time.sleep(2)  # publishing goes on while the group rebalances
+        for record in work.lines[half:]:
+            publisher.publish(record)
+        assert publisher.flush(30) == 0
+
+        def stored() -> set[tuple[str, str, int]] | None:
+            rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+            got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
+            return got if must <= got else None
+
+        got = eventually(stored, 120, "every trigger's lines")
+        time.sleep(3)
+        rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+        worker2_log = (tmp_path / "logs" / "worker2.log").read_text()
+    keys = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate rows after dedup"
+    assert must <= set(keys) <= work.expected
+    assert got
+    assignments = [ln for ln in worker2_log.splitlines() if "Setting newly assigned partitions" in ln]
+    assert any(settings.raw_topic in ln for ln in assignments), "the second worker never got a raw partition"
