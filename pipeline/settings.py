@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     kafka_extra_config: dict[str, str] = Field(
         default_factory=dict,
         description="Extra librdkafka/aiokafka client settings (e.g. security.protocol, sasl.*), as JSON.",
+        repr=False,  # sasl.password lives here
     )
     home: Path = Field(
         default=Path(".hindsight"),
@@ -162,6 +163,7 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=_env("CLICKHOUSE_URL"),
         description="ClickHouse server URL (http[s]://user:pass@host:port). Unset: embedded chDB.",
+        repr=False,  # it may carry a password
     )
     clickhouse_host: str | None = Field(
         default=None, validation_alias=_env("CLICKHOUSE_HOST"), description="ClickHouse server host."
