@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from typing import Any
 
 import faust
 import orjson
 
+from pipeline.errors import ConfigError
 from pipeline.levelpoll import LevelPoller
 from pipeline.processor import RawProcessor, dlq_headers, tune_gc
 from pipeline.rebuild import read_back
@@ -27,6 +29,34 @@ def faust_broker(settings: Settings) -> list[str]:
     return [f"kafka://{server.strip()}" for server in settings.bootstrap.split(",") if server.strip()]
 
 
+def faust_credentials(settings: Settings) -> Any:
+    """The Faust (aiokafka) form of the librdkafka security settings in HINDSIGHT_KAFKA_EXTRA_CONFIG,
+    so the worker talks to a SASL/TLS cluster like every other client: security.protocol,
+    sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location,
+    ssl.key.location."""
+    extra = settings.kafka_extra_config
+    protocol = extra.get("security.protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=extra.get("ssl.ca.location"))
+        if extra.get("ssl.certificate.location"):
+            context.load_cert_chain(extra["ssl.certificate.location"], extra.get("ssl.key.location"))
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=extra.get("sasl.username"),
+            password=extra.get("sasl.password"),
+            mechanism=extra.get("sasl.mechanism", "PLAIN").upper(),
+            ssl_context=context,
+        )
+    raise ConfigError(
+        f"security.protocol {protocol!r} is not supported by the worker (PLAINTEXT, SSL, SASL_*)"
+    )
+
+
 def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     """Build the Faust app and its agent; the processor is returned for inspection."""
     datadir = settings.home / "faust" / settings.app_id  # not "<app_id>-data" in the working directory
@@ -34,6 +64,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     app = faust.App(
         settings.app_id,
         broker=faust_broker(settings),
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str(datadir),
         key_serializer="raw",

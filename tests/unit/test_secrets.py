@@ -66,3 +66,33 @@ def test_rules_api_never_logs_the_token(caplog: pytest.LogCaptureFixture) -> Non
     finally:
         httpd.shutdown()
     assert caplog.records and "api-token-3" not in caplog.text
+
+
+def test_kafka_security_settings_reach_the_worker_and_other_clients() -> None:
+    import faust
+
+    from pipeline.errors import ConfigError
+    from pipeline.worker import faust_credentials
+
+    sasl = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "svc",
+        "sasl.password": "kafka-pass-2",
+    }
+    settings = Settings(kafka_extra_config=sasl)
+    creds = faust_credentials(settings)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert (creds.username, creds.password, str(creds.mechanism.value)) == (
+        "svc",
+        "kafka-pass-2",
+        "SCRAM-SHA-512",
+    )
+    assert (
+        settings.kafka_client_config()["sasl.password"] == "kafka-pass-2"
+    )  # librdkafka clients get it as is
+    tls = faust_credentials(Settings(kafka_extra_config={"security.protocol": "SSL"}))
+    assert isinstance(tls, faust.SSLCredentials)
+    assert faust_credentials(Settings()) is None
+    with pytest.raises(ConfigError):
+        faust_credentials(Settings(kafka_extra_config={"security.protocol": "KERBEROS"}))
