@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.serde import RawDecoder, SchemaRegistry
+from pipeline.serde import RawDecoder, SchemaRegistry, good_positions
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, Level, Rejected
 from pipeline.window import Hindsight, WindowConfig
@@ -115,10 +115,7 @@ class RawProcessor:
                     exc.detail[:200],
                 )
         if records:
-            idx = None
-            if errors:
-                bad = {index for index, _ in errors}
-                idx = [i for i in range(len(records) + len(bad)) if i not in bad]
+            idx = good_positions(records, errors) if errors else None
             emission = self.windows.process_message(topic, partition, offset, records, idx, replay)
             outcome.curated = emission.curated
             outcome.stats = emission.stats

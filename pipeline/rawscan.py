@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from pipeline.errors import ConfigError
-from pipeline.serde import RawDecoder
+from pipeline.serde import RawDecoder, good_positions
 from pipeline.settings import Settings
 from pipeline.types import LogRecord
 
@@ -117,9 +117,7 @@ def scan_raw(
                 if progress is not None:
                     progress(1)
                 if records:
-                    bad = {i for i, _ in errors}
-                    indices = [i for i in range(len(records) + len(bad)) if i not in bad]
-                    yield ScannedMessage(partition, offset, records, indices)
+                    yield ScannedMessage(partition, offset, records, good_positions(records, errors))
     finally:
         consumer.close()
 

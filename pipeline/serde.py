@@ -483,6 +483,14 @@ class RawDecoder:
         return [decoded]
 
 
+def good_positions(records: Sequence[object], errors: Sequence[tuple[int | None, DecodeError]]) -> list[int]:
+    """Positions in the raw message of the records RawDecoder.decode returned (the bad ones skipped)."""
+    if not errors:
+        return list(range(len(records)))
+    bad = {i for i, _ in errors}
+    return [i for i in range(len(records) + len(bad)) if i not in bad]
+
+
 def _avro_objects(schema: AvroSchema, payload: memoryview) -> list[Any]:
     try:
         datum = schema.read(payload)

@@ -15,7 +15,7 @@ from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics
 from pipeline.query import QueryFilters, endpoint_stats, run_query, run_sql, store_summary
 from pipeline.queryapi import QueryServer, remote_query, remote_sql, remote_summary
-from pipeline.serde import RawDecoder
+from pipeline.serde import RawDecoder, good_positions
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
 from pipeline.sinkwrap import wrap
@@ -78,17 +78,7 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
                 return run_sql(reader, text, limit)
 
         server = QueryServer(settings.query_host, settings.query_port, query, summary, stats, sql).start()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: _stop_all(runners))
-    if stop is not None:
-
-        def watch(event: threading.Event) -> None:
-            event.wait()
-            for r in runners:
-                r.stop()
-
-        threading.Thread(target=watch, args=(stop,), daemon=True).start()
+    _stop_on_signal_or_event(runners, stop)
     log.info("sink running sink=%s group=%s topic=%s", name, runner.group, settings.curated_topic)
     helpers = [threading.Thread(target=r.run, name=f"sink-{r.topic}", daemon=True) for r in runners[1:]]
     for thread in helpers:
@@ -113,9 +103,23 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
         )
 
 
-def _stop_all(runners: list[SinkRunner]) -> None:
-    for r in runners:
-        r.stop()
+def _stop_on_signal_or_event(runners: list[SinkRunner], stop: threading.Event | None) -> None:
+    """Stop the runners on SIGTERM/SIGINT (when running in the main thread) or when `stop` is set."""
+
+    def stop_all(*_: Any) -> None:
+        for r in runners:
+            r.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop_all)
+    if stop is not None:
+
+        def watch(event: threading.Event) -> None:
+            event.wait()
+            stop_all()
+
+        threading.Thread(target=watch, args=(stop,), daemon=True).start()
 
 
 def decode_stats(value: bytes | None) -> list[Any]:
@@ -149,8 +153,8 @@ def run_archive(settings: Settings, stop: threading.Event | None = None) -> None
         records, errors = decoder.decode(msg.value())
         if not records and errors:
             raise errors[0][1]  # the whole message is unusable: the runner dead-letters it
-        bad = {i for i, _ in errors}  # bad elements are dead-lettered by the worker already
-        positions = [i for i in range(len(records) + len(bad)) if i not in bad]
+        # bad elements are dead-lettered by the worker already
+        positions = good_positions(records, errors)
         return [
             RawLine(r, msg.topic(), msg.partition(), msg.offset(), i)
             for r, i in zip(records, positions, strict=True)
@@ -167,16 +171,7 @@ def run_archive(settings: Settings, stop: threading.Event | None = None) -> None
         settings.raw_topic,
         decode,
     )
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: runner.stop())
-    if stop is not None:
-
-        def watch(event: threading.Event) -> None:
-            event.wait()
-            runner.stop()
-
-        threading.Thread(target=watch, args=(stop,), daemon=True).start()
+    _stop_on_signal_or_event([runner], stop)
     runner.run()
 
 
