@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit integration venv jars services stack-up stack-down stack-status bench clean
+.PHONY: demo test lint typecheck unit integration venv jars services soak stack-up stack-down stack-status bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ bench: jars
 	$(BIN)/python bench/rules_eval.py
 	$(BIN)/python bench/worker_throughput.py
 	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/report.py
+
+# Ten minutes of fixed-rate publishing (not part of make bench); the report picks it up when present.
+soak: jars
+	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/report.py
 
 clean:
 	-$(BIN)/hindsight stack down

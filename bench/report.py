@@ -1,0 +1,117 @@
+"""Write docs/benchmarks.md from the figures the benchmarks of this run wrote to bench/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def load(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None or value == "":
+        return "not measured"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    else:
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{text} {unit}".strip()
+
+
+def main() -> None:
+    w, r, s, lat, soak = (
+        load(n) for n in ("worker_throughput", "rules_eval", "store_bench", "latency", "soak")
+    )
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    rows = [
+        (
+            "Worker throughput (JSON lines/s, one process)",
+            fmt(w.get("worker_lines_per_s")),
+            f"limit: plain consume+decode {fmt(w.get('limit_consume_decode_lines_per_s'))}; "
+            f"ratio {fmt(w.get('worker_to_limit_ratio'))} (target >= 100k and 0.5)",
+        ),
+        (
+            "Trigger-to-queryable latency p50 / p99",
+            f"{fmt(lat.get('latency_p50_ms'), 'ms')} / {fmt(lat.get('latency_p99_ms'), 'ms')}",
+            f"includes the publisher linger ({lat.get('publish_linger_ms', '?')} ms) "
+            f"and sink batch ({lat.get('sink_batch_ms', '?')} ms)",
+        ),
+        (
+            "Storage reduction (stored / raw bytes)",
+            fmt(lat.get("stored_to_raw_bytes")),
+            f"reference workload of {fmt(lat.get('reference_raw_lines'))} lines; "
+            f"line recall {fmt(lat.get('line_recall'))}, "
+            f"incident recall {fmt(lat.get('incident_recall'))}, extra lines {fmt(lat.get('extra_lines'))}",
+        ),
+        (
+            "Memory per buffered line / idle session",
+            f"{fmt(w.get('memory_per_line_bytes'), 'B')} / "
+            f"{fmt(w.get('memory_per_idle_session_bytes'), 'B')}",
+            "tracemalloc, records decoded inside the measurement",
+        ),
+        (
+            "Sink rows/s into chDB",
+            fmt(s.get("sink_rows_per_s")),
+            f"bare Arrow insert of the same rows: {fmt(s.get('bare_arrow_insert_rows_per_s'))} (target 300k)",
+        ),
+        (
+            "Session lookup on 10M rows p50 / p95",
+            f"{fmt(s.get('lookup_p50_ms'), 'ms')} / {fmt(s.get('lookup_p95_ms'), 'ms')}",
+            "target p95 < 50 ms",
+        ),
+        ("Replay read + filter (lines/s)", fmt(s.get("replay_lines_per_s")), "target 200k"),
+        (
+            "Rule evaluations/s with 1 / 100 / 1000 rules",
+            " / ".join(fmt(r.get(f"evals_per_s_{n}_rules")) for n in (1, 100, 1000)),
+            "target 200k with 100 rules",
+        ),
+        (
+            "Soak: memory flat / lag bounded",
+            f"{fmt(soak.get('memory_flat'))} / {fmt(soak.get('lag_bounded'))}",
+            f"{fmt(soak.get('rate_lines_per_s'))} lines/s for {fmt(soak.get('seconds'), 's')}; "
+            f"RSS {fmt(soak.get('rss_mb_at_quarter'), 'MB')} at a quarter, "
+            f"{fmt(soak.get('rss_mb_last'), 'MB')} at the end; "
+            f"lag max {fmt(soak.get('lag_messages_max'))} messages",
+        ),
+    ]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC} (`bench/report.py`, from",
+        "`bench/results/*.json` of the same run). The broker runs on the same machine.",
+        "",
+        f"Machine: {cpu}, {os.cpu_count()} CPUs, {mem_gb:.0f} GB RAM, Python {platform.python_version()}.",
+        "",
+        "| measure | figure | beside |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+    ]
+    out = ROOT / "docs" / "benchmarks.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
