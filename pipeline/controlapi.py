@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from pipeline import control
-from pipeline.errors import ConfigError, HindsightError
+from pipeline.errors import ConfigError, HindsightError, QueryError
 from pipeline.query import parse_duration
 from pipeline.rules import Rule, RuleError
 from pipeline.rulestore import RuleReader, RuleStore
@@ -77,6 +77,17 @@ class ControlServer:
         return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
 
+_CAPTURE_MAX_S = {"lookback": 30 * 86400, "follow": 7 * 86400}  # beyond any raw retention / a rule's follow
+_ALLOWED = {
+    "/health": ("GET",),
+    "/openapi.json": ("GET",),
+    "/rules": ("GET",),
+    "/rules/{id}": ("GET", "PUT", "DELETE"),
+    "/rules:validate": ("POST",),
+    "/captures": ("POST",),
+}
+
+
 def _errors(problems: list[tuple[str, str]]) -> dict[str, Any]:
     return {"errors": [{"path": path, "message": msg} for path, msg in problems]}
 
@@ -116,6 +127,16 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, method: str) -> None:
             path = urllib.parse.urlsplit(self.path).path
+            allowed = _ALLOWED.get("/rules/{id}" if path.startswith("/rules/") else path)
+            if allowed is not None and method not in allowed:
+                self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+                body = orjson.dumps(_errors([("(method)", f"{method} {path}: use {', '.join(allowed)}")]))
+                self.send_header("Allow", ", ".join(allowed))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
             if method == "GET" and path == "/health":
                 return self._send(HTTPStatus.OK, {"status": "ok"})
             if method == "GET" and path == "/openapi.json":
@@ -143,6 +164,10 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
             except HindsightError as exc:
                 log.error("rules api failed method=%s path=%s error=%s", method, path, exc)
                 return self._send(HTTPStatus.SERVICE_UNAVAILABLE, _errors([("(server)", str(exc))]))
+            except Exception:
+                # a bug: answer it (and log it) rather than drop the connection
+                log.exception("rules api error method=%s path=%s", method, path)
+                return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, _errors([("(server)", "internal error")]))
 
         def _rule(self, method: str, rule_id: str) -> None:
             if method == "GET":
@@ -185,15 +210,22 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
             for name, default in (("lookback", "30m"), ("follow", "15m")):
                 value = data.get(name, default)
                 try:
-                    spans[name] = parse_duration(str(value))
+                    if not isinstance(value, str):
+                        raise QueryError(f"{name} must be a string such as {default!r}")
+                    spans[name] = parse_duration(value)
+                    if spans[name] > _CAPTURE_MAX_S[name]:
+                        raise QueryError(f"{name} is at most {_CAPTURE_MAX_S[name] // 86400} days")
                 except HindsightError as exc:
                     problems.append((name, str(exc)))
+            reason = data.get("reason", "")
+            if not isinstance(reason, str):
+                problems.append(("reason", "must be a string"))
             unknown = set(data) - {"user_id", "lookback", "follow", "reason"}
             problems.extend((k, "unknown field") for k in sorted(unknown))
             if problems:
                 raise RuleError(problems)
             result = control.start_capture(
-                settings, str(user), spans["lookback"], spans["follow"], str(data.get("reason", ""))
+                settings, str(user), spans["lookback"], spans["follow"], str(reason)
             )
             return self._send(HTTPStatus.CREATED, result)
 
@@ -208,6 +240,12 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             self._route("DELETE")
+
+        def __getattr__(self, name: str) -> Any:
+            # any other method (PATCH, TRACE, ...) is answered 405 like the rest, not the stdlib's 501 page
+            if name.startswith("do_"):
+                return lambda: self._route(name[3:])
+            raise AttributeError(name)
 
     return Handler
 
@@ -237,8 +275,18 @@ def openapi() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "user_id": {"type": "string", "minLength": 1},
-            "lookback": {"type": "string", "default": "30m", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$"},
-            "follow": {"type": "string", "default": "15m", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$"},
+            "lookback": {
+                "type": "string",
+                "default": "30m",
+                "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$",
+                "description": "At most 30 days.",
+            },
+            "follow": {
+                "type": "string",
+                "default": "15m",
+                "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$",
+                "description": "At most 7 days.",
+            },
             "reason": {"type": "string"},
         },
     }

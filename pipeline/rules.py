@@ -27,6 +27,7 @@ from datetime import time as dtime
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -265,7 +266,11 @@ def _path(loc: Sequence[int | str]) -> str:
 def validate_rule(data: Any, custom_allow: Iterable[str] = ()) -> Rule:
     """A Rule from decoded JSON, or RuleError naming the path of every bad field."""
     try:
-        return Rule.model_validate(data, context={"custom_allow": tuple(custom_allow)})
+        # strict, as JSON: a JSON boolean is not a number, "5" is not an integer (the JSON Schema says so)
+        raw = orjson.dumps(data)
+        return Rule.model_validate_json(raw, strict=True, context={"custom_allow": tuple(custom_allow)})
+    except TypeError as exc:  # not JSON-serialisable at all (only from Python callers)
+        raise RuleError([("(root)", f"not JSON: {exc}")]) from None
     except ValidationError as exc:
         problems: list[tuple[str, str]] = []
         for err in exc.errors(include_url=False):
