@@ -26,7 +26,7 @@ from pipeline.demo import start_child, wait_until
 from pipeline.kafka import ensure_topics
 from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters
-from pipeline.queryapi import remote_query, remote_summary
+from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.settings import Settings
 from pipeline.stack import LocalBroker
 from pipeline.workload import Workload, incident_workload
@@ -69,7 +69,7 @@ def measure(settings: Settings, triggers: int) -> dict[str, Any]:
         )
         pub.flush(10)
         while True:
-            rows = remote_query(settings.query_url, QueryFilters(session=session))
+            rows = remote_query(query_api(settings), QueryFilters(session=session))
             if any(r["message"] == "boom" for r in rows):
                 latencies.append((time.perf_counter() - start) * 1000)
                 break
@@ -77,7 +77,7 @@ def measure(settings: Settings, triggers: int) -> dict[str, Any]:
                 raise SystemExit(f"trigger {i} not queryable within 60 s")
             time.sleep(0.01)
     latencies.sort()
-    rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+    rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
     got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows} & {
         Workload.key(r) for r in work.lines
     }
@@ -96,7 +96,7 @@ def measure(settings: Settings, triggers: int) -> dict[str, Any]:
         "line_recall": len(got & work.expected) / len(work.expected),
         "extra_lines": len(got - work.expected),
         "incident_recall": len(found) / len(planted),
-        "store_summary_lines": remote_summary(settings.query_url)["lines"],
+        "store_summary_lines": remote_summary(query_api(settings))["lines"],
     }
 
 
@@ -124,7 +124,7 @@ def main() -> None:
             children.append(start_child("worker", ["worker"], settings, log_dir))
             children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
             wait_until(
-                "the query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children
+                "the query API", lambda: remote_summary(query_api(settings), 2) is not None, 90, children
             )
             out: dict[str, Any] = {
                 "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,9 +64,9 @@ def open_client(settings: Settings) -> Client:
                 port=settings.clickhouse_port or 0,
                 username=settings.clickhouse_user,
                 password=settings.clickhouse_password,
-                secure=settings.clickhouse_secure,
                 connect_timeout=5,
                 send_receive_timeout=60,
+                **tls_options(settings),
             )
         path = settings.store_path
         path.mkdir(parents=True, exist_ok=True)
@@ -77,9 +78,39 @@ def open_client(settings: Settings) -> Client:
                 f"the embedded store {settings.store_path} is open in another process "
                 "(a running sink answers queries on its query API)"
             ) from None
+        if "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text:
+            raise ConfigError(
+                f"TLS to ClickHouse failed: {_ssl_reason(text)}; set HINDSIGHT_CLICKHOUSE_CA_CERT to the CA "
+                "that signed the server's certificate (or HINDSIGHT_CLICKHOUSE_SERVER_NAME)"
+            ) from None
         if isinstance(exc, OperationalError):
             raise RetryableSinkError(f"ClickHouse unreachable: {text.splitlines()[0]}") from exc
         raise ConfigError(f"cannot open ClickHouse: {text.splitlines()[0]}") from exc
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """get_client's TLS keywords from the settings (an https:// URL turns TLS on too)."""
+    options: dict[str, Any] = {
+        "secure": settings.clickhouse_secure or (settings.clickhouse_url or "").startswith("https://"),
+        "verify": settings.clickhouse_verify,
+    }
+    for key, value in (
+        ("ca_cert", settings.clickhouse_ca_cert),
+        ("client_cert", settings.clickhouse_client_cert),
+        ("client_cert_key", settings.clickhouse_client_key),
+    ):
+        if value is not None:
+            if not value.is_file():
+                raise ConfigError(f"ClickHouse TLS {key} file {value} does not exist")
+            options[key] = str(value)
+    if settings.clickhouse_server_name:
+        options["server_host_name"] = settings.clickhouse_server_name
+    return options
+
+
+def _ssl_reason(text: str) -> str:
+    m = re.search(r"\[SSL[^\]]*\][^)'\"]*", text)
+    return m.group(0) if m else text.splitlines()[0][:200]
 
 
 def migrate(client: Client, database: str) -> list[str]:

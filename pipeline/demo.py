@@ -22,7 +22,7 @@ from pipeline.errors import HindsightError
 from pipeline.kafka import ensure_topics
 from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters
-from pipeline.queryapi import remote_query, remote_summary
+from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.render import format_table
 from pipeline.services import settings_env
 from pipeline.settings import Settings
@@ -128,7 +128,7 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         children.append(start_child("worker", ["worker"], settings, log_dir))
         children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
         wait_until(
-            "the sink's query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children
+            "the sink's query API", lambda: remote_summary(query_api(settings), 2) is not None, 90, children
         )
 
         work = generate(
@@ -159,14 +159,14 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         ) as bar:
 
             def stored() -> bool:
-                n = remote_summary(settings.query_url, 5)["lines"]
+                n = remote_summary(query_api(settings), 5)["lines"]
                 bar.update(n - bar.n)
                 return bool(n >= len(work.expected))
 
             wait_until("curated lines to be queryable", stored, 120, children)
 
-        summary = remote_summary(settings.query_url)
-        all_rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+        summary = remote_summary(query_api(settings))
+        all_rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
         result.stored_lines = summary["lines"]
         result.stored_bytes = sum(len(orjson.dumps({k: r[k] for k in _RAW_FIELDS})) for r in all_rows)
         result.incidents = summary["incidents"]
@@ -174,15 +174,15 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         result.examples = [
             (
                 f"hindsight query --session {first}",
-                remote_query(settings.query_url, QueryFilters(session=first, limit=8)),
+                remote_query(query_api(settings), QueryFilters(session=first, limit=8)),
             ),
             (
                 "hindsight query --level ERROR",
-                remote_query(settings.query_url, QueryFilters(level="ERROR", limit=5)),
+                remote_query(query_api(settings), QueryFilters(level="ERROR", limit=5)),
             ),
             (
                 "hindsight query --service api-gateway --level WARN --limit 5",
-                remote_query(settings.query_url, QueryFilters(service="api-gateway", level="WARN", limit=5)),
+                remote_query(query_api(settings), QueryFilters(service="api-gateway", level="WARN", limit=5)),
             ),
         ]
         _print_summary(result, out)

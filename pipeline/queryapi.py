@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
+import secrets
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from pipeline.errors import ConfigError, HindsightError, QueryError
-from pipeline.query import QueryFilters
+from pipeline.query import MAX_TIME_US, QueryFilters
+from pipeline.settings import Settings
+from pipeline.types import Level
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +31,54 @@ Summary = Callable[[], dict[str, Any]]
 Stats = Callable[[dict[str, str]], list[dict[str, Any]]]
 Sql = Callable[[str, int], list[dict[str, Any]]]
 
+_PUBLIC = {"/health", "/openapi.json"}
+
+
+@dataclass(frozen=True)
+class QueryApi:
+    """Where a store owner answers, and the bearer token it wants."""
+
+    url: str
+    token: str = ""
+
+    def __repr__(self) -> str:  # the token stays out of logs and tracebacks
+        return f"QueryApi(url={self.url!r})"
+
+
+def token_file(settings: Settings) -> Path:
+    return settings.home / "query-api.token"
+
+
+def server_token(settings: Settings) -> str:
+    """HINDSIGHT_API_TOKEN when set; else a random token kept in <home>/query-api.token (mode 0600),
+    so the local CLI on the same account can read it and nobody else can."""
+    if settings.api_token is not None and settings.api_token.get_secret_value():
+        return settings.api_token.get_secret_value()
+    path = token_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        token = secrets.token_urlsafe(32)
+        out.write(token)
+    return token
+
+
+def query_api(settings: Settings) -> QueryApi:
+    """The client's view: the configured token, else the one the local store owner wrote."""
+    if settings.api_token is not None and settings.api_token.get_secret_value():
+        return QueryApi(settings.query_url, settings.api_token.get_secret_value())
+    try:
+        return QueryApi(settings.query_url, token_file(settings).read_text().strip())
+    except FileNotFoundError:
+        return QueryApi(settings.query_url)
+
 
 class QueryServer:
-    """GET /health, GET /logs?<filters> (JSON lines), GET /summary. Bound parameters only."""
+    """GET /logs?<filters> (JSON lines), /summary, /stats, /sql (read-only), behind a bearer token;
+    /health and /openapi.json are open. Bound parameters only."""
 
     def __init__(
         self,
@@ -36,8 +88,12 @@ class QueryServer:
         summary: Summary,
         stats: Stats | None = None,
         sql: Sql | None = None,
+        *,
+        token: str,
     ) -> None:
-        handler = _handler(run, summary, stats, sql)
+        if not token:
+            raise ConfigError("the query API needs a token")
+        handler = _handler(run, summary, stats, sql, token.encode())
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
@@ -62,36 +118,52 @@ class QueryServer:
 
 
 def _handler(
-    run: Runner, summary: Summary, stats: Stats | None, sql: Sql | None
+    run: Runner, summary: Summary, stats: Stats | None, sql: Sql | None, token: bytes
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "hindsight-query"
 
         def log_message(self, format: str, *args: Any) -> None:
-            log.debug("query api " + format, *args)
+            log.debug("query api " + format, *args)  # never logs headers, so never the token
 
         def _send(self, status: HTTPStatus, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(status)
+            if status == HTTPStatus.UNAUTHORIZED:
+                self.send_header("WWW-Authenticate", 'Bearer realm="hindsight"')
+            if status == HTTPStatus.METHOD_NOT_ALLOWED:
+                self.send_header("Allow", "GET")
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
+        def _authorized(self) -> bool:
+            header = self.headers.get("Authorization") or ""
+            given = header[7:] if header.startswith("Bearer ") else ""
+            # constant time: the comparison does not reveal how much of a guess was right
+            return hmac.compare_digest(given.encode("utf-8", "replace"), token)
+
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             try:
+                if url.path not in _PUBLIC and not self._authorized():
+                    self._send(HTTPStatus.UNAUTHORIZED, b'{"error":"missing or wrong bearer token"}')
+                    return
+                params = _params(url.query)
                 if url.path == "/health":
                     self._send(HTTPStatus.OK, b'{"status":"ok"}')
+                elif url.path == "/openapi.json":
+                    self._send(HTTPStatus.OK, orjson.dumps(openapi(stats is not None, sql is not None)))
                 elif url.path == "/logs":
-                    params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=False))
                     rows = run(QueryFilters.from_params(params))
-                    body = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+                    body = b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows)
                     self._send(HTTPStatus.OK, body, "application/x-ndjson")
                 elif url.path == "/stats" and stats is not None:
-                    params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=False))
-                    self._send(HTTPStatus.OK, orjson.dumps(stats(params)))
+                    self._send(HTTPStatus.OK, orjson.dumps(stats(params), default=str))
                 elif url.path == "/sql" and sql is not None:
-                    params = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=False))
+                    unknown = set(params) - {"q", "limit"}
+                    if unknown:
+                        raise QueryError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
                     if not params.get("q"):
                         raise QueryError("/sql wants q=<SELECT ...>")
                     try:
@@ -100,7 +172,7 @@ def _handler(
                         raise QueryError("limit must be a number") from None
                     self._send(HTTPStatus.OK, orjson.dumps(sql(params["q"], limit), default=str))
                 elif url.path == "/summary":
-                    self._send(HTTPStatus.OK, orjson.dumps(summary()))
+                    self._send(HTTPStatus.OK, orjson.dumps(summary(), default=str))
                 else:
                     self._send(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
             except QueryError as exc:
@@ -109,42 +181,180 @@ def _handler(
                 log.exception("query api failed path=%s", url.path)
                 self._send(HTTPStatus.INTERNAL_SERVER_ERROR, orjson.dumps({"error": str(exc)}))
 
+        def __getattr__(self, name: str) -> Any:
+            # every other method (POST, PUT, PATCH, ...) is a 405 with Allow, not the stdlib's 501 page
+            if name.startswith("do_"):
+                return lambda: self._send(
+                    HTTPStatus.METHOD_NOT_ALLOWED, b'{"error":"read-only API: use GET"}'
+                )
+            raise AttributeError(name)
+
     return Handler
 
 
-def remote_query(base_url: str, filters: QueryFilters, timeout: float = 10.0) -> list[dict[str, Any]]:
+def _params(query: str) -> dict[str, str]:
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise QueryError("query string is not valid UTF-8") from None
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key in params:
+            raise QueryError(f"parameter {key!r} given twice")
+        if not value:
+            raise QueryError(f"parameter {key!r} is empty")
+        if "\x00" in value:
+            raise QueryError(f"parameter {key!r} contains a NUL character")
+        params[key] = value
+    return params
+
+
+def openapi(with_stats: bool = True, with_sql: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the query API."""
+
+    def param(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+
+    text = {"type": "string", "minLength": 1}
+    error = {"description": "Bad request", "content": {"application/json": {"schema": _ERROR}}}
+    unauthorized = {
+        "description": "Missing or wrong bearer token",
+        "content": {"application/json": {"schema": _ERROR}},
+    }
+    rows = {"type": "array", "items": {"type": "object"}}
+    paths: dict[str, Any] = {
+        "/health": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {}}}}},
+            }
+        },
+        "/logs": {
+            "get": {
+                "summary": "Kept lines matching every given filter, newest last",
+                "parameters": [
+                    param("session", text, "Session id"),
+                    param("user", text, "User id"),
+                    param("service", text, "Service name"),
+                    param("endpoint", text, "Endpoint (http.route)"),
+                    param("transaction_id", text, "Transaction id"),
+                    param("level", {"type": "string", "enum": [lv.name for lv in Level]}, "Lowest level"),
+                    param("since_us", _EPOCH_US, "From (epoch microseconds)"),
+                    param("until_us", _EPOCH_US, "Until (epoch microseconds)"),
+                    param("grep", text, "Text in the body"),
+                    param("attr", text, "key=value of LogAttributes; several separated by newlines"),
+                    param("trigger", text, "Trigger reason or trigger id"),
+                    param("rule", text, "Id of a rule that matched"),
+                    param("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}, "Most rows"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "One JSON object per line",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    "400": error,
+                    "401": unauthorized,
+                },
+            }
+        },
+        "/summary": {
+            "get": {
+                "summary": "Lines and bytes kept, incidents",
+                "responses": {
+                    "200": {
+                        "description": "Summary",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "401": unauthorized,
+                },
+            }
+        },
+    }
+    if with_stats:
+        paths["/stats"] = {
+            "get": {
+                "summary": "Endpoint window statistics",
+                "parameters": [
+                    param("endpoint", text, "Endpoint"),
+                    param("since_us", _EPOCH_US, "From (epoch microseconds)"),
+                    param("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}, "Most rows"),
+                ],
+                "responses": {
+                    "200": {"description": "Windows", "content": {"application/json": {"schema": rows}}},
+                    "400": error,
+                    "401": unauthorized,
+                },
+            }
+        }
+    if with_sql:
+        paths["/sql"] = {
+            "get": {
+                "summary": "A read-only SQL query (the store enforces readonly)",
+                "parameters": [
+                    {"name": "q", "in": "query", "required": True, "schema": text, "description": "SELECT"},
+                    param("limit", {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "Most rows"),
+                ],
+                "responses": {
+                    "200": {"description": "Rows", "content": {"application/json": {"schema": rows}}},
+                    "400": error,
+                    "401": unauthorized,
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "log-hindsight query", "version": "1"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_EPOCH_US = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_US}
+
+
+def remote_query(api: QueryApi, filters: QueryFilters, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Ask a running store owner; raises ConnectionError if none listens."""
-    url = f"{base_url}/logs?{urllib.parse.urlencode(filters.to_params())}"
-    return [orjson.loads(line) for line in _get(url, timeout).splitlines() if line.strip()]
+    body = _get(api, f"/logs?{urllib.parse.urlencode(filters.to_params())}", timeout)
+    return [orjson.loads(line) for line in body.splitlines() if line.strip()]
 
 
-def remote_sql(base_url: str, query: str, limit: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-    url = f"{base_url}/sql?{urllib.parse.urlencode({'q': query, 'limit': str(limit)})}"
-    result: list[dict[str, Any]] = orjson.loads(_get(url, timeout))
-    return result
-
-
-def remote_summary(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
-    result: dict[str, Any] = orjson.loads(_get(f"{base_url}/summary", timeout))
-    return result
-
-
-def remote_stats(base_url: str, params: dict[str, str], timeout: float = 10.0) -> list[dict[str, Any]]:
+def remote_sql(api: QueryApi, query: str, limit: int, timeout: float = 60.0) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = orjson.loads(
-        _get(f"{base_url}/stats?{urllib.parse.urlencode(params)}", timeout)
+        _get(api, f"/sql?{urllib.parse.urlencode({'q': query, 'limit': str(limit)})}", timeout)
     )
     return result
 
 
-def _get(url: str, timeout: float) -> bytes:
+def remote_summary(api: QueryApi, timeout: float = 10.0) -> dict[str, Any]:
+    result: dict[str, Any] = orjson.loads(_get(api, "/summary", timeout))
+    return result
+
+
+def remote_stats(api: QueryApi, params: dict[str, str], timeout: float = 10.0) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = orjson.loads(
+        _get(api, f"/stats?{urllib.parse.urlencode(params)}", timeout)
+    )
+    return result
+
+
+def _get(api: QueryApi, path: str, timeout: float) -> bytes:
+    url = api.url + path
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api.token}"})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             body: bytes = resp.read()
             return body
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")
+        if exc.code == HTTPStatus.UNAUTHORIZED:
+            raise QueryError(
+                f"query API at {api.url} refused the token: set HINDSIGHT_API_TOKEN as the sink has it"
+            ) from None
         raise QueryError(f"query API answered {exc.code}: {detail}") from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             raise ConnectionRefusedError(str(exc.reason)) from None
-        raise HindsightError(f"query API at {url} unreachable: {exc.reason}") from None
+        raise HindsightError(f"query API at {api.url} unreachable: {exc.reason}") from None

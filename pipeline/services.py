@@ -13,8 +13,15 @@ from pydantic import SecretStr
 
 from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics
-from pipeline.query import QueryFilters, endpoint_stats, run_query, run_sql, store_summary
-from pipeline.queryapi import QueryServer, remote_query, remote_sql, remote_summary
+from pipeline.query import MAX_TIME_US, QueryFilters, endpoint_stats, run_query, run_sql, store_summary
+from pipeline.queryapi import (
+    QueryServer,
+    query_api,
+    remote_query,
+    remote_sql,
+    remote_summary,
+    server_token,
+)
 from pipeline.serde import RawDecoder, good_positions
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
@@ -44,40 +51,9 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
                 lambda m: decode_stats(m.value()),
             )
         )
-    server = None
-    client = getattr(sink, "client", None)
-    if client is not None:
-        # The store owner answers reads: with chDB no other process may open the data dir.
-        lock = getattr(sink, "lock")  # noqa: B009 - the store sink has one; the Sink protocol does not
-        database = settings.clickhouse_database
-
-        def query(filters: QueryFilters) -> list[dict[str, Any]]:
-            with lock:
-                return run_query(client, filters, database)
-
-        def summary() -> dict[str, Any]:
-            with lock:
-                return store_summary(client, database)
-
-        def stats(params: dict[str, str]) -> list[dict[str, Any]]:
-            unknown = set(params) - {"endpoint", "since_us", "limit"}
-            if unknown:
-                raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
-            try:
-                since = int(params["since_us"]) if "since_us" in params else None
-                limit = int(params.get("limit", "100"))
-            except ValueError as exc:
-                raise QueryError(f"bad number: {exc}") from None
-            with lock:
-                return endpoint_stats(client, database, params.get("endpoint"), since, limit)
-
-        reader = getattr(sink, "reader", client)
-
-        def sql(text: str, limit: int) -> list[dict[str, Any]]:
-            with lock:
-                return run_sql(reader, text, limit)
-
-        server = QueryServer(settings.query_host, settings.query_port, query, summary, stats, sql).start()
+    server = store_query_server(settings, sink)
+    if server is not None:
+        server.start()
     _stop_on_signal_or_event(runners, stop)
     log.info("sink running sink=%s group=%s topic=%s", name, runner.group, settings.curated_topic)
     helpers = [threading.Thread(target=r.run, name=f"sink-{r.topic}", daemon=True) for r in runners[1:]]
@@ -101,6 +77,50 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             m.retries,
             m.dlq_rows,
         )
+
+
+def store_query_server(settings: Settings, sink: Any) -> QueryServer | None:
+    """The query API of a store sink (None for sinks that hold no store): with chDB no other process
+    may open the data dir, so the store owner answers reads, under the sink's lock."""
+    client = getattr(sink, "client", None)
+    if client is None:
+        return None
+    lock = getattr(sink, "lock")  # noqa: B009 - the store sink has one; the Sink protocol does not
+    database = settings.clickhouse_database
+
+    def query(filters: QueryFilters) -> list[dict[str, Any]]:
+        with lock:
+            return run_query(client, filters, database)
+
+    def summary() -> dict[str, Any]:
+        with lock:
+            return store_summary(client, database)
+
+    def stats(params: dict[str, str]) -> list[dict[str, Any]]:
+        unknown = set(params) - {"endpoint", "since_us", "limit"}
+        if unknown:
+            raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        try:
+            since = int(params["since_us"]) if "since_us" in params else None
+            limit = int(params.get("limit", "100"))
+        except ValueError as exc:
+            raise QueryError(f"bad number: {exc}") from None
+        if since is not None and not 0 <= since <= MAX_TIME_US:
+            raise QueryError(f"since_us must be within 0..{MAX_TIME_US}")
+        if not 1 <= limit <= 100_000:
+            raise QueryError("limit must be within 1..100000")
+        with lock:
+            return endpoint_stats(client, database, params.get("endpoint"), since, limit)
+
+    reader = getattr(sink, "reader", client)
+
+    def sql(text: str, limit: int) -> list[dict[str, Any]]:
+        with lock:
+            return run_sql(reader, text, limit)
+
+    return QueryServer(
+        settings.query_host, settings.query_port, query, summary, stats, sql, token=server_token(settings)
+    )
 
 
 def _stop_on_signal_or_event(runners: list[SinkRunner], stop: threading.Event | None) -> None:
@@ -193,19 +213,19 @@ def _from_store(settings: Settings, remote: Callable[[], T], local: Callable[[An
 def query_logs(settings: Settings, filters: QueryFilters) -> list[dict[str, Any]]:
     db = settings.clickhouse_database
     return _from_store(
-        settings, lambda: remote_query(settings.query_url, filters), lambda c: run_query(c, filters, db)
+        settings, lambda: remote_query(query_api(settings), filters), lambda c: run_query(c, filters, db)
     )
 
 
 def summarize_store(settings: Settings) -> dict[str, Any]:
     db = settings.clickhouse_database
-    return _from_store(settings, lambda: remote_summary(settings.query_url), lambda c: store_summary(c, db))
+    return _from_store(settings, lambda: remote_summary(query_api(settings)), lambda c: store_summary(c, db))
 
 
 def sql_query(settings: Settings, text: str, limit: int) -> list[dict[str, Any]]:
     """A read-only SQL query (the store enforces readonly)."""
     return _from_store(
-        settings, lambda: remote_sql(settings.query_url, text, limit), lambda c: run_sql(c, text, limit)
+        settings, lambda: remote_sql(query_api(settings), text, limit), lambda c: run_sql(c, text, limit)
     )
 
 

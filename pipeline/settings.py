@@ -181,6 +181,21 @@ class Settings(BaseSettings):
         repr=False,
     )
     clickhouse_secure: bool = Field(default=False, description="Use TLS to the ClickHouse server.")
+    clickhouse_verify: bool = Field(
+        default=True, description="Verify the ClickHouse server's TLS certificate (keep on outside tests)."
+    )
+    clickhouse_ca_cert: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the ClickHouse server's certificate."
+    )
+    clickhouse_client_cert: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS to ClickHouse."
+    )
+    clickhouse_client_key: Path | None = Field(
+        default=None, description="Private key (PEM) of the client certificate.", repr=False
+    )
+    clickhouse_server_name: str | None = Field(
+        default=None, description="Name expected in the server's certificate when it differs from the host."
+    )
     clickhouse_database: str = Field(default="hindsight", description="Database holding the tables.")
     chdb_path: Path | None = Field(default=None, description="Embedded store data dir; default <home>/chdb.")
 

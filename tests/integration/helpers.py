@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Message
 
 from pipeline.demo import Child, start_child, wait_until
 from pipeline.kafka import ensure_topics
-from pipeline.queryapi import remote_summary
+from pipeline.queryapi import query_api, remote_summary
 from pipeline.settings import Settings
 
 T = TypeVar("T")
@@ -68,7 +68,7 @@ def pipeline_running(settings: Settings, log_dir: Path) -> Iterator[list[Child]]
         start_child("sink", ["--log-level", "INFO", "sink", "clickhouse"], settings, log_dir),
     ]
     try:
-        wait_until("query API", lambda: remote_summary(settings.query_url, 2) is not None, 90, children)
+        wait_until("query API", lambda: remote_summary(query_api(settings), 2) is not None, 90, children)
         yield children
     finally:
         for child in reversed(children):

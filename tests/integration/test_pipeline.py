@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters
-from pipeline.queryapi import remote_query, remote_summary
+from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.services import settings_env
 from pipeline.settings import Settings
 from pipeline.workload import Workload, generate
@@ -60,12 +60,12 @@ def test_publish_to_query_exact_lines_and_dead_letters(ns: Settings, tmp_path: P
         expected = set(work.expected) | {(mixed_session, "kept beside a bad one", now_us)}
 
         def stored() -> int | None:
-            n = int(remote_summary(ns.query_url)["lines"])
+            n = int(remote_summary(query_api(ns))["lines"])
             return n if n >= len(expected) else None
 
         eventually(stored, 60, f"{len(expected)} stored lines")
         time.sleep(1.5)  # one more sink batch interval: anything extra would show up now
-        rows = remote_query(ns.query_url, QueryFilters(limit=100_000))
+        rows = remote_query(query_api(ns), QueryFilters(limit=100_000))
 
     got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
     assert len(rows) == len(got), "a raw line was stored twice"
@@ -143,7 +143,7 @@ def test_quiet_workload_stores_only_warn_and_above(ns: Settings, tmp_path: Path)
         for record in work.lines:
             publisher.publish(record)
         assert publisher.flush(30) == 0
-        eventually(lambda: remote_summary(ns.query_url)["lines"] >= len(expected) or None, 60, "WARN lines")
+        eventually(lambda: remote_summary(query_api(ns))["lines"] >= len(expected) or None, 60, "WARN lines")
         time.sleep(1.5)
-        rows = remote_query(ns.query_url, QueryFilters(limit=100_000))
+        rows = remote_query(query_api(ns), QueryFilters(limit=100_000))
     assert {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows} == expected

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from pipeline.demo import start_child
 from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters
-from pipeline.queryapi import remote_query, remote_stats, remote_summary
+from pipeline.queryapi import query_api, remote_query, remote_stats, remote_summary
 from pipeline.settings import Settings
 from pipeline.workload import incident_workload
 
@@ -38,15 +38,15 @@ def test_ground_truth_workload_exact_set(ns: Settings, tmp_path: Path) -> None:
             publisher.publish(record)
         assert publisher.flush(30) == 0 and publisher.metrics.failed == 0
         eventually(
-            lambda: remote_summary(settings.query_url)["lines"] >= len(work.expected) or None, 60, "lines"
+            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None, 60, "lines"
         )
         time.sleep(2)  # anything extra would arrive now
-        rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
         # every window closes (by event time, or once its partition is quiet for the grace period);
         # each partition's part of a window arrives on its own, so wait for all lines to be accounted for
         stats = eventually(
             lambda: (
-                (st := remote_stats(settings.query_url, {"limit": "1000"}))
+                (st := remote_stats(query_api(settings), {"limit": "1000"}))
                 and sum(s["count"] for s in st) == len(work.lines)
                 and st
             ),
@@ -95,12 +95,12 @@ def test_worker_killed_between_early_lines_and_error_still_emits_them(ns: Settin
         consumer.close()
         worker.proc.send_signal(signal.SIGKILL)
         worker.proc.wait(10)
-        assert remote_query(ns.query_url, QueryFilters(session=session)) == []
+        assert remote_query(query_api(ns), QueryFilters(session=session)) == []
 
         children[0] = start_child("worker2", ["--log-level", "INFO", "worker"], ns, tmp_path / "logs")
         send(99, "ERROR")
         rows = eventually(
-            lambda: (r := remote_query(ns.query_url, QueryFilters(session=session))) and len(r) >= 6 and r,
+            lambda: (r := remote_query(query_api(ns), QueryFilters(session=session))) and len(r) >= 6 and r,
             60,
             "the early lines after the restart",
         )

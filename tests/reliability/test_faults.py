@@ -18,7 +18,7 @@ from pipeline.demo import start_child
 from pipeline.kafka import ensure_topics
 from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters
-from pipeline.queryapi import remote_query, remote_summary
+from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.serde import RawDecoder, decode_curated
 from pipeline.settings import Settings
 from pipeline.sinkrunner import SinkRunner
@@ -56,12 +56,12 @@ def test_worker_killed_three_times_mid_stream_loses_and_duplicates_nothing(
                     f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
                 )
         eventually(
-            lambda: remote_summary(settings.query_url)["lines"] >= len(work.expected) or None,
+            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
             120,
             "every line",
         )
         time.sleep(3)  # anything extra would arrive now
-        rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
     got = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
     assert len(got) == len(set(got)), "duplicate rows after dedup"
     assert set(got) == work.expected
@@ -235,13 +235,13 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
         assert publisher.flush(30) == 0
 
         def stored() -> set[tuple[str, str, int]] | None:
-            rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+            rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
             got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
             return got if must <= got else None
 
         got = eventually(stored, 120, "every trigger's lines")
         time.sleep(3)
-        rows = remote_query(settings.query_url, QueryFilters(limit=100_000))
+        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
         worker2_log = (tmp_path / "logs" / "worker2.log").read_text()
     keys = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
     assert len(keys) == len(set(keys)), "duplicate rows after dedup"

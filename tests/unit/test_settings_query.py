@@ -55,3 +55,36 @@ def test_parse_time_forms() -> None:
     assert parse_time("1767225600") == 1_767_225_600_000_000
     with pytest.raises(QueryError):
         parse_time("last tuesday")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT 1", "SELECT 1;", "SELECT 1 ;  \n", "SELECT ';' AS x", 'SELECT "a;b" FROM t', "SELECT 1 -- ; x"],
+)
+def test_one_statement_allowed(sql: str) -> None:
+    from pipeline.query import _one_statement
+
+    _one_statement(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1; DROP TABLE t",
+        "SELECT 'a'';' ; SELECT 2",
+        "SELECT 'it\\'s;'; SELECT 2",
+        "SELECT 1 /* ; */; SELECT 2",
+        "SELECT 1 # ; DROP TABLE t",  # '#' is not taken as a comment: refusing too much is the safe side
+    ],
+)
+def test_second_statement_refused(sql: str) -> None:
+    from pipeline.query import _one_statement
+
+    with pytest.raises(QueryError, match="one statement"):
+        _one_statement(sql)
+
+
+def test_times_beyond_the_store_range_are_refused() -> None:
+    for filters in (QueryFilters(since_us=-1), QueryFilters(until_us=2**62)):
+        with pytest.raises(QueryError, match="epoch microseconds"):
+            build_sql(filters, "hindsight")
