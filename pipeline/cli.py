@@ -88,6 +88,8 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.worker import run_worker
 
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
     run_worker(settings, loglevel=args.log_level.lower())
     return 0
 
@@ -95,6 +97,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _sink(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.services import run_sink
 
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
     run_sink(settings, args.name)
     return 0
 
@@ -299,10 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_publish)
 
     p = sub.add_parser("worker", help="Run the windowing worker (Faust).")
+    p.add_argument(
+        "--metrics-port", type=int, help="Serve Prometheus /metrics here (HINDSIGHT_METRICS_PORT)."
+    )
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("sink", help="Run a sink connector on logs.curated.")
     p.add_argument("name", help="Sink name, e.g. clickhouse.")
+    p.add_argument(
+        "--metrics-port", type=int, help="Serve Prometheus /metrics here (HINDSIGHT_METRICS_PORT)."
+    )
     p.set_defaults(func=_sink)
 
     p = sub.add_parser("query", help="Read stored lines.")

@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by commands: reachability check, topic creation, producer settings."""
+"""Kafka plumbing shared by commands: reachability check, topic creation, producer settings, lag."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
@@ -149,4 +149,31 @@ def producer_config(settings: Settings) -> dict[str, object]:
         "linger.ms": 20,
         "batch.size": 1_048_576,
         "message.max.bytes": max(settings.max_record_bytes * 2, 2_097_152),
+    }
+
+
+def group_lag(settings: Settings, group: str, topic: str, timeout_s: float = 5.0) -> dict[int, int]:
+    """Messages per partition of `topic` that `group` has not committed yet (its consumer lag).
+    A partition the group never committed counts from the log start."""
+    client = admin(settings, quiet=True)
+    meta = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise KafkaException(meta.error if meta is not None else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+    partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+    request = ConsumerGroupTopicPartitions(group, partitions)
+    committed_tps = (
+        client.list_consumer_group_offsets([request], request_timeout=timeout_s)[group]
+        .result()
+        .topic_partitions
+    )
+    committed = {tp.partition: tp.offset for tp in committed_tps}
+
+    def offsets(spec: OffsetSpec) -> dict[int, int]:
+        futures = client.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout_s)
+        return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+    latest = offsets(OffsetSpec.latest())  # type: ignore[no-untyped-call]
+    earliest = offsets(OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+    return {
+        p: max(0, latest[p] - (committed[p] if committed.get(p, -1) >= 0 else earliest[p])) for p in latest
     }

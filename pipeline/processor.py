@@ -88,12 +88,18 @@ class RawProcessor:
         self.windows = Hindsight(window_config(settings))
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
+        self.raw_messages = 0
+        self.raw_bytes = 0  # wire bytes read from logs.raw: what keeping everything would cost
+        self.curated_bytes = 0  # wire bytes sent to logs.curated (the worker adds them)
 
     def handle(
         self, topic: str, partition: int, offset: int, value: bytes | None, replay: bool = False
     ) -> Outcome:
         """Decode one raw message and feed its lines; with replay=True only rebuild state (emit nothing)."""
         outcome = Outcome()
+        if not replay:
+            self.raw_messages += 1
+            self.raw_bytes += len(value) if value else 0
         records, errors = self.decoder.decode(value)
         if errors and not replay:
             elements: list[object] | None = None

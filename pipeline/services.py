@@ -12,7 +12,8 @@ import orjson
 from pydantic import SecretStr
 
 from pipeline.errors import DecodeError, QueryError
-from pipeline.kafka import ensure_topics
+from pipeline.kafka import ensure_topics, group_lag
+from pipeline.metrics import LagCache, SinkCollector, serve
 from pipeline.query import MAX_TIME_US, QueryFilters, endpoint_stats, run_query, run_sql, store_summary
 from pipeline.queryapi import (
     QueryServer,
@@ -51,6 +52,8 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
                 lambda m: decode_stats(m.value()),
             )
         )
+    lags = [LagCache(r.group, r.topic, _lag_of(settings, r.group, r.topic)) for r in runners]
+    metrics = serve(settings, SinkCollector(runners, lags))
     server = store_query_server(settings, sink)
     if server is not None:
         server.start()
@@ -68,6 +71,8 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             thread.join(15)
         if server is not None:
             server.stop()
+        if metrics is not None:
+            metrics.shutdown()
         sink.close()
         m = runner.metrics
         log.info(
@@ -77,6 +82,10 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
             m.retries,
             m.dlq_rows,
         )
+
+
+def _lag_of(settings: Settings, group: str, topic: str) -> Callable[[], dict[int, int]]:
+    return lambda: group_lag(settings, group, topic)
 
 
 def store_query_server(settings: Settings, sink: Any) -> QueryServer | None:

@@ -261,6 +261,15 @@ class Settings(BaseSettings):
     # --- Query API -----------------------------------------------------------------------------
     query_host: str = Field(default="127.0.0.1", description="Bind address of the store's query API.")
     query_port: int = Field(default=8765, ge=0, le=65535, description="Port of the store's query API.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Bind address of the Prometheus /metrics endpoint."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint of a worker or sink; unset: no endpoint.",
+    )
 
     # --- Rules and control API --------------------------------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="Bind address of the rules/captures API.")

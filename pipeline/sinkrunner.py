@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,6 +22,9 @@ from pipeline.types import Rejected, Sink
 log = logging.getLogger(__name__)
 
 
+BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, float("inf"))
+
+
 @dataclass
 class SinkMetrics:
     """Counters of one runner (hindsight_sink_*_total)."""
@@ -31,6 +34,15 @@ class SinkMetrics:
     retries: int = 0
     dlq_rows: int = 0
     dlq_messages: int = 0
+    # write+flush time of each batch (retries included), as cumulative histogram buckets in seconds
+    batch_seconds_sum: float = 0.0
+    batch_seconds_buckets: list[int] = field(default_factory=lambda: [0] * len(BATCH_BUCKETS_S))
+
+    def observe_batch(self, seconds: float) -> None:
+        self.batch_seconds_sum += seconds
+        for i, bound in enumerate(BATCH_BUCKETS_S):
+            if seconds <= bound:
+                self.batch_seconds_buckets[i] += 1
 
 
 class SinkRunner:
@@ -115,7 +127,11 @@ class SinkRunner:
         self._offsets[(topic, partition)] = offset + 1
 
     def _write_and_commit(self) -> None:
-        self._write([row for rows in self._rows.values() for row in rows])
+        started = time.monotonic()
+        rows = [row for rows in self._rows.values() for row in rows]
+        self._write(rows)
+        if rows:
+            self.metrics.observe_batch(time.monotonic() - started)
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         self.consumer.commit(offsets=offsets, asynchronous=False)
         self._rows = {}

@@ -73,14 +73,24 @@ class WindowMetrics:
     stats_records: int = 0
     late_stats: int = 0
     dropped: int = 0
+    bytes_emitted: int = 0  # message bytes of emitted lines: the cost side of the accounting
     by_reason: dict[str, int] = field(default_factory=dict)
+    bytes_by_reason: dict[str, int] = field(default_factory=dict)
+    lines_by_rule: dict[str, int] = field(default_factory=dict)
+    bytes_by_rule: dict[str, int] = field(default_factory=dict)
+    dropped_by_rule: dict[str, int] = field(default_factory=dict)
+    dropped_bytes_by_rule: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: WindowMetrics) -> None:
         for name in ("lines_in", "lines_emitted", "triggers", "baseline", "evicted_lines", "evicted_sessions",
-                     "suppressed_lines", "summaries", "stats_records", "late_stats", "dropped"):  # fmt: skip
+                     "suppressed_lines", "summaries", "stats_records", "late_stats", "dropped",
+                     "bytes_emitted"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, n in other.by_reason.items():
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+        for name in ("by_reason", "bytes_by_reason", "lines_by_rule", "bytes_by_rule", "dropped_by_rule",
+                     "dropped_bytes_by_rule"):  # fmt: skip
+            mine: dict[str, int] = getattr(self, name)
+            for key, n in dict(getattr(other, name)).items():  # copy: another thread may be adding
+                mine[key] = mine.get(key, 0) + n
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,7 +511,12 @@ class Engine:
             if verdict.stats_ids:
                 self._rule_stats(ts, verdict.stats_ids, matched=len(rec["message"]))
             if verdict.drop:
-                self.metrics.dropped += 1
+                m = self.metrics
+                m.dropped += 1
+                size = len(rec["message"])
+                for rule_id in verdict.rule_ids:
+                    m.dropped_by_rule[rule_id] = m.dropped_by_rule.get(rule_id, 0) + 1
+                    m.dropped_bytes_by_rule[rule_id] = m.dropped_bytes_by_rule.get(rule_id, 0) + size
                 chunk.emitted = chunk.emitted or set()
                 chunk.emitted.add(pos)  # never stored, not even by a later trigger
                 return
@@ -659,9 +674,17 @@ class Engine:
         if isinstance(verdict, Verdict):
             self._annotate(record, verdict, ts)
         em.curated.setdefault(key, []).append(record)
-        self.metrics.lines_emitted += 1
+        m = self.metrics
+        m.lines_emitted += 1
+        size = len(record["message"])
+        m.bytes_emitted += size
         for reason in reasons:
-            self.metrics.by_reason[reason] = self.metrics.by_reason.get(reason, 0) + 1
+            m.by_reason[reason] = m.by_reason.get(reason, 0) + 1
+            m.bytes_by_reason[reason] = m.bytes_by_reason.get(reason, 0) + size
+        if isinstance(verdict, Verdict):
+            for rule_id in verdict.rule_ids:
+                m.lines_by_rule[rule_id] = m.lines_by_rule.get(rule_id, 0) + 1
+                m.bytes_by_rule[rule_id] = m.bytes_by_rule.get(rule_id, 0) + size
 
     def _annotate(self, record: CuratedRecord, verdict: Verdict, ts: int) -> None:
         """What the matching rules add to a kept line: ids, tags, attributes, retention, routes."""
@@ -1007,6 +1030,7 @@ class Hindsight:
         self.config = config
         self.shared = Shared(config)
         self.engines: dict[tuple[str, int], Engine] = {}
+        self.retired = WindowMetrics()  # counters of engines whose partition moved away: they stay monotonic
 
     def engine(self, topic: str, partition: int) -> Engine:
         eng = self.engines.get((topic, partition))
@@ -1063,6 +1087,7 @@ class Hindsight:
     def drop(self, topic: str, partition: int) -> None:
         eng = self.engines.pop((topic, partition), None)
         if eng is not None:
+            self.retired.add(eng.metrics)
             eng.drop()
 
     def set_rules(self, rules: RuleSet) -> None:
@@ -1090,12 +1115,16 @@ class Hindsight:
     @property
     def metrics(self) -> WindowMetrics:
         total = WindowMetrics()
-        for eng in self.engines.values():
+        total.add(self.retired)
+        for eng in list(self.engines.values()):
             total.add(eng.metrics)
         return total
 
     def sessions(self) -> int:
-        return sum(len(e.sessions) for e in self.engines.values())
+        return sum(len(e.sessions) for e in list(self.engines.values()))
+
+    def buffered_lines(self) -> int:
+        return sum(st.lines for e in list(self.engines.values()) for st in list(e.sessions.values()))
 
     def buffered(self, key: str) -> list[RawLine]:
         for eng in self.engines.values():

@@ -13,6 +13,7 @@ import orjson
 
 from pipeline.errors import ConfigError
 from pipeline.levelpoll import LevelPoller
+from pipeline.metrics import LagCache, WorkerCollector, serve
 from pipeline.processor import RawProcessor, dlq_headers, tune_gc
 from pipeline.rebuild import read_back
 from pipeline.rulestore import RuleReader, RuleSource, dead_letter_producer
@@ -109,7 +110,9 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         curated_rows = [row for batch in emission.curated.values() for row in batch]
         key = next(iter(emission.curated)).encode() if len(emission.curated) == 1 else None
         for i in range(0, len(curated_rows), CURATED_BATCH):
-            await curated.send(key=key, value=encode_curated(curated_rows[i : i + CURATED_BATCH]))
+            value = encode_curated(curated_rows[i : i + CURATED_BATCH])
+            processor.curated_bytes += len(value)
+            await curated.send(key=key, value=value)
         if emission.stats:
             await stats.send(key=b"stats", value=orjson.dumps(emission.stats))
 
@@ -183,7 +186,7 @@ def start_rules(settings: Settings, processor: RawProcessor) -> RuleReader:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker until SIGTERM/SIGINT."""
-    from pipeline.kafka import ensure_topics
+    from pipeline.kafka import ensure_topics, group_lag
 
     ensure_topics(settings)
     try:
@@ -193,6 +196,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     except ImportError:
         log.info("uvloop not installed; using asyncio's default event loop")
     app, processor = create_app(settings)
+    lag = LagCache(
+        settings.app_id, settings.raw_topic, lambda: group_lag(settings, settings.app_id, settings.raw_topic)
+    )
+    serve(settings, WorkerCollector(processor, lag))
     start_rules(settings, processor)
     tune_gc(settings.worker_gc_threshold)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)

@@ -1,0 +1,115 @@
+"""Prometheus collectors: exact values for a known feed, names hindsight_<what>_<unit>_total, counters
+that stay monotonic when a partition moves away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.metrics import LagCache, WorkerCollector
+from pipeline.processor import RawProcessor
+from pipeline.rules import RuleSet, validate_rule
+from pipeline.settings import Settings
+
+T0 = 1_790_000_000_000_000
+
+
+def scrape(*collectors: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    for c in collectors:
+        registry.register(c)
+    text = generate_latest(registry).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def line(
+    session: str, t_s: float, level: str = "DEBUG", endpoint: str = "/cart", msg: str = ""
+) -> dict[str, Any]:
+    return {
+        "timestamp": T0 + int(t_s * 1_000_000),
+        "service": "shop",
+        "level": level,
+        "session_id": session,
+        "endpoint": endpoint,
+        "message": msg or f"{session}@{t_s}",
+    }
+
+
+def test_worker_counters_exact_and_cost_accounting() -> None:
+    processor = RawProcessor(Settings(lookback_s=60, follow_s=30))
+    mute = {"id": "mute-health", "match": {"all": [{"endpoint": "/health"}]}, "actions": {"drop": True}}
+    tag = {
+        "id": "tag-cart",
+        "match": {"all": [{"endpoint": "/cart"}]},
+        "actions": {"tag": {"tags": ["cart"]}},
+    }
+    processor.windows.set_rules(RuleSet([validate_rule(mute), validate_rule(tag)]))
+    messages = [
+        [line("a", 1, msg="x" * 10), line("a", 2, msg="y" * 20)],  # buffered, then emitted by the error
+        [line("b", 1, endpoint="/health", msg="z" * 7)],  # dropped by the rule
+        [line("a", 3, level="ERROR", msg="e" * 5)],  # the trigger
+        [line("c", 3, level="INFO", msg="q" * 3)],  # never triggered: avoided
+    ]
+    raw = 0
+    for offset, batch in enumerate(messages):
+        value = orjson.dumps(batch)
+        raw += len(value)
+        processor.handle("logs.raw", 0, offset, value)
+    processor.handle("logs.raw", 0, 99, b"\x07 not a record")
+    raw += len(b"\x07 not a record")
+    processor.curated_bytes = 40  # what the worker's send() would have counted
+
+    got = scrape(WorkerCollector(processor, LagCache("g", "logs.raw", lambda: {0: 5, 1: 0})))
+    assert got[("hindsight_lines_in_total", ())] == 5
+    assert got[("hindsight_lines_out_total", ())] == 3  # a@1, a@2, a@3
+    assert got[("hindsight_triggers_total", ())] == 1
+    assert got[("hindsight_trigger_lines_total", (("reason", "error"),))] == 3
+    assert got[("hindsight_trigger_bytes_total", (("reason", "error"),))] == 35
+    assert got[("hindsight_kept_bytes_total", ())] == 35
+    assert got[("hindsight_rule_kept_lines_total", (("rule", "tag-cart"),))] == 3
+    assert got[("hindsight_rule_kept_bytes_total", (("rule", "tag-cart"),))] == 35
+    assert got[("hindsight_rule_dropped_lines_total", (("rule", "mute-health"),))] == 1
+    assert got[("hindsight_rule_dropped_bytes_total", (("rule", "mute-health"),))] == 7
+    assert got[("hindsight_raw_messages_total", ())] == 5
+    assert got[("hindsight_raw_bytes_total", ())] == raw
+    assert got[("hindsight_avoided_bytes_total", ())] == raw - 40
+    assert sum(v for (name, _), v in got.items() if name == "hindsight_dlq_records_total") == 1
+    assert got[("hindsight_sessions", ())] == 3
+    assert got[("hindsight_buffer_lines", ())] == 5  # every line stays in its chunk for the lookback
+    lag = ("hindsight_consumer_lag_messages", (("group", "g"), ("partition", "0"), ("topic", "logs.raw")))
+    assert got[lag] == 5
+    every = {name for name, _ in got}
+    counters = {n for n in every if n.endswith("_total")}
+    assert counters and all(n.startswith("hindsight_") for n in every)
+
+    # a rebalance takes the partition away: its counts stay in the totals (counters never go back)
+    processor.windows.drop("logs.raw", 0)
+    after = scrape(WorkerCollector(processor))
+    assert after[("hindsight_lines_in_total", ())] == 5 and after[("hindsight_sessions", ())] == 0
+    assert after[("hindsight_rule_dropped_lines_total", (("rule", "mute-health"),))] == 1
+
+
+def test_lag_cache_keeps_the_last_answer_and_rate_limits() -> None:
+    calls: list[int] = []
+
+    def fetch() -> dict[int, int]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("broker away")
+        return {0: len(calls)}
+
+    cache = LagCache("g", "t", fetch, every_s=0.0)
+    assert cache.get() == {0: 1}
+    assert cache.get() == {0: 1}  # the failure keeps the last good value
+    assert cache.get() == {0: 3}
+    slow = LagCache("g", "t", fetch, every_s=3600)
+    slow.get()
+    slow.get()
+    assert len(calls) == 4
