@@ -94,6 +94,13 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _otlp(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.services import run_otlp
+
+    run_otlp(settings)
+    return 0
+
+
 def _sink(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.services import run_sink
 
@@ -358,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("archive", help="Archive logs.raw into hourly Avro files (replay reads them later).")
     p.set_defaults(func=_archive)
+
+    p = sub.add_parser("otlp", help="Receive OpenTelemetry logs over OTLP/HTTP (needs HINDSIGHT_API_TOKEN).")
+    p.set_defaults(func=_otlp)
 
     p = sub.add_parser("api", help="Serve the rules and captures HTTP API (needs HINDSIGHT_API_TOKEN).")
     p.set_defaults(func=_api)

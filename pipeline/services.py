@@ -204,6 +204,23 @@ def run_archive(settings: Settings, stop: threading.Event | None = None) -> None
     runner.run()
 
 
+def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
+    """The OTLP/HTTP receiver until SIGTERM/SIGINT (or `stop`)."""
+    from pipeline.otlpapi import OtlpServer
+
+    ensure_topics(settings)
+    server = OtlpServer(settings).start()
+    done = stop or threading.Event()
+    if stop is None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
+    try:
+        done.wait()
+    finally:
+        server.stop()
+        log.info("otlp receiver stopped accepted=%s rejected=%s", server.accepted, server.rejected)
+
+
 def _from_store(settings: Settings, remote: Callable[[], T], local: Callable[[Any], T]) -> T:
     """Ask the store: a server directly; chDB via the running sink's query API, else by opening it
     here (when no sink holds it)."""

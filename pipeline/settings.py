@@ -261,6 +261,11 @@ class Settings(BaseSettings):
     # --- Query API -----------------------------------------------------------------------------
     query_host: str = Field(default="127.0.0.1", description="Bind address of the store's query API.")
     query_port: int = Field(default=8765, ge=0, le=65535, description="Port of the store's query API.")
+    otlp_host: str = Field(default="127.0.0.1", description="Bind address of the OTLP/HTTP logs receiver.")
+    otlp_port: int = Field(default=4318, ge=0, le=65535, description="Port of the OTLP/HTTP logs receiver.")
+    otlp_max_body_bytes: int = Field(
+        default=16 * 1_048_576, ge=1024, description="Largest OTLP request body (after gzip) accepted."
+    )
     metrics_host: str = Field(
         default="127.0.0.1", description="Bind address of the Prometheus /metrics endpoint."
     )
