@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from pipeline.errors import DecodeError, PublishError
 from pipeline.kafka import producer_config
+from pipeline.logcontext import current
 from pipeline.serde import RawEncoder, SchemaRegistry, iter_json_lines, normalize
 from pipeline.settings import Settings
 from pipeline.types import CONTEXT_FIELDS, Level, LogRecord, session_key
@@ -211,75 +213,106 @@ _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"mess
 
 
 def to_log_record(rec: logging.LogRecord, service: str) -> LogRecord:
-    """A stdlib LogRecord as our record; `extra={...}` fields map to the context fields."""
+    """A stdlib LogRecord as our record; the bound log context, then `extra={...}`, fill the fields."""
     level = _LEVELS.get(rec.levelno) or (Level.TRACE if rec.levelno < logging.DEBUG else Level.FATAL)
     message = rec.getMessage()
     if rec.exc_info:
         message = message + "\n" + "".join(traceback.format_exception(*rec.exc_info))
-    extra = {k: v for k, v in vars(rec).items() if k not in _STD_ATTRS}
+    bound = getattr(rec, _BOUND, None) or {}
+    extra = {k: v for k, v in vars(rec).items() if k not in _STD_ATTRS and k != _BOUND}
+    return build_record(
+        service, level.name, message, int(rec.created * 1_000_000), {**bound, **extra}, {"logger": rec.name}
+    )
+
+
+_BOUND = "_hindsight_context"
+
+
+def build_record(
+    service: str,
+    level: str,
+    message: str,
+    timestamp_us: int,
+    fields: dict[str, Any],
+    attributes: dict[str, Any] | None = None,
+) -> LogRecord:
+    """Our record from an integration's parts: context fields lifted, everything else an attribute."""
     obj: dict[str, Any] = {
-        "timestamp": int(rec.created * 1_000_000),
+        "timestamp": timestamp_us,
         "service": service,
-        "level": level.name,
+        "level": level,
         "message": message,
-        "attributes": {"logger": rec.name, **{k: v for k, v in extra.items() if k not in CONTEXT_FIELDS}},
+        "attributes": dict(attributes or {}),
     }
-    for name in CONTEXT_FIELDS:
-        if name in extra:
-            obj[name] = extra[name]
+    for key, value in fields.items():
+        if key in CONTEXT_FIELDS:
+            obj[key] = value
+        elif value is not None:
+            obj["attributes"][key] = value if isinstance(value, str) else _text(value)
     return normalize(obj)
 
 
-class HindsightHandler(logging.Handler):
-    """A logging.Handler that never blocks the application.
+def _text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return str(value)
 
-    emit() only puts the line on a bounded queue; a daemon thread converts and publishes. When the
-    queue is full the line is dropped and counted in `dropped` (hindsight_handler_dropped_lines_total).
 
-        handler = HindsightHandler(service="checkout", settings=Settings())
-        logging.getLogger().addHandler(handler)
+class Shipper:
+    """Hands lines to a Publisher from a daemon thread so that logging never blocks the application.
+
+    submit() only puts (item, convert) on a bounded queue; the thread converts and publishes. When the
+    queue is full the line is not queued and is counted in `dropped`; lines that do not make a valid
+    record are counted in `invalid` (both logged as warnings, at most once a minute).
     """
 
-    def __init__(
-        self,
-        service: str,
-        settings: Settings | None = None,
-        publisher: Publisher | None = None,
-        level: int = logging.NOTSET,
-    ) -> None:
-        super().__init__(level)
-        self.service = service
+    def __init__(self, settings: Settings | None = None, publisher: Publisher | None = None) -> None:
         self.settings = settings or Settings()
         self.publisher = publisher or Publisher(self.settings)
         self.dropped = 0
         self.invalid = 0
-        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(self.settings.handler_queue_size)
-        self._thread = threading.Thread(target=self._run, name="hindsight-handler", daemon=True)
+        self._warned_at = 0.0
+        self._queue: queue.Queue[tuple[Any, Callable[[Any], LogRecord]] | None] = queue.Queue(
+            self.settings.handler_queue_size
+        )
+        self._thread = threading.Thread(target=self._run, name="hindsight-shipper", daemon=True)
         self._thread.start()
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def submit(self, item: Any, convert: Callable[[Any], LogRecord]) -> None:
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait((item, convert))
         except queue.Full:
             self.dropped += 1
+            self._warn("queue full")
+
+    def _warn(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 60:
+            self._warned_at = now
+            log.warning(
+                "log lines not shipped reason=%s dropped=%s invalid=%s", what, self.dropped, self.invalid
+            )
 
     def _run(self) -> None:
         tick = max(self.publisher.linger_s / 2, 0.005)
         while True:
             try:
-                item = self._queue.get(timeout=tick)
+                entry = self._queue.get(timeout=tick)
             except queue.Empty:
                 self.publisher.tick()
                 continue
-            if item is None:
+            if entry is None:
                 self._queue.task_done()
                 return
             try:
-                self.publisher.publish(to_log_record(item, self.service))
+                self.publisher.publish(entry[1](entry[0]))
             except DecodeError:
                 self.invalid += 1
+                self._warn("invalid line")
             except Exception:
                 self.dropped += 1
+                self._warn("publish failed")
             finally:
                 self._queue.task_done()
 
@@ -295,4 +328,50 @@ class HindsightHandler(logging.Handler):
             self._queue.put(None)
             self._thread.join(5)
             self.publisher.flush(5)
+
+
+class HindsightHandler(logging.Handler):
+    """A logging.Handler that never blocks the application (see Shipper); the bound log context
+    (pipeline.logcontext) is captured in emit(), in the application's thread.
+
+        handler = HindsightHandler(service="checkout", settings=Settings())
+        logging.getLogger().addHandler(handler)
+    """
+
+    def __init__(
+        self,
+        service: str,
+        settings: Settings | None = None,
+        publisher: Publisher | None = None,
+        level: int = logging.NOTSET,
+        shipper: Shipper | None = None,
+    ) -> None:
+        super().__init__(level)
+        self.service = service
+        self.shipper = shipper or Shipper(settings, publisher)
+        self.settings = self.shipper.settings
+        self.publisher = self.shipper.publisher
+
+    @property
+    def dropped(self) -> int:
+        return self.shipper.dropped
+
+    @property
+    def invalid(self) -> int:
+        return self.shipper.invalid
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bound = current()
+        if bound:
+            setattr(record, _BOUND, bound)
+        self.shipper.submit(record, self._convert)
+
+    def _convert(self, record: logging.LogRecord) -> LogRecord:
+        return to_log_record(record, self.service)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        self.shipper.flush(timeout)
+
+    def close(self) -> None:
+        self.shipper.close()
         super().close()
