@@ -21,8 +21,8 @@ demo: jars
 	$(BIN)/hindsight demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline connectors tests bench
-	$(BIN)/ruff format --check pipeline connectors tests bench
+	$(BIN)/ruff check pipeline connectors tests bench examples
+	$(BIN)/ruff format --check pipeline connectors tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
