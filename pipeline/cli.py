@@ -94,6 +94,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.doctor import render, run_checks, summary
+
+    checks = run_checks(settings, args.timeout)
+    if args.json:
+        print(json.dumps(summary(checks), indent=2))
+    else:
+        print(render(checks))
+    return 0 if summary(checks)["ok"] else 1
+
+
 def _otlp(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.services import run_otlp
 
@@ -365,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("archive", help="Archive logs.raw into hourly Avro files (replay reads them later).")
     p.set_defaults(func=_archive)
+
+    p = sub.add_parser("doctor", help="Check configuration, broker, topics, store and APIs; one line each.")
+    p.add_argument("--json", action="store_true", help="Machine-readable output.")
+    p.add_argument("--timeout", type=float, default=3.0, help="Seconds per check.")
+    p.set_defaults(func=_doctor)
 
     p = sub.add_parser("otlp", help="Receive OpenTelemetry logs over OTLP/HTTP (needs HINDSIGHT_API_TOKEN).")
     p.set_defaults(func=_otlp)
