@@ -94,6 +94,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.services import migrate_store
+
+    applied = migrate_store(settings)
+    print(f"applied: {', '.join(applied)}" if applied else "store schema up to date")
+    return 0
+
+
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.doctor import render, run_checks, summary
 
@@ -376,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("archive", help="Archive logs.raw into hourly Avro files (replay reads them later).")
     p.set_defaults(func=_archive)
+
+    p = sub.add_parser("migrate", help="Apply the ClickHouse migrations (idempotent).")
+    p.set_defaults(func=_migrate)
 
     p = sub.add_parser("doctor", help="Check configuration, broker, topics, store and APIs; one line each.")
     p.add_argument("--json", action="store_true", help="Machine-readable output.")

@@ -204,6 +204,17 @@ def run_archive(settings: Settings, stop: threading.Event | None = None) -> None
     runner.run()
 
 
+def migrate_store(settings: Settings) -> list[str]:
+    """Apply the store's migrations (deploy/clickhouse/*.sql) once each; returns the versions applied."""
+    from connectors.clickhouse import migrate, open_client
+
+    client = open_client(settings)
+    try:
+        return migrate(client, settings.clickhouse_database)
+    finally:
+        client.close()
+
+
 def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
     """The OTLP/HTTP receiver until SIGTERM/SIGINT (or `stop`)."""
     from pipeline.otlpapi import OtlpServer
