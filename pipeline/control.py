@@ -128,6 +128,7 @@ def start_capture(
         "user_id": user_id,
         "history_lines": history,
         "since": (now - timedelta(seconds=lookback_s)).isoformat(),
+        "since_us": int((now - timedelta(seconds=lookback_s)).timestamp() * 1_000_000),
         "follow_until": until.isoformat(),
     }
 

@@ -12,13 +12,15 @@ import threading
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from pipeline import control
 from pipeline.errors import ConfigError, HindsightError, QueryError
-from pipeline.query import parse_duration
+from pipeline.query import MAX_TIME_US, QueryFilters, build_sql, parse_duration
+from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.rules import Rule, RuleError
 from pipeline.rulestore import RuleReader, RuleStore
 from pipeline.settings import Settings
@@ -85,7 +87,24 @@ _ALLOWED = {
     "/rules/{id}": ("GET", "PUT", "DELETE"),
     "/rules:validate": ("POST",),
     "/captures": ("POST",),
+    "/lines": ("GET",),
+    "/incidents": ("GET",),
+    "/support": ("GET",),
+    "/support.js": ("GET",),
+    "/support.css": ("GET",),
 }
+# The support page's files: public (the page asks for the token; every call it makes sends it).
+_STATIC = {
+    "/support": ("index.html", "text/html; charset=utf-8"),
+    "/support.js": ("support.js", "text/javascript; charset=utf-8"),
+    "/support.css": ("support.css", "text/css; charset=utf-8"),
+}
+_SUPPORT_DIR = Path(__file__).with_name("support")
+_LINES_PARAMS = {"user", "session", "since_us", "until_us", "limit"}
+
+
+class UpstreamError(Exception):
+    """The store owner's query API did not answer (503, not the client's fault)."""
 
 
 def _errors(problems: list[tuple[str, str]]) -> dict[str, Any]:
@@ -141,6 +160,8 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(HTTPStatus.OK, {"status": "ok"})
             if method == "GET" and path == "/openapi.json":
                 return self._send(HTTPStatus.OK, openapi())
+            if method == "GET" and path in _STATIC:
+                return self._static(*_STATIC[path])
             if not server.authorized(self.headers.get("Authorization")):
                 return self._send(
                     HTTPStatus.UNAUTHORIZED,
@@ -156,11 +177,17 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                     return self._send(HTTPStatus.OK, {"valid": True, "rule": rule.model_dump(mode="json")})
                 if path == "/captures" and method == "POST":
                     return self._capture()
+                if path == "/lines":
+                    return self._lines()
+                if path == "/incidents":
+                    return self._incidents()
                 if path.startswith("/rules/"):
                     return self._rule(method, urllib.parse.unquote(path[len("/rules/") :]))
                 return self._send(HTTPStatus.NOT_FOUND, _errors([("(url)", f"no {method} {path}")]))
             except RuleError as exc:
                 return self._send(HTTPStatus.BAD_REQUEST, _errors(exc.problems))
+            except UpstreamError as exc:
+                return self._send(HTTPStatus.SERVICE_UNAVAILABLE, _errors([("(store)", str(exc))]))
             except HindsightError as exc:
                 log.error("rules api failed method=%s path=%s error=%s", method, path, exc)
                 return self._send(HTTPStatus.SERVICE_UNAVAILABLE, _errors([("(server)", str(exc))]))
@@ -197,6 +224,66 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                     server.rules.pop(rule_id, None)
                 return self._send(HTTPStatus.NO_CONTENT)
             return self._send(HTTPStatus.METHOD_NOT_ALLOWED, _errors([("(url)", method)]))
+
+        def _static(self, name: str, ctype: str) -> None:
+            body = (_SUPPORT_DIR / name).read_bytes()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            # only this origin's scripts, styles and API; never framed; types as declared
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            )
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _query_params(self, allowed: set[str]) -> dict[str, str]:
+            query = urllib.parse.urlsplit(self.path).query
+            params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+            unknown = set(params) - allowed
+            if unknown:
+                raise RuleError([(k, "unknown parameter") for k in sorted(unknown)])
+            empty = [k for k, v in params.items() if not v]
+            if empty:
+                raise RuleError([(k, "empty") for k in empty])
+            return params
+
+        def _lines(self) -> None:
+            """A user's (or session's) kept lines, from the store owner's query API."""
+            params = self._query_params(_LINES_PARAMS)
+            if "user" not in params and "session" not in params:
+                raise RuleError([("user", "user or session is required")])
+            try:
+                filters = QueryFilters.from_params({"limit": "1000", **params})
+                build_sql(filters, settings.clickhouse_database)  # validates before going upstream
+            except QueryError as exc:
+                raise RuleError([("(query)", str(exc))]) from None
+            rows = self._upstream(lambda: remote_query(query_api(settings), filters))
+            return self._send(HTTPStatus.OK, rows)
+
+        def _incidents(self) -> None:
+            params = self._query_params({"limit"})
+            try:
+                limit = int(params.get("limit", "50"))
+            except ValueError:
+                raise RuleError([("limit", "must be a number")]) from None
+            if not 1 <= limit <= 1000:
+                raise RuleError([("limit", "must be within 1..1000")])
+            summary = self._upstream(lambda: remote_summary(query_api(settings)))
+            return self._send(HTTPStatus.OK, list(reversed(summary["incidents"]))[:limit])
+
+        def _upstream(self, call: Any) -> Any:
+            try:
+                return call()
+            except (ConnectionRefusedError, HindsightError) as exc:
+                raise UpstreamError(
+                    f"the store is not answering ({exc}); is `hindsight sink clickhouse` running?"
+                ) from None
 
         def _capture(self) -> None:
             data = self._body()
@@ -296,6 +383,10 @@ def openapi() -> dict[str, Any]:
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
     }
     unauthorized = {"description": "Missing or wrong bearer token"}
+    unavailable = {
+        "description": "The store (a running ClickHouse sink) is not answering",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
     rule_id = {
         "name": "id",
         "in": "path",
@@ -366,5 +457,61 @@ def openapi() -> dict[str, Any]:
             "/health": {
                 "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "OK"}}}
             },
+            "/lines": {
+                "get": {
+                    "summary": "Kept lines of a user or session (from the store), oldest first",
+                    "parameters": [
+                        _query_param("user", {"type": "string", "minLength": 1}),
+                        _query_param("session", {"type": "string", "minLength": 1}),
+                        _query_param("since_us", {"type": "integer", "minimum": 0, "maximum": MAX_TIME_US}),
+                        _query_param("until_us", {"type": "integer", "minimum": 0, "maximum": MAX_TIME_US}),
+                        _query_param("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Lines",
+                            "content": {
+                                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}
+                            },
+                        },
+                        "400": errors,
+                        "401": unauthorized,
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/incidents": {
+                "get": {
+                    "summary": "Recent incidents (distinct triggers) with their reasons, newest first",
+                    "parameters": [_query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                    "responses": {
+                        "200": {
+                            "description": "Incidents",
+                            "content": {
+                                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}
+                            },
+                        },
+                        "400": errors,
+                        "401": unauthorized,
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/support": {
+                "get": {
+                    "summary": "The support page (HTML; it asks for the token)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
         },
     }
+
+
+def _query_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}

@@ -218,7 +218,9 @@ def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
     incidents = client.query(
         f"""
         SELECT TriggerId, any(SessionId), argMax(ServiceName, SeverityNumber),
-               argMax(Endpoint, SeverityNumber), count(), argMax(Body, SeverityNumber)
+               argMax(Endpoint, SeverityNumber), count(), argMax(Body, SeverityNumber),
+               groupUniqArrayArray(TriggerReasons), toUnixTimestamp64Micro(min(Timestamp)),
+               argMax(UserId, SeverityNumber)
         FROM {database}.logs FINAL WHERE TriggerId != '' GROUP BY TriggerId ORDER BY min(Timestamp)
         """
     ).result_rows
@@ -240,6 +242,9 @@ def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
                 "endpoint": r[3],
                 "lines": r[4],
                 "message": r[5],
+                "reasons": sorted(r[6]),
+                "started_us": int(r[7]),
+                "user_id": r[8],
             }
             for r in incidents
         ],

@@ -34,8 +34,12 @@ schema = schemathesis.openapi.from_dict(openapi())
 
 
 @pytest.fixture(scope="module")
-def api_url(kafka: Settings) -> Iterator[str]:
-    settings = kafka.namespaced(f"f{uuid.uuid4().hex[:8]}", api_port=free_port(), api_token=SecretStr(TOKEN))
+def api_url(kafka: Settings, query_api: QueryApi) -> Iterator[str]:
+    # /lines and /incidents read through a real store owner (the query API fixture below)
+    query_port = int(query_api.url.rsplit(":", 1)[1])
+    settings = kafka.namespaced(
+        f"f{uuid.uuid4().hex[:8]}", api_port=free_port(), query_port=query_port, api_token=SecretStr(TOKEN)
+    )
     ensure_topics(settings)
     server = ControlServer(settings).start()
     try:
@@ -67,7 +71,13 @@ SECRET_SESSION = "s-secret"
 @pytest.fixture(scope="module")
 def query_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueryApi]:
     path = tmp_path_factory.mktemp("chdb")
-    settings = Settings(chdb_path=path, home=path, default_retention_days=3650, query_port=free_port())
+    settings = Settings(
+        chdb_path=path,
+        home=path,
+        default_retention_days=3650,
+        query_port=free_port(),
+        api_token=SecretStr(TOKEN),  # the rules API's proxy routes present the same token
+    )
     sink = ClickHouseSink.from_settings(settings)
     now = int(time.time() * 1_000_000)
     rows = []
