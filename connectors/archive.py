@@ -26,7 +26,7 @@ class ArchiveSink:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArchiveSink:
-        return cls(settings.archive_dir or settings.home / "archive")
+        return cls(settings.archive_path)
 
     def write_batch(self, rows: Sequence[RawLine]) -> None:
         self._pending.extend(rows)

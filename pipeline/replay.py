@@ -100,7 +100,7 @@ def replay(
     """Emit the matching raw lines to logs.curated (to='curated') or a JSONL file (.gz: gzipped)."""
     if spec.until_us <= spec.since_us:
         raise QueryError("--until must be after --since")
-    archive = (settings.archive_dir or settings.home / "archive") / settings.raw_topic
+    archive = settings.archive_path / settings.raw_topic
     from_archive = False
     if not spec.from_offsets:
         try:

@@ -332,6 +332,11 @@ class Settings(BaseSettings):
         return bool(self.clickhouse_url or self.clickhouse_host)
 
     @property
+    def archive_path(self) -> Path:
+        """Where `hindsight archive` writes (HINDSIGHT_ARCHIVE_DIR, default <home>/archive)."""
+        return self.archive_dir or self.home / "archive"
+
+    @property
     def query_url(self) -> str:
         """Base URL of the query API."""
         return f"http://{self.query_host}:{self.query_port}"
