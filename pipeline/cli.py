@@ -280,6 +280,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from pipeline.kafka import ensure_topics, wait_for_broker
+    from pipeline.processor import tune_gc
     from pipeline.query import parse_time
     from pipeline.replay import ReplaySpec, parse_offsets, replay
 
@@ -295,6 +296,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         from_offsets=parse_offsets(args.from_offsets or ""),
         reason=args.reason,
     )
+    tune_gc(settings.worker_gc_threshold)  # a batch job: no need to re-walk what it started with
     # rate and ETA: the bar's total is the number of raw messages the scan will read
     with tqdm(unit="msg", desc=f"replay {spec.replay_id}", file=sys.stderr, disable=args.json) as bar:
         result = replay(settings, spec, args.to, progress=bar.update, on_plan=lambda n: bar.reset(total=n))

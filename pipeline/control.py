@@ -20,7 +20,7 @@ from pipeline.kafka import producer_config
 from pipeline.rawscan import scan_raw
 from pipeline.rules import Rule, compile_rule, validate_rule
 from pipeline.rulestore import RuleReader, RuleStore
-from pipeline.serde import encode_curated
+from pipeline.serde import Where, encode_curated
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, RawLine, session_key
 from pipeline.window import Trigger, curate
@@ -152,10 +152,9 @@ def dump_user_history(
             producer.produce(settings.curated_topic, key=user_id.encode(), value=encode_curated(batch))
             batch.clear()
 
-    for msg in scan_raw(settings, since_us // 1000 - 60_000, progress=progress):
+    where = Where(since_us, 2**62, (("user_id", user_id),))
+    for msg in scan_raw(settings, since_us // 1000 - 60_000, progress=progress, where=where):
         for rec, index in zip(msg.records, msg.indices, strict=True):
-            if rec["user_id"] != user_id or rec["timestamp"] < since_us:
-                continue
             line = RawLine(rec, settings.raw_topic, msg.partition, msg.offset, index)
             row = curate(
                 line,

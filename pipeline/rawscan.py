@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from pipeline.errors import ConfigError
-from pipeline.serde import RawDecoder, good_positions
+from pipeline.serde import RawDecoder, Where, good_positions
 from pipeline.settings import Settings
 from pipeline.types import LogRecord
 
@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScannedMessage:
-    """One raw message of the range, decoded (rejected elements are left out)."""
+    """One raw message of the range, decoded (rejected elements and, with a selection, the lines it
+    did not select are left out); `lines` counts the usable lines the message held."""
 
     partition: int
     offset: int
     records: list[LogRecord]
     indices: list[int]
+    lines: int
 
 
 def scan_raw(
@@ -35,6 +37,7 @@ def scan_raw(
     progress: Callable[[int], None] | None = None,
     from_offsets: dict[int, int] | None = None,
     on_plan: Callable[[int], None] | None = None,
+    where: Where | None = None,
 ) -> Iterator[ScannedMessage]:
     """Messages of logs.raw whose Kafka timestamp is in [since_ms, until_ms), every partition.
 
@@ -113,11 +116,18 @@ def scan_raw(
                 position[partition] = offset + 1
                 if offset + 1 >= ends[partition]:
                     pending.discard(partition)
-                records, errors = decoder.decode(msg.value())
                 if progress is not None:
                     progress(1)
+                if where is not None:
+                    # lines the selection rejects are never built (nor, on canonical JSON, turned into dicts)
+                    kept, positions, lines = decoder.decode_where(msg.value(), where)
+                    yield ScannedMessage(partition, offset, kept, positions, lines)
+                    continue
+                records, errors = decoder.decode(msg.value())
                 if records:
-                    yield ScannedMessage(partition, offset, records, good_positions(records, errors))
+                    yield ScannedMessage(
+                        partition, offset, records, good_positions(records, errors), len(records)
+                    )
     finally:
         consumer.close()
 

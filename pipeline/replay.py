@@ -24,7 +24,7 @@ from pipeline.archive import read_archive
 from pipeline.errors import BrokerUnavailable, QueryError
 from pipeline.kafka import producer_config
 from pipeline.rawscan import earliest_available_ms, scan_raw
-from pipeline.serde import encode_curated
+from pipeline.serde import Where, encode_curated
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, LogRecord, RawLine
 from pipeline.window import Trigger, curate
@@ -57,14 +57,14 @@ class ReplaySpec:
         spec = {k: v for k, v in asdict(self).items() if k != "reason"}
         return "replay-" + hashlib.sha256(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
+    @property
+    def where(self) -> Where:
+        fields = (("endpoint", self.endpoint), ("user_id", self.user), ("service", self.service),
+                  ("session_id", self.session))  # fmt: skip
+        return Where(self.since_us, self.until_us, tuple((k, v) for k, v in fields if v is not None))
+
     def matches(self, rec: LogRecord) -> bool:
-        return (
-            self.since_us <= rec["timestamp"] < self.until_us
-            and (self.endpoint is None or rec["endpoint"] == self.endpoint)
-            and (self.user is None or rec["user_id"] == self.user)
-            and (self.service is None or rec["service"] == self.service)
-            and (self.session is None or rec["session_id"] == self.session)
-        )
+        return self.where.dict_test()(rec)
 
 
 def parse_offsets(text: str) -> tuple[tuple[int, int], ...]:
@@ -111,27 +111,32 @@ def replay(
             from_archive = True  # Kafka no longer holds the start: the archive does
     replay_id = spec.replay_id
     started = time.monotonic()
+    first_read: float | None = None  # the read+filter rate leaves out the setup (metadata, retention)
     scanned = matched = 0
     writer = _CuratedWriter(settings) if to == "curated" else _FileWriter(Path(to))
     trigger = Trigger(replay_id, -1, ("replay",))
     attrs = {"hindsight.replay.reason": spec.reason} if spec.reason else {}
     seen: set[tuple[str, int, int, int]] = set()
 
-    def emit(line: RawLine) -> None:
-        row = curate(line, ["replay"], trigger, settings.default_retention_days)
+    retention = settings.default_retention_days
+
+    def emit(line: RawLine) -> CuratedRecord:
+        row = curate(line, ["replay"], trigger, retention)
         row["tags"] = [replay_id]
         if attrs:
             row["attributes"] = {**row["attributes"], **attrs}
-        writer.add(row)
+        return row
 
     try:
         if from_archive:
+            test = spec.where.dict_test()
             for line in read_archive(archive.parent, settings.raw_topic, spec.since_us, spec.until_us):
                 scanned += 1
-                if spec.matches(line.record):
+                if test(line.record):
                     matched += 1
                     seen.add((line.topic, line.partition, line.offset, line.index))
-                    emit(line)
+                    writer.add_many([emit(line)])
+        topic = settings.raw_topic
         for msg in scan_raw(
             settings,
             spec.since_us // 1000 - EARLY_MS,
@@ -139,18 +144,51 @@ def replay(
             progress=progress,
             from_offsets=dict(spec.from_offsets) or None,
             on_plan=on_plan,
+            where=spec.where,  # the filter runs while decoding: unselected lines are never built
         ):
-            for rec, index in zip(msg.records, msg.indices, strict=True):
-                scanned += 1
-                if not spec.matches(rec) or (
-                    seen and (settings.raw_topic, msg.partition, msg.offset, index) in seen
-                ):
-                    continue
-                matched += 1
-                emit(RawLine(rec, settings.raw_topic, msg.partition, msg.offset, index))
+            scanned += msg.lines
+            if not msg.records:
+                continue
+            if first_read is None:
+                first_read = time.monotonic()
+            if seen:
+                pairs = [
+                    (rec, index)
+                    for rec, index in zip(msg.records, msg.indices, strict=True)
+                    if (topic, msg.partition, msg.offset, index) not in seen
+                ]
+            else:
+                pairs = list(zip(msg.records, msg.indices, strict=True))
+            # the curated rows of one message at once: same fields as curate(), no object per line
+            base = {
+                "raw_topic": topic,
+                "raw_partition": msg.partition,
+                "raw_offset": msg.offset,
+                "trigger_id": trigger.id,
+                "trigger_offset": trigger.offset,
+                "rule_ids": [],
+                "routes": [],
+                "retention_days": retention,
+            }
+            rows: list[CuratedRecord] = []
+            for rec, index in pairs:
+                # the scan built this dict for us alone: extend it in place rather than copy it
+                row = cast(CuratedRecord, rec)
+                row.update(base)  # type: ignore[typeddict-item]
+                row["raw_index"] = index
+                row["trigger_reasons"] = ["replay"]
+                row["tags"] = [replay_id]
+                rows.append(row)
+            if attrs:
+                for row in rows:
+                    row["attributes"] = {**row["attributes"], **attrs}
+            matched += len(rows)
+            writer.add_many(rows)
     finally:
         writer.close()
-    seconds = time.monotonic() - started
+    ended = time.monotonic()
+    seconds = ended - started
+    read_seconds = ended - (first_read or started)
     log.info(
         "replay done id=%s scanned=%s matched=%s to=%s seconds=%.2f", replay_id, scanned, matched, to, seconds
     )
@@ -162,6 +200,8 @@ def replay(
         "matched_lines": matched,
         "seconds": round(seconds, 3),
         "lines_per_s": round(scanned / seconds) if seconds > 0 else None,
+        "read_seconds": round(read_seconds, 3),
+        "read_lines_per_s": round(scanned / read_seconds) if read_seconds > 0 else None,
     }
 
 
@@ -171,8 +211,8 @@ class _CuratedWriter:
         self.producer = Producer(producer_config(settings))
         self.batch: list[CuratedRecord] = []
 
-    def add(self, row: CuratedRecord) -> None:
-        self.batch.append(row)
+    def add_many(self, rows: list[CuratedRecord]) -> None:
+        self.batch.extend(rows)
         if len(self.batch) >= BATCH:
             self._send()
 
@@ -195,8 +235,9 @@ class _FileWriter:
             cast(IO[bytes], gzip.open(path, "wb")) if path.suffix == ".gz" else open(path, "wb")  # noqa: SIM115
         )
 
-    def add(self, row: CuratedRecord) -> None:
-        self.out.write(orjson.dumps(row) + b"\n")
+    def add_many(self, rows: list[CuratedRecord]) -> None:
+        if rows:
+            self.out.write(b"\n".join(map(orjson.dumps, rows)) + b"\n")
 
     def close(self) -> None:
         self.out.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import struct
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -313,6 +315,36 @@ def _fast(obj: dict[str, Any], now_us: int) -> LogRecord | None:
 _Micros = Annotated[int, msgspec.Meta(ge=MIN_TS_US, lt=MAX_TS_US)]
 
 
+@dataclass(frozen=True)
+class Where:
+    """A line selection for scans: event time in [since_us, until_us) and exact field values."""
+
+    since_us: int
+    until_us: int
+    equals: tuple[tuple[str, str], ...] = ()
+
+    def struct_test(self) -> Callable[[Any], bool]:
+        since, until, equals = self.since_us, self.until_us, self.equals
+        if len(equals) == 1:  # the common case (one endpoint, user or session) without a loop
+            ((name, want),) = equals
+            getter = operator.attrgetter(name)
+            return lambda s: since <= s.timestamp < until and getter(s) == want
+
+        def test(s: Any) -> bool:
+            return since <= s.timestamp < until and all(getattr(s, k) == v for k, v in equals)
+
+        return test
+
+    def dict_test(self) -> Callable[[LogRecord], bool]:
+        since, until, equals = self.since_us, self.until_us, self.equals
+
+        def test(rec: LogRecord) -> bool:
+            fields = cast(dict[str, Any], rec)
+            return since <= rec["timestamp"] < until and all(fields.get(k) == v for k, v in equals)
+
+        return test
+
+
 class _Canonical(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The canonical JSON shape, validated by msgspec in C; anything else takes the lenient path."""
 
@@ -452,6 +484,37 @@ class RawDecoder:
                 errors.append((index if len(objects) > 1 else None, exc))
         return records, errors
 
+    def decode_where(self, value: bytes | None, where: Where) -> tuple[list[LogRecord], list[int], int]:
+        """Only the lines `where` selects, with their positions, and how many usable lines the message
+        held; unusable lines are left out (a scan reads what the worker already dead-lettered). On
+        canonical JSON the test runs on msgspec's structs: lines that do not match never become dicts."""
+        if value and value[0] in _JSON_START and len(value) <= self.max_bytes:
+            try:
+                decoded = _CANONICAL_JSON.decode(value)
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                decoded = None
+            if decoded is not None:
+                items = decoded if isinstance(decoded, list) else [decoded]
+                keep = where.struct_test()
+                picked = [(i, item) for i, item in enumerate(items) if keep(item)]
+                if not picked:
+                    return [], [], len(items)
+                now_us = time.time_ns() // 1000
+                records: list[LogRecord] = []
+                for _, item in picked:
+                    rec = cast(LogRecord, _asdict(item))
+                    if item.observed_timestamp is None:
+                        rec["observed_timestamp"] = now_us
+                    if not item.severity_number:
+                        rec["severity_number"] = _LEVEL_NAMES[item.level]
+                    records.append(rec)
+                return records, [i for i, _ in picked], len(items)
+        all_records, errors = self.decode(value)
+        positions = good_positions(all_records, errors)
+        test = where.dict_test()
+        kept = [(rec, pos) for rec, pos in zip(all_records, positions, strict=True) if test(rec)]
+        return [r for r, _ in kept], [p for _, p in kept], len(all_records)
+
     def _objects(self, value: bytes | None) -> list[Any]:
         if not value:
             raise DecodeError("empty", "record has no value")
@@ -487,7 +550,9 @@ def good_positions(records: Sequence[object], errors: Sequence[tuple[int | None,
     """Positions in the raw message of the records RawDecoder.decode returned (the bad ones skipped)."""
     if not errors:
         return list(range(len(records)))
-    bad = {i for i, _ in errors}
+    if not records:
+        return []  # the whole message failed (an error without an index) or every element did
+    bad = {i for i, _ in errors if i is not None}
     return [i for i in range(len(records) + len(bad)) if i not in bad]
 
 

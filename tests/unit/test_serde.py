@@ -278,3 +278,44 @@ def test_other_shapes_take_the_lenient_path_and_lose_nothing(obj: dict[str, Any]
     assert serde._canonical_json(orjson.dumps(obj), 0) is None
     records, errors = RawDecoder(1 << 20).decode(orjson.dumps(obj))
     assert errors == [] and records[0] == normalize(dict(obj), records[0]["observed_timestamp"])
+
+
+def test_decode_where_selects_like_decode_then_filter() -> None:
+    import orjson
+
+    from pipeline.serde import RawDecoder, Where
+
+    decoder = RawDecoder(1 << 20)
+    t0 = 1_790_000_000_000_000
+    lines = [
+        {"timestamp": t0 + i, "service": "s", "level": "INFO", "message": f"m{i}", "endpoint": f"/e{i % 3}"}
+        for i in range(30)
+    ]
+    where = Where(t0 + 5, t0 + 25, (("endpoint", "/e1"),))
+    canonical = orjson.dumps(lines)
+    lenient = orjson.dumps(
+        [{**line, "msg": line["message"]} if i == 0 else line for i, line in enumerate(lines)]
+    )
+    lenient = lenient.replace(b'"message":"m0",', b"", 1)  # the alias forces the lenient path
+    with_bad = orjson.dumps([*lines[:10], {"service": "s"}, *lines[10:]])  # a bad element at position 10
+    for value in (canonical, lenient, with_bad):
+        records, errors = decoder.decode(value)
+        from pipeline.serde import good_positions
+
+        positions = good_positions(records, errors)
+        want = [(r, p) for r, p in zip(records, positions, strict=True) if where.dict_test()(r)]
+        got, got_positions, count = decoder.decode_where(value, where)
+        assert [r["message"] for r in got] == [r["message"] for r, _ in want]
+        assert got_positions == [p for _, p in want]
+        assert count == len(records)
+
+        # complete records, the same as decode() gives (observed_timestamp is "now" when absent)
+        def same(r: dict[str, object]) -> dict[str, object]:
+            return {k: v for k, v in r.items() if k != "observed_timestamp"}
+
+        assert [same(dict(r)) for r in got] == [same(dict(r)) for r, _ in want]
+    # two conditions, and no condition at all
+    both = Where(t0, t0 + 30, (("endpoint", "/e2"), ("service", "s")))
+    assert len(decoder.decode_where(canonical, both)[0]) == 10
+    assert len(decoder.decode_where(canonical, Where(t0, t0 + 30))[0]) == 30
+    assert decoder.decode_where(b"\x07 garbage", where) == ([], [], 0)
