@@ -31,21 +31,19 @@ class LatencySketch:
 
     def add_many(self, values: list[float]) -> None:
         """add() for each value, with the loop kept tight (the worker's hot path)."""
+        self.add_indexed(*index_values(values))
+
+    def add_indexed(self, indices: list[int], zero: int, top: float, count: int) -> None:
+        """Add values already turned into bucket indices (index_values): one log per value even when
+        the same values go into several sketches (a session's and its endpoint's)."""
         buckets = self.buckets
-        ceil, log, log_gamma = math.ceil, math.log, _LOG_GAMMA
-        top = self.max
-        zero = 0
-        for value in values:
-            if value > top:
-                top = value
-            if value <= 0.001:
-                zero += 1
-            else:
-                index = ceil(log(value) / log_gamma)
-                buckets[index] = buckets.get(index, 0) + 1
-        self.max = top
+        get = buckets.get
+        for index in indices:
+            buckets[index] = get(index, 0) + 1
+        if top > self.max:
+            self.max = top
         self.zero += zero
-        self.count += len(values)
+        self.count += count
 
     def merge(self, other: LatencySketch) -> LatencySketch:
         for index, n in other.buckets.items():
@@ -57,18 +55,30 @@ class LatencySketch:
 
     def quantile(self, q: float) -> float | None:
         """Nearest-rank quantile; None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """Several nearest-rank quantiles (ascending qs) in one pass over the sorted buckets."""
         if self.count == 0:
-            return None
-        rank = max(1, math.ceil(q * self.count))
-        if rank <= self.zero:
-            return 0.0
+            return [None] * len(qs)
+        out: list[float | None] = []
+        ranks = [max(1, math.ceil(q * self.count)) for q in qs]
+        i = 0
+        while i < len(ranks) and ranks[i] <= self.zero:
+            out.append(0.0)
+            i += 1
         seen = self.zero
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
+        buckets = self.buckets
+        for index in sorted(buckets):
+            if i == len(ranks):
+                break
+            seen += buckets[index]
+            while i < len(ranks) and seen >= ranks[i]:
                 # bucket midpoint (in log space), never above the largest value seen
-                return min(2 * GAMMA**index / (GAMMA + 1), self.max)
-        return self.max
+                out.append(min(2 * GAMMA**index / (GAMMA + 1), self.max))
+                i += 1
+        out.extend([self.max] * (len(ranks) - i))
+        return out
 
     def to_dict(self) -> dict[str, int]:
         """Bucket counts (the zero bucket as key 'z'), for storage and later merging."""
@@ -89,3 +99,11 @@ class LatencySketch:
                 sketch.max = max(sketch.max, GAMMA**index)
             sketch.count += n
         return sketch
+
+
+def index_values(values: list[float]) -> tuple[list[int], int, float, int]:
+    """(bucket indices of the positive values, how many were ~0, the largest, how many in all)."""
+    log, ceil, log_gamma = math.log, math.ceil, _LOG_GAMMA
+    top = max(values) if values else 0.0
+    indices = [ceil(log(v) / log_gamma) for v in values if v > 0.001]
+    return indices, len(values) - len(indices), top, len(values)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.rules import CaptureAction, Compiled, RuleSet, Verdict
-from pipeline.sketch import LatencySketch
+from pipeline.sketch import LatencySketch, index_values
 from pipeline.types import CuratedRecord, Level, LogRecord, RawLine, session_key
 
 log = logging.getLogger(__name__)
@@ -235,13 +235,14 @@ class _Stats:
 
     def row(self) -> dict[str, Any]:
         s = self.sketch
+        p50, p95, p99 = s.quantiles((0.5, 0.95, 0.99))
         return {
             "count": self.count,
             "errors": self.errors,
             "bytes": self.bytes,
-            "p50_ms": s.quantile(0.5),
-            "p95_ms": s.quantile(0.95),
-            "p99_ms": s.quantile(0.99),
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
             "latency_count": s.count,
             "sketch": s.to_dict(),
             "first_offset": self.first_offset,
@@ -308,20 +309,25 @@ class Shared:
         self.captures: dict[str, dict[str, Capture]] = {f: {} for f in CAPTURE_FIELDS}
         self.rules = RuleSet()
         self.baselines: dict[str, tuple[int, LatencySketch]] = {}
+        self._p95: dict[str, float | None] = {}  # baselines' p95, computed when a baseline changes
         self.buffered_bytes = 0
         self.global_bucket = _Bucket(config.global_budget_lps * config.budget_burst_s)
 
     def baseline_p95(self, endpoint: str) -> float | None:
-        entry = self.baselines.get(endpoint)
-        return entry[1].quantile(0.95) if entry else None
+        if endpoint not in self._p95:
+            entry = self.baselines.get(endpoint)
+            self._p95[endpoint] = entry[1].quantile(0.95) if entry else None
+        return self._p95[endpoint]
 
     def close_baseline(self, endpoint: str, window_start: int, sketch: LatencySketch) -> None:
         current = self.baselines.get(endpoint)
         if current is None or current[0] < window_start:
             merged = LatencySketch().merge(sketch)
             self.baselines[endpoint] = (window_start, merged)
+            self._p95.pop(endpoint, None)
         elif current[0] == window_start:
             current[1].merge(sketch)  # another partition's part of the same window
+            self._p95.pop(endpoint, None)
 
     def capture_for(self, rec: LogRecord, ts: int) -> Capture | None:
         for fieldname, caps in self.captures.items():
@@ -938,14 +944,15 @@ class Engine:
             self._session_window(st, key, win)
         stats = st.stats
         stats.add(offset, count, 0, size, None)
-        if latencies:
-            stats.sketch.add_many(latencies)  # runs are short: adding twice beats building and merging
+        indexed = index_values(latencies) if latencies else None  # one log per value for both sketches
+        if indexed is not None:
+            stats.sketch.add_indexed(*indexed)
         if endpoint:
             ew = self._endpoint_window(win, endpoint)
             if ew is not None:
                 ew.add(offset, count, 0, size, None)
-                if latencies:
-                    ew.sketch.add_many(latencies)
+                if indexed is not None:
+                    ew.sketch.add_indexed(*indexed)
 
     def _close_windows(self, em: Emission, replay: bool, now_us: int | None = None) -> None:
         cfg = self.config
