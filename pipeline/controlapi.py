@@ -11,7 +11,7 @@ import logging
 import threading
 import urllib.parse
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import orjson
 
 from pipeline import control
 from pipeline.errors import ConfigError, HindsightError, QueryError
+from pipeline.httpserve import bind
 from pipeline.query import MAX_TIME_US, QueryFilters, build_sql, parse_duration
 from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.rules import Rule, RuleError
@@ -41,15 +42,9 @@ class ControlServer:
         self.lock = threading.Lock()
         self.store = RuleStore(settings)
         self.reader = RuleReader(settings, self._replace_rules)
-        try:
-            self.httpd = ThreadingHTTPServer((settings.api_host, settings.api_port), _handler(self))
-        except OSError as exc:
-            raise ConfigError(
-                f"rules API cannot listen on {settings.api_host}:{settings.api_port} ({exc.strerror}); "
-                "set HINDSIGHT_API_PORT"
-            ) from None
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="rules-api", daemon=True)
+        self.httpd, self.thread = bind(
+            "rules API", settings.api_host, settings.api_port, _handler(self), "HINDSIGHT_API_PORT"
+        )
 
     def _replace_rules(self, rules: dict[str, Rule]) -> None:
         with self.lock:

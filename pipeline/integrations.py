@@ -62,10 +62,8 @@ def _timestamp_us(value: Any) -> int:
     return time.time_ns() // 1000
 
 
-class HindsightProcessor:
-    """A structlog processor: ships a copy of each event and passes the event on unchanged, so it
-    sits anywhere before the renderer. `event` is the message; context fields are lifted; every other
-    key (stringified) is an attribute."""
+class _Shipping:
+    """What both integrations share: the service name and a Shipper (their own unless given one)."""
 
     def __init__(
         self,
@@ -76,6 +74,18 @@ class HindsightProcessor:
     ) -> None:
         self.service = service
         self.shipper = shipper or Shipper(settings, publisher)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        self.shipper.flush(timeout)
+
+    def close(self) -> None:
+        self.shipper.close()
+
+
+class HindsightProcessor(_Shipping):
+    """A structlog processor: ships a copy of each event and passes the event on unchanged, so it
+    sits anywhere before the renderer. `event` is the message; context fields are lifted; every other
+    key (stringified) is an attribute."""
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         bound = current()
@@ -104,26 +114,10 @@ class HindsightProcessor:
             {"logger": str(logger_name)} if logger_name else None,
         )
 
-    def flush(self, timeout: float = 10.0) -> None:
-        self.shipper.flush(timeout)
 
-    def close(self) -> None:
-        self.shipper.close()
-
-
-class HindsightLoguruSink:
+class HindsightLoguruSink(_Shipping):
     """A loguru sink: `logger.add(HindsightLoguruSink("checkout"))`. `extra` (from `logger.bind()` or
     `logger.contextualize()`) fills the context fields; the rest of `extra` becomes attributes."""
-
-    def __init__(
-        self,
-        service: str,
-        settings: Settings | None = None,
-        publisher: Publisher | None = None,
-        shipper: Shipper | None = None,
-    ) -> None:
-        self.service = service
-        self.shipper = shipper or Shipper(settings, publisher)
 
     def __call__(self, message: Any) -> None:
         record = message.record
@@ -157,9 +151,3 @@ class HindsightLoguruSink:
             item["extra"],
             attributes,
         )
-
-    def flush(self, timeout: float = 10.0) -> None:
-        self.shipper.flush(timeout)
-
-    def close(self) -> None:
-        self.shipper.close()

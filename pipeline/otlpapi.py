@@ -13,7 +13,7 @@ import logging
 import threading
 import zlib
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from confluent_kafka import Producer
@@ -22,6 +22,7 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from pipeline.errors import ConfigError
+from pipeline.httpserve import bind
 from pipeline.kafka import producer_config
 from pipeline.otlp import JSON, PROTOBUF, OtlpError, map_request, parse_request
 from pipeline.processor import dlq_headers
@@ -52,15 +53,9 @@ class OtlpServer:
         self.accepted = 0
         self.rejected = 0
         self.requests: dict[str, int] = {}  # by content type
-        try:
-            self.httpd = ThreadingHTTPServer((settings.otlp_host, settings.otlp_port), _handler(self))
-        except OSError as exc:
-            raise ConfigError(
-                f"OTLP receiver cannot listen on {settings.otlp_host}:{settings.otlp_port} ({exc.strerror}); "
-                "set HINDSIGHT_OTLP_PORT"
-            ) from None
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="otlp", daemon=True)
+        self.httpd, self.thread = bind(
+            "OTLP receiver", settings.otlp_host, settings.otlp_port, _handler(self), "HINDSIGHT_OTLP_PORT"
+        )
 
     @property
     def port(self) -> int:

@@ -6,20 +6,20 @@ import hmac
 import logging
 import os
 import secrets
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from pipeline.errors import ConfigError, HindsightError, QueryError
+from pipeline.httpserve import bind
 from pipeline.query import MAX_TIME_US, QueryFilters
 from pipeline.settings import Settings
 from pipeline.types import Level
@@ -94,14 +94,7 @@ class QueryServer:
         if not token:
             raise ConfigError("the query API needs a token")
         handler = _handler(run, summary, stats, sql, token.encode())
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(
-                f"query API cannot listen on {host}:{port} ({exc.strerror}); set HINDSIGHT_QUERY_PORT"
-            ) from None
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="query-api", daemon=True)
+        self.httpd, self.thread = bind("query API", host, port, handler, "HINDSIGHT_QUERY_PORT")
 
     @property
     def port(self) -> int:

@@ -378,6 +378,11 @@ def _canonical_json(value: bytes, now_us: int) -> list[LogRecord] | None:
     items = decoded if isinstance(decoded, list) else [decoded]
     if not items:
         return None
+    return _records_of(items, now_us)
+
+
+def _records_of(items: Iterable[_Canonical], now_us: int) -> list[LogRecord]:
+    """Canonical structs as complete records (defaults that depend on the time or the level filled)."""
     records: list[LogRecord] = []
     for item in items:
         rec = cast(LogRecord, _asdict(item))
@@ -499,15 +504,7 @@ class RawDecoder:
                 picked = [(i, item) for i, item in enumerate(items) if keep(item)]
                 if not picked:
                     return [], [], len(items)
-                now_us = time.time_ns() // 1000
-                records: list[LogRecord] = []
-                for _, item in picked:
-                    rec = cast(LogRecord, _asdict(item))
-                    if item.observed_timestamp is None:
-                        rec["observed_timestamp"] = now_us
-                    if not item.severity_number:
-                        rec["severity_number"] = _LEVEL_NAMES[item.level]
-                    records.append(rec)
+                records = _records_of((item for _, item in picked), time.time_ns() // 1000)
                 return records, [i for i, _ in picked], len(items)
         all_records, errors = self.decode(value)
         positions = good_positions(all_records, errors)
