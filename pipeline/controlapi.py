@@ -17,11 +17,10 @@ from typing import Any
 
 import orjson
 
-from pipeline import control
+from pipeline import control, services
 from pipeline.errors import ConfigError, HindsightError, QueryError
 from pipeline.httpserve import bind
 from pipeline.query import MAX_TIME_US, QueryFilters, build_sql, parse_duration
-from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.rules import Rule, RuleError
 from pipeline.rulestore import RuleReader, RuleStore
 from pipeline.settings import Settings
@@ -258,7 +257,8 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                 build_sql(filters, settings.clickhouse_database)  # validates before going upstream
             except QueryError as exc:
                 raise RuleError([("(query)", str(exc))]) from None
-            rows = self._upstream(lambda: remote_query(query_api(settings), filters))
+            # a ClickHouse server directly; chDB through the sink that holds it
+            rows = self._upstream(lambda: services.query_logs(settings, filters, open_chdb=False))
             return self._send(HTTPStatus.OK, rows)
 
         def _incidents(self) -> None:
@@ -269,7 +269,7 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
                 raise RuleError([("limit", "must be a number")]) from None
             if not 1 <= limit <= 1000:
                 raise RuleError([("limit", "must be within 1..1000")])
-            summary = self._upstream(lambda: remote_summary(query_api(settings)))
+            summary = self._upstream(lambda: services.summarize_store(settings, open_chdb=False))
             return self._send(HTTPStatus.OK, list(reversed(summary["incidents"]))[:limit])
 
         def _upstream(self, call: Any) -> Any:

@@ -232,14 +232,18 @@ def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
         log.info("otlp receiver stopped accepted=%s rejected=%s", server.accepted, server.rejected)
 
 
-def _from_store(settings: Settings, remote: Callable[[], T], local: Callable[[Any], T]) -> T:
+def _from_store(
+    settings: Settings, remote: Callable[[], T], local: Callable[[Any], T], open_chdb: bool = True
+) -> T:
     """Ask the store: a server directly; chDB via the running sink's query API, else by opening it
-    here (when no sink holds it)."""
+    here when no sink holds it and `open_chdb` (a long-running service must not: it would keep the
+    data dir from the sink that starts next)."""
     if not settings.uses_server:
         try:
             return remote()
         except ConnectionRefusedError:
-            pass
+            if not open_chdb:
+                raise
     client = _with_store(settings)
     try:
         return local(client)
@@ -247,16 +251,21 @@ def _from_store(settings: Settings, remote: Callable[[], T], local: Callable[[An
         client.close()
 
 
-def query_logs(settings: Settings, filters: QueryFilters) -> list[dict[str, Any]]:
+def query_logs(settings: Settings, filters: QueryFilters, open_chdb: bool = True) -> list[dict[str, Any]]:
     db = settings.clickhouse_database
     return _from_store(
-        settings, lambda: remote_query(query_api(settings), filters), lambda c: run_query(c, filters, db)
+        settings,
+        lambda: remote_query(query_api(settings), filters),
+        lambda c: run_query(c, filters, db),
+        open_chdb,
     )
 
 
-def summarize_store(settings: Settings) -> dict[str, Any]:
+def summarize_store(settings: Settings, open_chdb: bool = True) -> dict[str, Any]:
     db = settings.clickhouse_database
-    return _from_store(settings, lambda: remote_summary(query_api(settings)), lambda c: store_summary(c, db))
+    return _from_store(
+        settings, lambda: remote_summary(query_api(settings)), lambda c: store_summary(c, db), open_chdb
+    )
 
 
 def sql_query(settings: Settings, text: str, limit: int) -> list[dict[str, Any]]:
