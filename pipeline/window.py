@@ -839,11 +839,23 @@ class Engine:
         while st.lines > cfg.session_max_lines or (st.bytes > cfg.session_max_bytes and st.lines > 1):
             self._drop_first(st)
             self.metrics.evicted_lines += 1
-        while self.shared.buffered_bytes > cfg.memory_budget_bytes and len(self.sessions) > 1:
-            before = len(self.sessions)
-            self._evict_oldest()
-            if len(self.sessions) == before:
+        shared, sessions, budget = self.shared, self.sessions, cfg.memory_budget_bytes
+        if shared.buffered_bytes <= budget:
+            return
+        # At high rates this is the steady state (every line is buffered, then evicted): the loop is
+        # inlined, with the least recently active sessions leaving first.
+        evicted = lines = 0
+        while shared.buffered_bytes > budget and len(sessions) > 1:
+            key, oldest = sessions.popitem(last=False)
+            if oldest.suppressed is not None:  # kept until its summary is out: nothing leaves silently
+                sessions[key] = oldest
+                sessions.move_to_end(key, last=False)
                 break
+            evicted += 1
+            lines += oldest.lines
+            shared.buffered_bytes -= oldest.bytes
+        self.metrics.evicted_sessions += evicted
+        self.metrics.evicted_lines += lines
 
     def _drop_first(self, st: _Session) -> None:
         chunk = st.buf[0]

@@ -266,3 +266,34 @@ def test_generated_workload_batched_equals_line_by_line() -> None:
     one_by_one = run_messages(single, [RawLine(r, "logs.raw", 0, i) for i, r in enumerate(work.lines)])
     assert one_by_one == got
     assert batched.metrics.lines_in == single.metrics.lines_in == len(work.lines)
+
+
+def test_memory_budget_evicts_least_recently_active_first_with_exact_counts() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
+    for i in range(5):
+        hs.process([feed(f"s{i}", i * 0.01, message="x" * 100)])
+    hs.process([feed("s0", 0.5, message="x" * 100)])  # s0 active again: now the most recent
+    before = hs.shared.buffered_bytes
+    for i in range(5, 40):
+        hs.process([feed(f"s{i}", 1 + i * 0.01, message="x" * 100)])
+    sessions = next(iter(hs.engines.values())).sessions
+    kept = list(sessions)
+    m = hs.metrics
+    assert hs.shared.buffered_bytes <= 20_000 and before <= 20_000
+    assert kept == [f"s{i}" for i in range(40 - len(kept), 40)]  # the most recently active stay
+    assert m.evicted_sessions == 40 - len(kept)  # 40 sessions seen
+    assert m.evicted_lines == 41 - sum(st.lines for st in sessions.values())  # s0 held two lines
+
+
+def test_memory_budget_keeps_a_recently_active_old_session() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
+    for i in range(5):
+        hs.process([feed(f"s{i}", i * 0.01, message="x" * 100)])
+    hs.process([feed("s0", 0.5, message="x" * 100)])
+    for i in range(5, 12):
+        hs.process([feed(f"s{i}", 1 + i * 0.01, message="x" * 100)])
+    sessions = next(iter(hs.engines.values())).sessions
+    assert hs.metrics.evicted_sessions >= 1
+    assert "s0" in sessions and "s1" not in sessions  # least recently active leaves first, not oldest
