@@ -195,6 +195,23 @@ class SinkCollector(Collector):
             yield lag.metric()
 
 
+class OtlpCollector(Collector):
+    """The OTLP receiver: requests by content type, records accepted and dead-lettered."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield _labelled(
+            "hindsight_otlp_requests",
+            "OTLP export requests by content type",
+            "content_type",
+            self.server.requests,
+        )
+        yield _counter("hindsight_otlp_records", "Log records published to logs.raw", self.server.accepted)
+        yield _counter("hindsight_otlp_rejected_records", "Log records dead-lettered", self.server.rejected)
+
+
 def serve(settings: Settings, *collectors: Collector) -> Any:
     """Serve /metrics on settings.metrics_host:metrics_port; None when metrics_port is unset."""
     if settings.metrics_port is None:

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from pipeline.errors import DecodeError, QueryError
 from pipeline.kafka import ensure_topics, group_lag
-from pipeline.metrics import LagCache, SinkCollector, serve
+from pipeline.metrics import LagCache, OtlpCollector, SinkCollector, serve
 from pipeline.query import MAX_TIME_US, QueryFilters, endpoint_stats, run_query, run_sql, store_summary
 from pipeline.queryapi import (
     QueryServer,
@@ -221,6 +221,7 @@ def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
 
     ensure_topics(settings)
     server = OtlpServer(settings).start()
+    metrics = serve(settings, OtlpCollector(server))
     done = stop or threading.Event()
     if stop is None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -229,6 +230,8 @@ def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
         done.wait()
     finally:
         server.stop()
+        if metrics is not None:
+            metrics.shutdown()
         log.info("otlp receiver stopped accepted=%s rejected=%s", server.accepted, server.rejected)
 
 

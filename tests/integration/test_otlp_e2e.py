@@ -21,9 +21,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from pipeline.kafka import ensure_topics
+from pipeline.metrics import OtlpCollector
 from pipeline.otlpapi import OtlpServer
 from pipeline.serde import RawDecoder
 from pipeline.settings import Settings
@@ -76,6 +78,11 @@ def test_sdk_exporters_publish_protobuf_and_json(receiver: tuple[Settings, str, 
     _emit(JsonExporter(endpoint=url, headers=headers), "json-svc", "s-json")
     # one request per record (SimpleLogRecordProcessor), in each of the two encodings
     assert server.requests == {"application/x-protobuf": 2, "application/json": 2}
+    registry = CollectorRegistry()
+    registry.register(OtlpCollector(server))
+    exposed = generate_latest(registry).decode()
+    assert 'hindsight_otlp_requests_total{content_type="application/json"} 2.0' in exposed
+    assert "hindsight_otlp_records_total 4.0" in exposed
     records = _raw_records(settings, expect=2)
     by = {(r["service"], r["message"]): r for r in records}
     assert set(by) == {
