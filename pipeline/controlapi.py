@@ -21,6 +21,7 @@ from pipeline import control, services
 from pipeline.errors import ConfigError, HindsightError, QueryError
 from pipeline.httpserve import bind
 from pipeline.query import MAX_TIME_US, QueryFilters, build_sql, parse_duration
+from pipeline.queryapi import parse_params
 from pipeline.rules import Rule, RuleError
 from pipeline.rulestore import RuleReader, RuleStore
 from pipeline.settings import Settings
@@ -237,14 +238,14 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _query_params(self, allowed: set[str]) -> dict[str, str]:
-            query = urllib.parse.urlsplit(self.path).query
-            params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+            try:
+                # the same rules as the query API's, so nothing valid here is refused upstream
+                params = parse_params(urllib.parse.urlsplit(self.path).query)
+            except QueryError as exc:
+                raise RuleError([("(query)", str(exc))]) from None
             unknown = set(params) - allowed
             if unknown:
                 raise RuleError([(k, "unknown parameter") for k in sorted(unknown)])
-            empty = [k for k, v in params.items() if not v]
-            if empty:
-                raise RuleError([(k, "empty") for k in empty])
             return params
 
         def _lines(self) -> None:
@@ -275,6 +276,10 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
         def _upstream(self, call: Any) -> Any:
             try:
                 return call()
+            except QueryError as exc:
+                if "answered 400" in str(exc):  # the request itself was refused: the client's to fix
+                    raise RuleError([("(query)", str(exc))]) from None
+                raise UpstreamError(f"the store refused the request ({exc})") from None
             except (ConnectionRefusedError, HindsightError) as exc:
                 raise UpstreamError(
                     f"the store is not answering ({exc}); is `hindsight sink clickhouse` running?"

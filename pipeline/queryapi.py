@@ -142,7 +142,7 @@ def _handler(
                 if url.path not in _PUBLIC and not self._authorized():
                     self._send(HTTPStatus.UNAUTHORIZED, b'{"error":"missing or wrong bearer token"}')
                     return
-                params = _params(url.query)
+                params = parse_params(url.query)
                 if url.path == "/health":
                     self._send(HTTPStatus.OK, b'{"status":"ok"}')
                 elif url.path == "/openapi.json":
@@ -185,7 +185,8 @@ def _handler(
     return Handler
 
 
-def _params(query: str) -> dict[str, str]:
+def parse_params(query: str) -> dict[str, str]:
+    """A query string's parameters; QueryError for invalid UTF-8, a repeated or empty one, or a NUL."""
     try:
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:

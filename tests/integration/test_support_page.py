@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,8 @@ def test_support_page_flow_in_headless_chromium(stack: tuple[Settings, str]) -> 
     stored = _get(base, f"/lines?user={user}")
     assert isinstance(stored, list)
     assert {r["message"] for r in stored} == {*history, "after the capture began"}
+    for bad in ("user=a%00b", "user=a&user=b", "user=%ff", "colour=red", "since_us=1"):
+        request = urllib.request.Request(f"{base}/lines?{bad}", headers={"Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        assert err.value.code == 400, bad  # the client's mistake, not the store's
