@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
 import sys
 import tempfile
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from common import bench_broker, free_port, machine
 from tqdm import tqdm
 
 from pipeline.demo import start_child, wait_until
@@ -28,16 +27,9 @@ from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters
 from pipeline.queryapi import query_api, remote_query, remote_summary
 from pipeline.settings import Settings
-from pipeline.stack import LocalBroker
 from pipeline.workload import Workload, incident_workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def measure(settings: Settings, triggers: int) -> dict[str, Any]:
@@ -102,42 +94,35 @@ def measure(settings: Settings, triggers: int) -> dict[str, Any]:
 
 def main() -> None:
     triggers = int(os.environ.get("BENCH_TRIGGERS", "50"))
-    base = Settings(home=Path(".hindsight/bench"), cache_dir=Path(".hindsight/cache"))
-    broker = None
-    if base.local_broker:
-        base = base.model_copy(update={"kafka_port": free_port()})
-        broker = LocalBroker(base)
-        broker.start()
-    children = []
-    try:
-        with tempfile.TemporaryDirectory() as store:
-            settings = base.namespaced(
-                f"lat.{uuid.uuid4().hex[:8]}",
-                chdb_path=Path(store),
-                query_port=free_port(),
-                key_budget_lps=1e6,
-                global_budget_lps=1e7,
-                publish_linger_ms=5,
-            )
-            ensure_topics(settings)
-            log_dir = settings.home / "latency-logs"
-            children.append(start_child("worker", ["worker"], settings, log_dir))
-            children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
-            wait_until(
-                "the query API", lambda: remote_summary(query_api(settings), 2) is not None, 90, children
-            )
-            out: dict[str, Any] = {
-                "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
-                "triggers": triggers,
-                "publish_linger_ms": settings.publish_linger_ms,
-                "sink_batch_ms": settings.sink_batch_ms,
-            }
-            out.update(measure(settings, triggers))
-    finally:
-        for child in reversed(children):
-            child.stop()
-        if broker is not None:
-            broker.stop()
+    children: list[Any] = []
+    with bench_broker() as base:
+        try:
+            with tempfile.TemporaryDirectory() as store:
+                settings = base.namespaced(
+                    f"lat.{uuid.uuid4().hex[:8]}",
+                    chdb_path=Path(store),
+                    query_port=free_port(),
+                    key_budget_lps=1e6,
+                    global_budget_lps=1e7,
+                    publish_linger_ms=5,
+                )
+                ensure_topics(settings)
+                log_dir = settings.home / "latency-logs"
+                children.append(start_child("worker", ["worker"], settings, log_dir))
+                children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
+                wait_until(
+                    "the query API", lambda: remote_summary(query_api(settings), 2) is not None, 90, children
+                )
+                out: dict[str, Any] = {
+                    "machine": machine(),
+                    "triggers": triggers,
+                    "publish_linger_ms": settings.publish_linger_ms,
+                    "sink_batch_ms": settings.sink_batch_ms,
+                }
+                out.update(measure(settings, triggers))
+        finally:
+            for child in reversed(children):
+                child.stop()
     for key, value in out.items():
         print(f"{key:<24} {value:,.3f}" if isinstance(value, float) else f"{key:<24} {value}")
     RESULTS.mkdir(exist_ok=True)

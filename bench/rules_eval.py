@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine
 
 from pipeline.rules import Rule, RuleSet, validate_rule
 from pipeline.workload import generate
@@ -68,7 +69,7 @@ def main() -> None:
     n = int(os.environ.get("BENCH_RULE_LINES", "200000"))
     lines = generate(sessions=max(n // 40, 1), requests_per_session=6, seed=9).lines[:n]
     out: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "machine": machine(),
         "lines": len(lines),
     }
     for count in (1, 100, 1000):

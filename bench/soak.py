@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
 import sys
 import threading
 import time
@@ -17,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from common import bench_broker, machine
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
@@ -24,7 +23,6 @@ from pipeline.demo import start_child
 from pipeline.kafka import ensure_topics
 from pipeline.publisher import Publisher
 from pipeline.settings import Settings
-from pipeline.stack import LocalBroker
 from pipeline.workload import generate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,12 +33,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publish_at(settings: Settings, rate: int, seconds: float, stop: threading.Event) -> None:
@@ -78,14 +70,8 @@ def lag(consumer: Consumer, settings: Settings) -> int:
 def main() -> None:
     rate = int(os.environ.get("SOAK_RATE", "5000"))
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
-    base = Settings(home=Path(".hindsight/bench"), cache_dir=Path(".hindsight/cache"))
-    broker = None
-    if base.local_broker:
-        base = base.model_copy(update={"kafka_port": free_port()})
-        broker = LocalBroker(base)
-        broker.start()
     samples: list[dict[str, float]] = []
-    try:
+    with bench_broker() as base:
         settings = base.namespaced(f"soak.{uuid.uuid4().hex[:8]}", wire_format="json")
         ensure_topics(settings)
         worker = start_child("worker", ["worker"], settings, settings.home / "soak-logs")
@@ -106,14 +92,11 @@ def main() -> None:
                 time.sleep(10)
         consumer.close()
         worker.stop()
-    finally:
-        if broker is not None:
-            broker.stop()
     later = [s for s in samples if s["t_s"] >= seconds / 4]
     rss = [s["rss_mb"] for s in later] or [0.0]
     lags = [s["lag_messages"] for s in samples if s["lag_messages"] >= 0] or [0]
     out: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "machine": machine(),
         "rate_lines_per_s": rate,
         "seconds": seconds,
         "rss_mb_at_quarter": rss[0],

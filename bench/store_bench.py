@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from common import bench_broker, machine
 from tqdm import tqdm
 
 from connectors.clickhouse import COLUMNS, ClickHouseSink, to_columns
@@ -32,7 +31,6 @@ from pipeline.publisher import Publisher
 from pipeline.query import QueryFilters, run_query
 from pipeline.replay import ReplaySpec, replay
 from pipeline.settings import Settings
-from pipeline.stack import LocalBroker
 from pipeline.types import RawLine
 from pipeline.window import curate
 from pipeline.workload import generate
@@ -144,20 +142,8 @@ def bench_lookup(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bench_replay(lines: list[Any]) -> dict[str, float]:
-    base = Settings(home=Path(".hindsight/bench"), cache_dir=Path(".hindsight/cache"))
-    broker = None
-    if base.local_broker:
-        base = base.model_copy(update={"kafka_port": free_port()})
-        broker = LocalBroker(base)
-        broker.start()
-    try:
+    with bench_broker() as base:
         settings = base.namespaced(f"bench.{uuid.uuid4().hex[:8]}", wire_format="json")
         ensure_topics(settings)
         pub = Publisher(settings)
@@ -183,9 +169,6 @@ def bench_replay(lines: list[Any]) -> dict[str, float]:
             # end to end, with the setup (metadata, retention check, assignment)
             "replay_end_to_end_lines_per_s": statistics.median(r["lines_per_s"] for r in results),
         }
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 def main() -> None:
@@ -193,7 +176,7 @@ def main() -> None:
     total = int(os.environ.get("BENCH_LOOKUP_ROWS", "10000000"))
     lines = generate(sessions=max(n // 40, 1), requests_per_session=6, seed=4).lines[:n]
     out: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "machine": machine(),
         "sink_rows": n,
     }
     with tempfile.TemporaryDirectory() as store:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import platform
-import socket
 import sys
 import time
 import tracemalloc
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from common import bench_broker, machine
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
@@ -29,7 +28,6 @@ from pipeline.processor import RawProcessor, tune_gc
 from pipeline.publisher import Publisher
 from pipeline.serde import RawDecoder, RawEncoder
 from pipeline.settings import Settings
-from pipeline.stack import LocalBroker
 from pipeline.types import session_key
 from pipeline.window import Hindsight, WindowConfig
 from pipeline.workload import generate
@@ -79,12 +77,6 @@ def bench_processor(lines: list[Any]) -> dict[str, float]:
         out[f"processor_{fmt}_lines_per_s"] = rate(len(lines), time.perf_counter() - t)
         del proc
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bench_worker(base: Settings, lines: list[Any]) -> dict[str, float]:
@@ -205,24 +197,15 @@ def main() -> None:
     lines = work.lines[:n]
     sample = lines[:300_000]  # in-process figures settle on fewer lines
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "machine": machine(),
         "lines": len(lines),
     }
     tune_gc(Settings().worker_gc_threshold)  # as the worker does
     results.update(bench_serde(sample))
     results.update(bench_processor(sample))
     results.update(bench_memory(sample))
-    base = Settings(home=Path(".hindsight/bench"), cache_dir=Path(".hindsight/cache"))
-    broker = None
-    if base.local_broker:
-        base = base.model_copy(update={"kafka_port": free_port()})
-        broker = LocalBroker(base)
-        broker.start()
-    try:
+    with bench_broker() as base:
         results.update(bench_worker(base, lines))
-    finally:
-        if broker is not None:
-            broker.stop()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "worker_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
     for key, value in results.items():
