@@ -27,7 +27,7 @@ from pipeline.rawscan import earliest_available_ms, scan_raw
 from pipeline.serde import Where, encode_curated
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, LogRecord, RawLine
-from pipeline.window import Trigger, curate
+from pipeline.window import Trigger, curate, curate_lines
 
 log = logging.getLogger(__name__)
 
@@ -159,26 +159,17 @@ def replay(
                 ]
             else:
                 pairs = list(zip(msg.records, msg.indices, strict=True))
-            # the curated rows of one message at once: same fields as curate(), no object per line
-            base = {
-                "raw_topic": topic,
-                "raw_partition": msg.partition,
-                "raw_offset": msg.offset,
-                "trigger_id": trigger.id,
-                "trigger_offset": trigger.offset,
-                "rule_ids": [],
-                "routes": [],
-                "retention_days": retention,
-            }
-            rows: list[CuratedRecord] = []
-            for rec, index in pairs:
-                # the scan built this dict for us alone: extend it in place rather than copy it
-                row = cast(CuratedRecord, rec)
-                row.update(base)  # type: ignore[typeddict-item]
-                row["raw_index"] = index
-                row["trigger_reasons"] = ["replay"]
-                row["tags"] = [replay_id]
-                rows.append(row)
+            rows = curate_lines(
+                [rec for rec, _ in pairs],
+                [index for _, index in pairs],
+                topic,
+                msg.partition,
+                msg.offset,
+                ["replay"],
+                trigger,
+                retention,
+                [replay_id],
+            )
             if attrs:
                 for row in rows:
                     row["attributes"] = {**row["attributes"], **attrs}

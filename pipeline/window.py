@@ -13,7 +13,7 @@ import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pipeline.rules import CaptureAction, Compiled, RuleSet, Verdict
 from pipeline.sketch import LatencySketch, index_values
@@ -142,10 +142,48 @@ def curate(
 ) -> CuratedRecord:
     """The curated form of a raw line."""
     record: CuratedRecord = {**line.record}  # type: ignore[typeddict-item]
-    record["raw_topic"] = line.topic
-    record["raw_partition"] = line.partition
-    record["raw_offset"] = line.offset
-    record["raw_index"] = line.index
+    _set_curated(
+        record, line.topic, line.partition, line.offset, line.index, reasons, trigger, retention_days
+    )
+    return record
+
+
+def curate_lines(
+    records: list[LogRecord],
+    indices: list[int],
+    topic: str,
+    partition: int,
+    offset: int,
+    reasons: list[str],
+    trigger: Trigger,
+    retention_days: int,
+    tags: list[str],
+) -> list[CuratedRecord]:
+    """curate() for lines of one raw message whose dicts nobody else holds (a scan's): each is
+    extended in place rather than copied, with lists of its own."""
+    rows: list[CuratedRecord] = []
+    for rec, index in zip(records, indices, strict=True):
+        row = cast(CuratedRecord, rec)
+        _set_curated(row, topic, partition, offset, index, list(reasons), trigger, retention_days)
+        row["tags"] = list(tags)
+        rows.append(row)
+    return rows
+
+
+def _set_curated(
+    record: CuratedRecord,
+    topic: str,
+    partition: int,
+    offset: int,
+    index: int,
+    reasons: list[str],
+    trigger: RawLine | Trigger | None,
+    retention_days: int,
+) -> None:
+    record["raw_topic"] = topic
+    record["raw_partition"] = partition
+    record["raw_offset"] = offset
+    record["raw_index"] = index
     record["trigger_reasons"] = reasons
     if isinstance(trigger, RawLine):
         record["trigger_id"] = f"t-{line_id(trigger)}"
@@ -160,7 +198,6 @@ def curate(
     record["tags"] = []
     record["routes"] = []
     record["retention_days"] = retention_days
-    return record
 
 
 class _Chunk:
