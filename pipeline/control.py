@@ -149,7 +149,11 @@ def dump_user_history(
 
     def flush() -> None:
         if batch:
-            producer.produce(settings.curated_topic, key=user_id.encode(), value=encode_curated(batch))
+            producer.produce(
+                settings.curated_topic,
+                key=user_id.encode(),
+                value=encode_curated(batch, settings.curated_format),
+            )
             batch.clear()
 
     where = Where(since_us, 2**62, (("user_id", user_id),))

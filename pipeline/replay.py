@@ -209,7 +209,9 @@ class _CuratedWriter:
 
     def _send(self) -> None:
         if self.batch:
-            self.producer.produce(self.settings.curated_topic, value=encode_curated(self.batch))
+            self.producer.produce(
+                self.settings.curated_topic, value=encode_curated(self.batch, self.settings.curated_format)
+            )
             self.producer.poll(0)
             self.batch = []
 

@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         curated_rows = [row for batch in emission.curated.values() for row in batch]
         key = next(iter(emission.curated)).encode() if len(emission.curated) == 1 else None
         for i in range(0, len(curated_rows), CURATED_BATCH):
-            value = encode_curated(curated_rows[i : i + CURATED_BATCH])
+            value = encode_curated(curated_rows[i : i + CURATED_BATCH], settings.curated_format)
             processor.curated_bytes += len(value)
             await curated.send(key=key, value=value)
         if emission.stats:

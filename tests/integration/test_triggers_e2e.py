@@ -17,14 +17,16 @@ from pipeline.queryapi import query_api, remote_query, remote_stats, remote_summ
 from pipeline.settings import Settings
 from pipeline.workload import incident_workload
 
-from .helpers import eventually, pipeline_running
+from .helpers import consume_all, eventually, pipeline_running
 
 pytestmark = pytest.mark.integration
 
 
-def test_ground_truth_workload_exact_set(ns: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("curated_format", ["avro", "json"])
+def test_ground_truth_workload_exact_set(ns: Settings, tmp_path: Path, curated_format: str) -> None:
     settings = ns.model_copy(
         update={
+            "curated_format": curated_format,
             "stats_window_s": 5.0,
             "stats_grace_s": 120.0,
             "key_budget_lps": 1e6,
@@ -56,6 +58,9 @@ def test_ground_truth_workload_exact_set(ns: Settings, tmp_path: Path) -> None:
     got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
     assert len(got) == len(rows)
     assert got == work.expected
+    # the curated topic held the configured encoding (Avro single-object header, or a JSON array)
+    curated = [m.value() for m in consume_all(settings, settings.curated_topic, 1, timeout=10)]
+    assert curated and all(v[:1] == (b"[" if curated_format == "json" else b"\xc3") for v in curated)
     reasons = {reason for r in rows for reason in r["trigger_reasons"]}
     assert {"error", "latency", "timeout", "security", "auth_failures", "baseline"} <= reasons | {"baseline"}
     # window statistics reached hindsight.endpoint_stats: each closed window accounts for all its lines

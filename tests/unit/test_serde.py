@@ -11,6 +11,7 @@ from typing import Any
 
 import avro.io
 import avro.schema
+import msgspec
 import orjson
 import pytest
 
@@ -184,6 +185,50 @@ def test_curated_json_from_another_tool_is_validated() -> None:
     assert serde.decode_curated(orjson.dumps(good))[0]["raw_offset"] == 7
     with pytest.raises(serde.DecodeError):
         serde.decode_curated(orjson.dumps({**good, "raw_offset": "seven"}))
+
+
+def test_curated_json_and_avro_decode_to_the_same_rows() -> None:
+    from pipeline.types import RawLine
+    from pipeline.window import curate
+
+    raw = RawLine(normalize(line(latency_ms=12, attributes={"k": "v"})), "logs.raw", 2, 41, 3)
+    record = curate(raw, ["latency"], raw, 30)
+    as_json = serde.encode_curated([record, record], "json")
+    assert orjson.loads(as_json)[0]["raw_offset"] == 41
+    assert serde.decode_curated(as_json) == serde.decode_curated(serde.encode_curated([record, record]))
+
+
+def test_curated_json_reader_follows_the_avro_schema() -> None:
+    """The JSON reader's fields, types of defaults and required fields are those of the .avsc, so
+    a schema change that is not made in both places fails here."""
+    fields = serde.schemas()["CuratedRecord"].definition["fields"]
+    struct_fields = {f.name: f for f in msgspec.structs.fields(serde._CuratedJson)}
+    assert list(struct_fields) != [] and set(struct_fields) == {f["name"] for f in fields}
+    for f in fields:
+        sf = struct_fields[f["name"]]
+        if "default" in f:
+            got = sf.default_factory() if sf.default_factory is not msgspec.NODEFAULT else sf.default
+            assert got == f["default"], f["name"]
+        else:
+            assert sf.required, f["name"]
+    minimal = {"timestamp": 1, "service": "s", "level": "INFO", "message": "m", "raw_topic": "t",
+               "raw_partition": 0, "raw_offset": 0}  # fmt: skip
+    avro_filled = serde.decode_curated(serde.encode_curated([minimal]))  # type: ignore[list-item]
+    assert serde.decode_curated(orjson.dumps(minimal)) == avro_filled
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"raw_partition": 2**31}, {"level": "LOUD"}, {"attributes": {"k": 1}}, {"latency_ms": "9"}],
+)
+def test_curated_json_rejects_what_avro_would(change: dict[str, Any]) -> None:
+    good = {**normalize(line()), "raw_topic": "logs.raw", "raw_partition": 0, "raw_offset": 7}
+    with pytest.raises(serde.DecodeError) as info:
+        serde.decode_curated(orjson.dumps({**good, **change}))
+    assert info.value.error_type == "wrong_type"
+    with pytest.raises(serde.DecodeError) as info:
+        serde.decode_curated(b"[{")
+    assert info.value.error_type == "not_json"
 
 
 class _Registry(BaseHTTPRequestHandler):
