@@ -457,7 +457,7 @@ class Engine:
         level_gate = min(cfg.trigger_level.value, floor)
         latency_gate, status_gate = self._latency_gate, self._status_gate
         timeout_attr = cfg.timeout_attribute
-        ep_caps, user_caps, svc_caps = (self.shared.captures[f] for f in CAPTURE_FIELDS)
+        ep_caps, user_caps, svc_caps = [self.shared.captures[f] for f in CAPTURE_FIELDS]
         match = rules.match if rules else None
         levels = LEVEL_VALUE
         run_win = -1
