@@ -1,4 +1,15 @@
 # log-hindsight worker/sink image (used by docker-compose.yml).
+
+# The window engine compiled with mypyc (scripts/build_native.py) in the full image, which has a C
+# compiler; the slim image below only receives the extension modules and their source hashes.
+FROM python:3.11 AS native
+WORKDIR /app
+COPY pyproject.toml ./
+COPY pipeline ./pipeline
+COPY scripts/build_native.py ./scripts/
+RUN pip install --no-cache-dir "mypy>=1.11" setuptools && python scripts/build_native.py \
+    && test -f pipeline/native.sha256
+
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -7,6 +18,7 @@ COPY pipeline ./pipeline
 COPY connectors ./connectors
 COPY schemas ./schemas
 COPY deploy ./deploy
+COPY --from=native /app/pipeline/*.so /app/pipeline/native.sha256 ./pipeline/
 # editable: schemas/ and deploy/clickhouse/ are read from the source tree
 RUN pip install -e . && useradd --create-home hindsight && mkdir -p /data && chown hindsight /data
 USER hindsight

@@ -23,6 +23,7 @@ from common import bench_broker, machine
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
+import pipeline
 from pipeline.demo import start_child
 from pipeline.kafka import ensure_topics
 from pipeline.processor import RawProcessor, tune_gc
@@ -221,6 +222,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": machine(),
         "lines": len(lines),
+        "window_engine": pipeline.NATIVE,  # compiled (make native) or source
     }
     tune_gc(Settings().worker_gc_threshold)  # as the worker does
     results.update(bench_serde(sample))
