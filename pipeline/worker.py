@@ -11,6 +11,7 @@ from typing import Any
 import faust
 import orjson
 
+import pipeline
 from pipeline.errors import ConfigError
 from pipeline.levelpoll import LevelPoller
 from pipeline.metrics import LagCache, WorkerCollector, serve
@@ -196,6 +197,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     except ImportError:
         log.info("uvloop not installed; using asyncio's default event loop")
     app, processor = create_app(settings)
+    log.info("worker starting app_id=%s window_engine=%s", settings.app_id, pipeline.NATIVE)
     lag = LagCache(
         settings.app_id, settings.raw_topic, lambda: group_lag(settings, settings.app_id, settings.raw_topic)
     )

@@ -111,3 +111,23 @@ def test_without_a_build_the_source_runs(tmp_path: Path) -> None:
     out = run_child(tmp_path, copy, native=True)
     assert out["native"] == "absent" and str(out["file"]).endswith("window.py")
     assert out["curated"] and out["stderr"] == ""
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "words"),
+    [
+        ("compiled", "ok", "compiled with mypyc"),
+        ("absent", "ok", "not compiled"),
+        ("disabled", "ok", "HINDSIGHT_NATIVE=0"),
+        ("stale", "warn", "older than the source"),
+    ],
+)
+def test_doctor_names_the_engine_that_runs(
+    monkeypatch: pytest.MonkeyPatch, state: str, status: str, words: str
+) -> None:
+    from pipeline import doctor
+
+    monkeypatch.setattr(pipeline, "NATIVE", state)
+    check = doctor._engine()
+    assert (check.name, check.status) == ("window engine", status) and words in check.detail
+    assert check.fix == ("make native" if state == "stale" else "")
