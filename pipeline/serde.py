@@ -599,42 +599,51 @@ def complete(record: LogRecord) -> LogRecord:
 # ----------------------------------------------------------------------------------------------
 
 
-_Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
+def _struct_of(definition: dict[str, Any]) -> type[msgspec.Struct]:
+    """A msgspec Struct with an Avro record's fields, types and defaults: JSON of that record is
+    then validated in C exactly as the Avro writer would accept it (built from the .avsc, so the
+    two cannot drift apart)."""
+    scalars: dict[str, Any] = {
+        "string": str,
+        "long": int,
+        "int": Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)],
+        "double": float,
+        "boolean": bool,
+    }
+
+    def typ(avro: Any) -> Any:
+        if isinstance(avro, list):  # a union: ["null", X]
+            (inner,) = [t for t in avro if t != "null"]
+            return typ(inner) | None
+        if isinstance(avro, dict):
+            kind = avro["type"]
+            if kind == "enum":
+                return Literal[tuple(avro["symbols"])]
+            if kind == "array":
+                return list[typ(avro["items"])]  # type: ignore[misc]
+            if kind == "map":
+                return dict[str, typ(avro["values"])]  # type: ignore[misc]
+            return typ(kind)  # a logical type over a primitive
+        return scalars[avro]
+
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in definition["fields"]:
+        if "default" not in f:
+            fields.append((f["name"], typ(f["type"])))
+        elif isinstance(f["default"], list | dict):
+            fields.append((f["name"], typ(f["type"]), msgspec.field(default_factory=type(f["default"]))))
+        else:
+            fields.append((f["name"], typ(f["type"]), f["default"]))
+    return msgspec.defstruct(definition["name"] + "Json", fields, kw_only=True, gc=False)
 
 
-class _CuratedJson(msgspec.Struct, gc=False):
-    """CuratedRecord (schemas/curated_record.avsc) as JSON: the same types and defaults, checked in C."""
-
-    timestamp: int
-    service: str
-    level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
-    message: str
-    raw_topic: str
-    raw_partition: _Int32
-    raw_offset: int
-    observed_timestamp: int | None = None
-    severity_number: _Int32 = 0
-    session_id: str | None = None
-    user_id: str | None = None
-    endpoint: str | None = None
-    transaction_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    latency_ms: float | None = None
-    status_code: _Int32 | None = None
-    security_flags: list[str] = msgspec.field(default_factory=list)
-    attributes: dict[str, str] = msgspec.field(default_factory=dict)
-    raw_index: _Int32 = 0
-    trigger_reasons: list[str] = msgspec.field(default_factory=list)
-    trigger_id: str | None = None
-    trigger_offset: int | None = None
-    rule_ids: list[str] = msgspec.field(default_factory=list)
-    tags: list[str] = msgspec.field(default_factory=list)
-    retention_days: _Int32 = 30
-    routes: list[str] = msgspec.field(default_factory=list)
+def _one_or_many(struct: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder of one `struct` object or an array of them."""
+    return msgspec.json.Decoder(list[struct] | struct)
 
 
-_CURATED_JSON = msgspec.json.Decoder(list[_CuratedJson] | _CuratedJson)
+_CuratedJson = _struct_of(json.loads((SCHEMA_DIR / "curated_record.avsc").read_text()))
+_CURATED_JSON = _one_or_many(_CuratedJson)
 
 
 def encode_curated(records: Sequence[CuratedRecord], fmt: str = "avro") -> bytes:
