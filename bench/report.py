@@ -49,6 +49,7 @@ def main() -> None:
             fmt(w.get("worker_lines_per_s")),
             f"limit: plain consume+decode {fmt(w.get('limit_consume_decode_lines_per_s'))}; "
             f"ratio {fmt(w.get('worker_to_limit_ratio'))} (target >= 100k and 0.5); "
+            f"consume + validating decode: {fmt(w.get('consume_validate_lines_per_s'))}; "
             f"medians of {w.get('rounds', 1)} rounds, each round's ratio from back-to-back runs",
         ),
         (

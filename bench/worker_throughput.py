@@ -15,6 +15,7 @@ import sys
 import time
 import tracemalloc
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,10 @@ def bench_worker(base: Settings, lines: list[Any], rounds: int) -> dict[str, Any
     for r in range(rounds):
         limit = baseline_decode(settings, messages, f"limit-{r}") * per_line
         figures.setdefault("limit_consume_decode_lines_per_s", []).append(limit)
+        validated = (
+            baseline_decode(settings, messages, f"validate-{r}", RawDecoder(1 << 24).decode) * per_line
+        )
+        figures.setdefault("consume_validate_lines_per_s", []).append(validated)
         # JSON records end to end first (the headline figure), then the default Avro curated topic
         for fmt in ("json", "avro"):
             worker = settings.model_copy(
@@ -154,8 +159,11 @@ def run_worker(settings: Settings, per_line: float, label: str) -> float:
     return rate(end - first[1], done - first[0]) * per_line
 
 
-def baseline_decode(settings: Settings, expect: int, group: str) -> float:
-    """Messages/s of a plain consumer that reads the raw topic and decodes each value (the limit)."""
+def baseline_decode(
+    settings: Settings, expect: int, group: str, decode: Callable[[bytes], object] = orjson.loads
+) -> float:
+    """Messages/s of a plain consumer that reads the raw topic and decodes each value: with orjson,
+    the limit; with the pipeline's own validating decoder, what of the gap is validation."""
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
@@ -174,7 +182,7 @@ def baseline_decode(settings: Settings, expect: int, group: str) -> float:
                 eof += msg.error().code() == KafkaError._PARTITION_EOF
                 continue
             started = started or time.perf_counter()
-            orjson.loads(msg.value() or b"[]")
+            decode(msg.value() or b"[]")
             got += 1
     elapsed = time.perf_counter() - (started or time.perf_counter())
     consumer.close()
