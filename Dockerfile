@@ -4,10 +4,11 @@
 # compiler; the slim image below only receives the extension modules and their source hashes.
 FROM python:3.11 AS native
 WORKDIR /app
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY scripts/build_native.py ./scripts/
-RUN pip install --no-cache-dir "mypy>=1.11" setuptools && python scripts/build_native.py \
+# the project's dependencies too: mypyc type-checks the engine against them, as `make native` does
+RUN pip install --no-cache-dir -e . "mypy>=1.11" setuptools && python scripts/build_native.py \
     && test -f pipeline/native.sha256
 
 FROM python:3.11-slim
