@@ -15,7 +15,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-# The window engine's modules may be compiled by tools/build_native.py (mypyc). The compiled form
+# The window engine's modules may be compiled by scripts/build_native.py (mypyc). The compiled form
 # is used only while every compiled source still hashes to what was built; otherwise (or with
 # HINDSIGHT_NATIVE=0) all of them load from source, since compiled modules call each other directly.
 NATIVE_MODULES = ("window", "sketch")
