@@ -16,13 +16,19 @@ from .helpers import consume_all
 pytestmark = pytest.mark.integration
 
 
-def test_handler_publishes_to_raw_topic(ns: Settings) -> None:
+def shop_logger(ns: Settings, name: str, level: int) -> tuple[HindsightHandler, logging.Logger]:
+    """A logger of its own whose only handler publishes to the namespace's raw topic."""
     ensure_topics(ns)
     handler = HindsightHandler(service="shop", settings=ns)
-    logger = logging.getLogger("shop.test")
-    logger.setLevel(logging.DEBUG)
+    logger = logging.getLogger(name)
+    logger.setLevel(level)
     logger.propagate = False
     logger.addHandler(handler)
+    return handler, logger
+
+
+def test_handler_publishes_to_raw_topic(ns: Settings) -> None:
+    handler, logger = shop_logger(ns, "shop.test", logging.DEBUG)
     try:
         logger.debug("cart loaded", extra={"session_id": "h1", "endpoint": "/cart"})
         try:
@@ -123,12 +129,7 @@ def test_loguru_sink_with_contextualize_and_exceptions(ns: Settings) -> None:
 def test_stdlib_handler_takes_the_bound_context(ns: Settings) -> None:
     from pipeline.logcontext import log_context
 
-    ensure_topics(ns)
-    handler = HindsightHandler(service="shop", settings=ns)
-    logger = logging.getLogger("shop.ctx")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    logger.addHandler(handler)
+    handler, logger = shop_logger(ns, "shop.ctx", logging.INFO)
     try:
         with log_context(session_id="ctx-1", user_id="u-1"):
             logger.info("inside", extra={"user_id": "u-explicit"})
