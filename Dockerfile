@@ -9,7 +9,7 @@ COPY pipeline ./pipeline
 COPY scripts/build_native.py ./scripts/
 # the project's dependencies too: mypyc type-checks the engine against them, as `make native` does
 RUN pip install --no-cache-dir -e . "mypy>=1.11" setuptools && python scripts/build_native.py \
-    && test -f pipeline/native.sha256
+    && test -f pipeline/engine/native.sha256
 
 FROM python:3.11-slim
 WORKDIR /app
@@ -19,7 +19,7 @@ COPY pipeline ./pipeline
 COPY connectors ./connectors
 COPY schemas ./schemas
 COPY deploy ./deploy
-COPY --from=native /app/pipeline/*.so /app/pipeline/native.sha256 ./pipeline/
+COPY --from=native /app/pipeline/engine/*.so /app/pipeline/engine/native.sha256 ./pipeline/engine/
 # editable: schemas/ and deploy/clickhouse/ are read from the source tree
 RUN pip install -e . && useradd --create-home hindsight && mkdir -p /data && chown hindsight /data
 USER hindsight

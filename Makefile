@@ -21,11 +21,11 @@ demo: jars native
 	$(BIN)/hindsight demo
 
 # The window engine compiled with mypyc (optional: without a compiler the source runs, and a
-# compiled module whose source changed since is never used; see pipeline/__init__.py).
-pipeline/native.sha256: $(STAMP) pipeline/window.py pipeline/sketch.py scripts/build_native.py
+# compiled module whose source changed since is never used; see pipeline/engine/__init__.py).
+pipeline/engine/native.sha256: $(STAMP) $(wildcard pipeline/engine/*.py) scripts/build_native.py
 	$(BIN)/python scripts/build_native.py
 
-native: pipeline/native.sha256
+native: pipeline/engine/native.sha256
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline connectors tests bench examples scripts
@@ -44,8 +44,7 @@ test: lint typecheck jars services native
 	$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	[ $$rc -ne 0 ] && exit $$rc; \
-	HINDSIGHT_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/test_window.py tests/unit/test_triggers.py \
-	  tests/unit/test_sketch.py tests/unit/test_native.py
+	HINDSIGHT_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/engine
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
@@ -76,4 +75,4 @@ soak: jars native
 
 clean:
 	-$(BIN)/hindsight stack down
-	rm -rf .hindsight $(VENV) build pipeline/*.so pipeline/native.sha256
+	rm -rf .hindsight $(VENV) build pipeline/engine/*.so pipeline/engine/native.sha256

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.ops.stack import LocalBroker
 from pipeline.settings import Settings
-from pipeline.stack import LocalBroker
 
 
 def free_port() -> int:

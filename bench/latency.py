@@ -21,13 +21,13 @@ import orjson
 from common import bench_broker, free_port, machine
 from tqdm import tqdm
 
-from pipeline.demo import start_child, wait_until
 from pipeline.kafka import ensure_topics
-from pipeline.publisher import Publisher
-from pipeline.query import QueryFilters
-from pipeline.queryapi import query_api, remote_query, remote_summary
+from pipeline.ops.demo import start_child, wait_until
+from pipeline.ops.workload import Workload, incident_workload
 from pipeline.settings import Settings
-from pipeline.workload import Workload, incident_workload
+from pipeline.sources.publisher import Publisher
+from pipeline.store.client import query_api, remote_query, remote_summary
+from pipeline.store.query import QueryFilters
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from common import machine
 
-from pipeline.rules import Rule, RuleSet, validate_rule
-from pipeline.workload import generate
+from pipeline.ops.workload import generate
+from pipeline.rules.model import Rule, RuleSet, validate_rule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

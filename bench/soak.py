@@ -19,11 +19,11 @@ from common import bench_broker, machine
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
-from pipeline.demo import start_child
 from pipeline.kafka import ensure_topics
-from pipeline.publisher import Publisher
+from pipeline.ops.demo import start_child
+from pipeline.ops.workload import generate
 from pipeline.settings import Settings
-from pipeline.workload import generate
+from pipeline.sources.publisher import Publisher
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,15 +25,15 @@ from common import bench_broker, machine
 from tqdm import tqdm
 
 from connectors.clickhouse import COLUMNS, ClickHouseSink, to_columns
+from pipeline.engine.window import curate
 from pipeline.kafka import ensure_topics
-from pipeline.processor import tune_gc
-from pipeline.publisher import Publisher
-from pipeline.query import QueryFilters, run_query
-from pipeline.replay import ReplaySpec, replay
+from pipeline.ops.workload import generate
+from pipeline.replay.run import ReplaySpec, replay
 from pipeline.settings import Settings
+from pipeline.sources.publisher import Publisher
+from pipeline.store.query import QueryFilters, run_query
 from pipeline.types import RawLine
-from pipeline.window import curate
-from pipeline.workload import generate
+from pipeline.worker.processor import tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 10_000

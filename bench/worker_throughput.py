@@ -24,16 +24,16 @@ from common import bench_broker, machine
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
-import pipeline
-from pipeline.demo import start_child
+from pipeline import engine
+from pipeline.engine.window import Hindsight, WindowConfig
 from pipeline.kafka import ensure_topics
-from pipeline.processor import RawProcessor, tune_gc
-from pipeline.publisher import Publisher
-from pipeline.serde import RawDecoder, RawEncoder
+from pipeline.ops.demo import start_child
+from pipeline.ops.workload import generate
 from pipeline.settings import Settings
+from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
-from pipeline.window import Hindsight, WindowConfig
-from pipeline.workload import generate
+from pipeline.wire.serde import RawDecoder, RawEncoder
+from pipeline.worker.processor import RawProcessor, tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -230,7 +230,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": machine(),
         "lines": len(lines),
-        "window_engine": pipeline.NATIVE,  # compiled (make native) or source
+        "window_engine": engine.NATIVE,  # compiled (make native) or source
     }
     tune_gc(Settings().worker_gc_threshold)  # as the worker does
     results.update(bench_serde(sample))

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.archive import group_by_hour, write_hour
 from pipeline.errors import RetryableSinkError
+from pipeline.replay.archive import group_by_hour, write_hour
 from pipeline.settings import Settings
 from pipeline.types import RawLine
 

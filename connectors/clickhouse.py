@@ -1,25 +1,22 @@
-"""ClickHouse sink and store access: chDB in-process by default, a server via clickhouse-connect."""
+"""ClickHouse sink: curated rows and window statistics into the store (pipeline.store.clickhouse opens it)."""
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, DataError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from pipeline.errors import BadDataError, ConfigError, RetryableSinkError, StoreBusy
+from pipeline.errors import BadDataError, RetryableSinkError
 from pipeline.settings import Settings
+from pipeline.store.clickhouse import migrate, open_client
 from pipeline.types import CuratedRecord
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
 
 # Server error codes that mean "these rows are bad", not "the store is unwell".
 BAD_DATA_CODES = {6, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349}
@@ -52,91 +49,6 @@ COLUMNS = [
     "RawOffset",
     "RawIndex",
 ]
-
-
-def open_client(settings: Settings) -> Client:
-    """A clickhouse-connect client: a server when configured, else chDB at the store path."""
-    try:
-        if settings.uses_server:
-            return clickhouse_connect.get_client(
-                dsn=settings.clickhouse_url,
-                host=settings.clickhouse_host,
-                port=settings.clickhouse_port or 0,
-                username=settings.clickhouse_user,
-                password=settings.clickhouse_password,
-                connect_timeout=5,
-                send_receive_timeout=60,
-                **tls_options(settings),
-            )
-        path = settings.store_path
-        path.mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
-    except ClickHouseError as exc:
-        text = str(exc)
-        if "Cannot lock file" in text or "already running" in text:
-            raise StoreBusy(
-                f"the embedded store {settings.store_path} is open in another process "
-                "(a running sink answers queries on its query API)"
-            ) from None
-        if "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text:
-            raise ConfigError(
-                f"TLS to ClickHouse failed: {_ssl_reason(text)}; set HINDSIGHT_CLICKHOUSE_CA_CERT to the CA "
-                "that signed the server's certificate (or HINDSIGHT_CLICKHOUSE_SERVER_NAME)"
-            ) from None
-        if isinstance(exc, OperationalError):
-            raise RetryableSinkError(f"ClickHouse unreachable: {text.splitlines()[0]}") from exc
-        raise ConfigError(f"cannot open ClickHouse: {text.splitlines()[0]}") from exc
-
-
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """get_client's TLS keywords from the settings (an https:// URL turns TLS on too)."""
-    options: dict[str, Any] = {
-        "secure": settings.clickhouse_secure or (settings.clickhouse_url or "").startswith("https://"),
-        "verify": settings.clickhouse_verify,
-    }
-    for key, value in (
-        ("ca_cert", settings.clickhouse_ca_cert),
-        ("client_cert", settings.clickhouse_client_cert),
-        ("client_cert_key", settings.clickhouse_client_key),
-    ):
-        if value is not None:
-            if not value.is_file():
-                raise ConfigError(f"ClickHouse TLS {key} file {value} does not exist")
-            options[key] = str(value)
-    if settings.clickhouse_server_name:
-        options["server_host_name"] = settings.clickhouse_server_name
-    return options
-
-
-def _ssl_reason(text: str) -> str:
-    m = re.search(r"\[SSL[^\]]*\][^)'\"]*", text)
-    return m.group(0) if m else text.splitlines()[0][:200]
-
-
-def migrate(client: Client, database: str) -> list[str]:
-    """Apply deploy/clickhouse/*.sql in order, once each; returns the versions applied now."""
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
-        "(version String, applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
-    )
-    done = {row[0] for row in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
-    applied = []
-    for path in sorted(MIGRATIONS.glob("*.sql")):
-        version = path.stem
-        if version in done:
-            continue
-        for statement in _statements(path.read_text().replace("{db}", database)):
-            client.command(statement)
-        client.insert(f"{database}.schema_migrations", [[version]], column_names=["version"])
-        applied.append(version)
-        log.info("migration applied version=%s database=%s", version, database)
-    return applied
-
-
-def _statements(sql: str) -> list[str]:
-    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:

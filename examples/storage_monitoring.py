@@ -101,8 +101,8 @@ def render(report: Report) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.services import sql_query
     from pipeline.settings import Settings
+    from pipeline.store.client import sql_query
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=7, help="How many days back.")

@@ -20,8 +20,8 @@ from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.processor import RawProcessor
-    from pipeline.sinkrunner import SinkRunner
+    from connectors.base.runner import SinkRunner
+    from pipeline.worker.processor import RawProcessor
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ class LagCache:
 
     def __init__(self, group: str, topic: str, fetch: LagSource, every_s: float = 10.0) -> None:
         self.group, self.topic, self.fetch, self.every_s = group, topic, fetch, every_s
-        self._at = 0.0
+        self._at: float | None = None  # never fetched (not 0.0: monotonic() may be small after boot)
         self._value: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def get(self) -> dict[int, int]:
         with self._lock:
-            if time.monotonic() - self._at >= self.every_s:
+            if self._at is None or time.monotonic() - self._at >= self.every_s:
                 try:
                     self._value = self.fetch()
                 except Exception as exc:  # a broker hiccup must not fail the scrape
@@ -158,7 +158,7 @@ class SinkCollector(Collector):
         self.lags = list(lags)
 
     def collect(self) -> Iterator[Metric]:
-        from pipeline.sinkrunner import BATCH_BUCKETS_S
+        from connectors.base.runner import BATCH_BUCKETS_S
 
         labels = ["sink", "topic"]
         families = {

@@ -1,14 +1,13 @@
-"""Compile the worker's hot pure-Python modules (window, sketch) with mypyc, in place.
+"""Compile the window engine (every module of pipeline/engine/) with mypyc, in place.
 
-`make` runs this before tests, the demo and benchmarks. The compiled extension sits beside the
-source and is ~1.2-1.5x faster in the window engine; `pipeline/__init__.py` uses it only while the
-sources still hash to what was compiled (pipeline/native.sha256), so an edited .py never runs stale
+`make` runs this before tests, the demo and benchmarks. The compiled extensions sit beside the
+sources and are ~1.2-1.5x faster; `pipeline/engine/__init__.py` uses them only while the sources
+still hash to what was compiled (pipeline/engine/native.sha256), so an edited .py never runs stale
 code. Without a C compiler or mypy this prints why and leaves the pure-Python modules in use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,9 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pipeline import NATIVE_MODULES  # noqa: E402  (the list the import guard checks)
+from pipeline.engine import LOCK, NATIVE_MODULES, source_hashes  # noqa: E402  (what the import guard checks)
 
-LOCK = ROOT / "pipeline" / "native.sha256"
+ENGINE = ROOT / "pipeline" / "engine"
 
 
 def main() -> int:
@@ -33,12 +32,10 @@ def main() -> int:
         print(f"build_native: {exc}; the pure-Python window engine stays in use", file=sys.stderr)
         return 0
     LOCK.unlink(missing_ok=True)  # a half-finished build must not be trusted
-    for old in (ROOT / "pipeline").glob("*.so"):
+    for old in ENGINE.glob("*.so"):
         old.unlink()
-    sources = [f"pipeline/{name}.py" for name in NATIVE_MODULES]
-    hashes = {
-        m: hashlib.sha256((ROOT / "pipeline" / f"{m}.py").read_bytes()).hexdigest() for m in NATIVE_MODULES
-    }
+    sources = [f"pipeline/engine/{name}.py" for name in NATIVE_MODULES]
+    hashes = source_hashes()
     # Build from a scratch directory that links to the package: setuptools would otherwise read
     # (and validate) the project's pyproject.toml, which is not what is being built here.
     work = ROOT / "build" / "native"
@@ -51,11 +48,11 @@ def main() -> int:
         setup(
             name="log-hindsight-native",
             packages=[],
-            ext_modules=mypycify(sources, group_name="pipeline.native"),
+            ext_modules=mypycify(sources, group_name="pipeline.engine.native"),
             script_args=["build_ext", "--inplace", "-q"],
         )
     except (Exception, SystemExit) as exc:  # a failed build must not stop `make test` or the demo
-        for half in (ROOT / "pipeline").glob("*.so"):
+        for half in ENGINE.glob("*.so"):
             half.unlink()
         print(
             f"build_native: compiling failed ({exc!r}); the pure-Python engine stays in use", file=sys.stderr

@@ -45,7 +45,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield Settings(home=home, cache_dir=cache)
         return
-    from pipeline.stack import LocalBroker
+    from pipeline.ops.stack import LocalBroker
 
     settings = Settings(home=home, cache_dir=cache, kafka_port=free_port(pair=True), kafka_heap="512m")
     broker = LocalBroker(settings)

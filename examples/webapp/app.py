@@ -28,9 +28,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.logcontext import log_context
-from pipeline.publisher import HindsightHandler
 from pipeline.settings import Settings
+from pipeline.sources.logcontext import log_context
+from pipeline.sources.publisher import HindsightHandler
 
 log = logging.getLogger("shop")
 

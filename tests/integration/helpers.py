@@ -11,10 +11,10 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, Message
 
-from pipeline.demo import Child, start_child, wait_until
 from pipeline.kafka import ensure_topics
-from pipeline.queryapi import query_api, remote_summary
+from pipeline.ops.demo import Child, start_child, wait_until
 from pipeline.settings import Settings
+from pipeline.store.client import query_api, remote_summary
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.doctor import FAIL, OK, SKIP, WARN, run_checks
 from pipeline.kafka import ensure_topics
-from pipeline.services import settings_env
+from pipeline.ops.doctor import FAIL, OK, SKIP, WARN, run_checks
+from pipeline.ops.services import settings_env
 from pipeline.settings import Settings
 from tests.conftest import free_port
 
@@ -51,7 +51,7 @@ def test_doctor_cli_on_an_unreachable_broker_fails_fast_with_hints(tmp_path: Pat
     )
     env = {**settings_env(settings), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "doctor", "--json", "--timeout", "2"],
+        [sys.executable, "-m", "pipeline.ops.cli", "doctor", "--json", "--timeout", "2"],
         capture_output=True,
         env=env,
         timeout=60,
@@ -64,7 +64,7 @@ def test_doctor_cli_on_an_unreachable_broker_fails_fast_with_hints(tmp_path: Pat
     assert checks["topics"]["status"] == SKIP
     assert checks["store"]["status"] == WARN  # fresh chDB dir: reachable, no tables yet
     text = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "doctor", "--timeout", "1"],
+        [sys.executable, "-m", "pipeline.ops.cli", "doctor", "--timeout", "1"],
         capture_output=True,
         env=env,
         timeout=60,

@@ -11,9 +11,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from examples.webapp.app import create_app
-from pipeline.query import QueryFilters
-from pipeline.queryapi import query_api, remote_query
 from pipeline.settings import Settings
+from pipeline.store.client import query_api, remote_query
+from pipeline.store.query import QueryFilters
 
 from .helpers import eventually, pipeline_running
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from pipeline.kafka import ensure_topics
-from pipeline.publisher import HindsightHandler
-from pipeline.serde import RawDecoder
 from pipeline.settings import Settings
+from pipeline.sources.publisher import HindsightHandler
+from pipeline.wire.serde import RawDecoder
 
 from .helpers import consume_all
 
@@ -55,8 +55,8 @@ def _records(ns: Settings, expect: int) -> list[dict[str, object]]:
 def test_structlog_processor_with_bound_context(ns: Settings) -> None:
     import structlog
 
-    from pipeline.integrations import HindsightProcessor
-    from pipeline.logcontext import bind, log_context
+    from pipeline.sources.integrations import HindsightProcessor
+    from pipeline.sources.logcontext import bind, log_context
 
     ensure_topics(ns)
     processor = HindsightProcessor("checkout", settings=ns)
@@ -99,8 +99,8 @@ def test_structlog_processor_with_bound_context(ns: Settings) -> None:
 def test_loguru_sink_with_contextualize_and_exceptions(ns: Settings) -> None:
     from loguru import logger
 
-    from pipeline.integrations import HindsightLoguruSink
-    from pipeline.logcontext import log_context
+    from pipeline.sources.integrations import HindsightLoguruSink
+    from pipeline.sources.logcontext import log_context
 
     ensure_topics(ns)
     sink = HindsightLoguruSink("billing", settings=ns)
@@ -127,7 +127,7 @@ def test_loguru_sink_with_contextualize_and_exceptions(ns: Settings) -> None:
 
 
 def test_stdlib_handler_takes_the_bound_context(ns: Settings) -> None:
-    from pipeline.logcontext import log_context
+    from pipeline.sources.logcontext import log_context
 
     handler, logger = shop_logger(ns, "shop.ctx", logging.INFO)
     try:

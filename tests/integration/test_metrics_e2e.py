@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.publisher import Publisher
-from pipeline.queryapi import query_api, remote_summary
+from pipeline.ops.workload import generate
 from pipeline.settings import Settings
-from pipeline.workload import generate
+from pipeline.sources.publisher import Publisher
+from pipeline.store.client import query_api, remote_summary
 from tests.conftest import free_port
 
 from .helpers import eventually, pipeline_running

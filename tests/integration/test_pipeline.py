@@ -12,12 +12,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.publisher import Publisher
-from pipeline.query import QueryFilters
-from pipeline.queryapi import query_api, remote_query, remote_summary
-from pipeline.services import settings_env
+from pipeline.ops.services import settings_env
+from pipeline.ops.workload import Workload, generate
 from pipeline.settings import Settings
-from pipeline.workload import Workload, generate
+from pipeline.sources.publisher import Publisher
+from pipeline.store.client import query_api, remote_query, remote_summary
+from pipeline.store.query import QueryFilters
 
 from .helpers import consume_all, eventually, pipeline_running
 
@@ -114,7 +114,16 @@ def test_plain_json_error_line_is_queryable_within_10s(ns: Settings, tmp_path: P
 
         def query_cli() -> list[dict[str, object]] | None:
             proc = subprocess.run(
-                [sys.executable, "-m", "pipeline.cli", "query", "--session", session, "--format", "jsonl"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.ops.cli",
+                    "query",
+                    "--session",
+                    session,
+                    "--format",
+                    "jsonl",
+                ],
                 capture_output=True,
                 text=True,
                 env=env,

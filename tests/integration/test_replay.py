@@ -13,10 +13,10 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from pipeline.errors import QueryError
 from pipeline.kafka import ensure_topics
-from pipeline.publisher import Publisher
-from pipeline.replay import ReplaySpec, replay
-from pipeline.serde import decode_curated
+from pipeline.replay.run import ReplaySpec, replay
 from pipeline.settings import Settings
+from pipeline.sources.publisher import Publisher
+from pipeline.wire.serde import decode_curated
 from tests.integration.helpers import consume_all
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_from_offsets_and_a_range_older_than_retention(ns: Settings, tmp_path: P
 def test_archive_keeps_raw_hourly_and_replay_reads_it_after_retention(ns: Settings, tmp_path: Path) -> None:
     import threading
 
-    from pipeline.services import run_archive
+    from pipeline.ops.services import run_archive
 
     settings = ns.model_copy(update={"archive_dir": tmp_path / "archive", "archive_batch_s": 0.5})
     ensure_topics(settings)
@@ -143,7 +143,7 @@ def test_archive_keeps_raw_hourly_and_replay_reads_it_after_retention(ns: Settin
 
         def archived() -> int | None:
             n = sum(1 for _ in root.rglob("*.avro"))
-            from pipeline.archive import read_archive
+            from pipeline.replay.archive import read_archive
 
             count = (
                 sum(1 for _ in read_archive(root.parent, settings.raw_topic, t0, t0 + 3600 * S)) if n else 0

@@ -16,13 +16,13 @@ import pytest
 from confluent_kafka import Consumer
 from pydantic import SecretStr
 
-from pipeline.controlapi import ControlServer
-from pipeline.demo import Child, start_child
+from pipeline.api.control import ControlServer
 from pipeline.kafka import ensure_topics
-from pipeline.publisher import Publisher
-from pipeline.serde import decode_curated
-from pipeline.services import settings_env
+from pipeline.ops.demo import Child, start_child
+from pipeline.ops.services import settings_env
 from pipeline.settings import Settings
+from pipeline.sources.publisher import Publisher
+from pipeline.wire.serde import decode_curated
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ def test_rules_cli_validate_add_list_rm(control: Settings, tmp_path: Any) -> Non
     env = {**settings_env(control), "PYTHONPATH": str(REPO)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "rules", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "pipeline.ops.cli", "rules", *args], capture_output=True,
                               text=True, env=env, timeout=120, cwd=REPO)  # fmt: skip
 
     bad = tmp_path / "bad.json"
@@ -241,7 +241,7 @@ def test_dry_run_reports_what_a_rule_would_match_in_raw_history(control: Setting
 
 
 def control_dry_run(settings: Settings, rule: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.control import dry_run
+    from pipeline.control.rules import dry_run
 
     return dry_run(settings, rule, since_s=3600)
 

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from connectors.base.runner import SinkRunner
+from pipeline.engine.window import curate
 from pipeline.errors import BadDataError, RetryableSinkError
 from pipeline.kafka import ensure_topics
-from pipeline.serde import encode_curated, normalize
 from pipeline.settings import Settings
-from pipeline.sinkrunner import SinkRunner
 from pipeline.types import CuratedRecord, RawLine
-from pipeline.window import curate
+from pipeline.wire.serde import encode_curated, normalize
 
 from .helpers import consume_all, eventually
 

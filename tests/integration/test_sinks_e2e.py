@@ -12,9 +12,9 @@ from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from pipeline.kafka import ensure_topics
-from pipeline.serde import encode_curated
-from pipeline.services import run_sink
+from pipeline.ops.services import run_sink
 from pipeline.settings import Settings
+from pipeline.wire.serde import encode_curated
 from tests.unit.test_sinks import Receiver, row
 
 from .helpers import eventually

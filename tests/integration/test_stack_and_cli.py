@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from pipeline.kafka import admin, ensure_topics
-from pipeline.serde import RawDecoder
-from pipeline.services import settings_env
+from pipeline.ops.services import settings_env
+from pipeline.ops.stack import stack_status
 from pipeline.settings import Settings
-from pipeline.stack import stack_status
+from pipeline.wire.serde import RawDecoder
 
 from .helpers import consume_all
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 def hindsight(settings: Settings, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "pipeline.ops.cli", *args],
         input=stdin,
         capture_output=True,
         timeout=60,
@@ -94,7 +94,7 @@ def test_unreachable_broker_fails_fast_with_one_line(ns: Settings) -> None:
 
 
 def test_configured_cluster_is_used_and_nothing_started(kafka: Settings) -> None:
-    from pipeline.stack import stack_down
+    from pipeline.ops.stack import stack_down
 
     external = kafka.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap})
     status = stack_status(external)

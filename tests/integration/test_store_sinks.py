@@ -6,11 +6,11 @@ import psycopg
 import pytest
 import redis
 
+from connectors.base.runner import SinkRunner
 from connectors.postgres import PostgresSink
 from connectors.redis_recent import RedisSink, key_for, recent_lines
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
-from pipeline.sinkrunner import SinkRunner
 
 from .helpers import eventually
 from .test_sink_runner import committed, produce_curated, run_in_thread

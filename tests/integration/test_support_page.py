@@ -16,11 +16,11 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from pipeline.controlapi import ControlServer
-from pipeline.publisher import Publisher
-from pipeline.queryapi import query_api, remote_summary
-from pipeline.serde import normalize
+from pipeline.api.control import ControlServer
 from pipeline.settings import Settings
+from pipeline.sources.publisher import Publisher
+from pipeline.store.client import query_api, remote_summary
+from pipeline.wire.serde import normalize
 from tests.conftest import free_port
 
 from .helpers import eventually, pipeline_running

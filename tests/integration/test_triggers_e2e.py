@@ -10,12 +10,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pipeline.demo import start_child
-from pipeline.publisher import Publisher
-from pipeline.query import QueryFilters
-from pipeline.queryapi import query_api, remote_query, remote_stats, remote_summary
+from pipeline.ops.demo import start_child
+from pipeline.ops.workload import incident_workload
 from pipeline.settings import Settings
-from pipeline.workload import incident_workload
+from pipeline.sources.publisher import Publisher
+from pipeline.store.client import query_api, remote_query, remote_stats, remote_summary
+from pipeline.store.query import QueryFilters
 
 from .helpers import consume_all, eventually, pipeline_running
 

@@ -16,17 +16,17 @@ from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from connectors.clickhouse import ClickHouseSink
-from pipeline.controlapi import ControlServer, openapi
+from pipeline.api.control import ControlServer, openapi
+from pipeline.api.query import openapi as openapi_query
+from pipeline.engine.window import curate
 from pipeline.errors import QueryError
 from pipeline.kafka import ensure_topics
-from pipeline.query import QueryFilters
-from pipeline.queryapi import QueryApi, remote_query, remote_sql, server_token
-from pipeline.queryapi import openapi as openapi_query
-from pipeline.serde import normalize
-from pipeline.services import store_query_server
+from pipeline.ops.services import store_query_server
 from pipeline.settings import Settings
+from pipeline.store.client import QueryApi, remote_query, remote_sql, server_token
+from pipeline.store.query import QueryFilters
 from pipeline.types import RawLine
-from pipeline.window import curate
+from pipeline.wire.serde import normalize
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.reliability]

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from pipeline.demo import start_child
 from pipeline.kafka import ensure_topics
-from pipeline.serde import RawEncoder, decode_curated
+from pipeline.ops.demo import start_child
 from pipeline.settings import Settings
+from pipeline.wire.serde import RawEncoder, decode_curated
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 MALFORMED = 10_000

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from pipeline.demo import start_child
+from connectors.base.runner import SinkRunner
 from pipeline.kafka import ensure_topics
-from pipeline.publisher import Publisher
-from pipeline.query import QueryFilters
-from pipeline.queryapi import query_api, remote_query, remote_summary
-from pipeline.serde import RawDecoder, decode_curated
+from pipeline.ops.demo import start_child
+from pipeline.ops.stack import LocalBroker
+from pipeline.ops.workload import incident_workload
 from pipeline.settings import Settings
-from pipeline.sinkrunner import SinkRunner
-from pipeline.stack import LocalBroker
+from pipeline.sources.publisher import Publisher
+from pipeline.store.client import query_api, remote_query, remote_summary
+from pipeline.store.query import QueryFilters
 from pipeline.types import CuratedRecord
-from pipeline.workload import incident_workload
+from pipeline.wire.serde import RawDecoder, decode_curated
 from tests.integration.helpers import eventually, pipeline_running
 from tests.integration.test_sink_runner import committed, produce_curated, run_in_thread
 

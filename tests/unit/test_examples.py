@@ -13,12 +13,12 @@ import pytest
 from connectors.clickhouse import ClickHouseSink
 from examples.archive_cost import estimate, upload
 from examples.storage_monitoring import collect, render
-from pipeline.archive import hour_dir, read_archive, write_hour
-from pipeline.query import run_sql
-from pipeline.serde import normalize
+from pipeline.engine.window import curate
+from pipeline.replay.archive import hour_dir, read_archive, write_hour
 from pipeline.settings import Settings
+from pipeline.store.query import run_sql
 from pipeline.types import RawLine
-from pipeline.window import curate
+from pipeline.wire.serde import normalize
 
 
 @pytest.fixture(scope="module")

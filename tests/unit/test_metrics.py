@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.metrics import LagCache, WorkerCollector
-from pipeline.processor import RawProcessor
-from pipeline.rules import RuleSet, validate_rule
+from pipeline.rules.model import RuleSet, validate_rule
 from pipeline.settings import Settings
+from pipeline.worker.processor import RawProcessor
 
 T0 = 1_790_000_000_000_000
 

@@ -1,0 +1,1 @@
+"""HTTP APIs on one ASGI base (Starlette + uvicorn): query, rules and captures, OTLP, support page."""

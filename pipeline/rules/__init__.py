@@ -1,0 +1,1 @@
+"""Rules operators inject at runtime: the model, the compiled set, the rules topic, the level poller."""

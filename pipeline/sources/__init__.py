@@ -1,0 +1,1 @@
+"""Getting lines into logs.raw from applications: the publisher, logging integrations, per-request context."""

@@ -1,0 +1,1 @@
+"""Wire formats: raw and curated codecs, schema registry, OTLP mapping, dead-letter headers."""

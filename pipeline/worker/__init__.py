@@ -1,0 +1,1 @@
+"""The Faust worker: a thin shell around the raw processor, with state rebuild after assignment."""

