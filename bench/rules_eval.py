@@ -17,7 +17,8 @@ from typing import Any
 from common import machine
 
 from pipeline.ops.workload import generate
-from pipeline.rules.model import Rule, RuleSet, validate_rule
+from pipeline.rules.compiled import RuleSet
+from pipeline.rules.model import Rule, validate_rule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,7 +25,7 @@ from common import bench_broker, machine
 from tqdm import tqdm
 
 from connectors.clickhouse import COLUMNS, ClickHouseSink, to_columns
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.kafka import ensure_topics
 from pipeline.ops.workload import generate
 from pipeline.replay.run import ReplaySpec, replay

@@ -25,7 +25,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from tqdm import tqdm
 
 from pipeline import engine
-from pipeline.engine.window import Hindsight, WindowConfig
+from pipeline.engine.hindsight import Hindsight
+from pipeline.engine.model import WindowConfig
 from pipeline.kafka import ensure_topics
 from pipeline.ops.demo import start_child
 from pipeline.ops.workload import generate

@@ -11,7 +11,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from pipeline.control.rules import check_rule
-from pipeline.engine.window import Trigger, curate
+from pipeline.engine.curate import curate
+from pipeline.engine.model import Trigger
 from pipeline.errors import BrokerUnavailable
 from pipeline.kafka import producer_config
 from pipeline.replay.rawscan import scan_raw

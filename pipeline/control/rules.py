@@ -12,7 +12,8 @@ import orjson
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.replay.rawscan import scan_raw
-from pipeline.rules.model import Rule, compile_rule, validate_rule
+from pipeline.rules.compiled import compile_rule
+from pipeline.rules.model import Rule, validate_rule
 from pipeline.rules.store import RuleReader, RuleStore
 from pipeline.settings import Settings
 from pipeline.types import session_key

@@ -20,7 +20,8 @@ from typing import IO, Any, cast
 import orjson
 from confluent_kafka import Producer
 
-from pipeline.engine.window import Trigger, curate, curate_lines
+from pipeline.engine.curate import curate, curate_lines
+from pipeline.engine.model import Trigger
 from pipeline.errors import BrokerUnavailable, QueryError
 from pipeline.kafka import producer_config
 from pipeline.replay.archive import read_archive

@@ -5,16 +5,18 @@ answer stays in force and the failure is counted and logged."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from pipeline.rules.model import Rule, RuleError, level_rules
+from pipeline.rules.model import Rule, RuleError, validate_rule
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +94,41 @@ class LevelPoller(threading.Thread):
         kept = len(self.last_good) if self.last_good is not None else 0
         log.warning("level poll failed url=%s reason=%s keeping_rules=%s", self.url, reason, kept)
         return False
+
+
+def level_rules(answer: dict[str, Any]) -> list[Rule]:
+    """Rules from a dynamic-level answer {"default": L, "services": {S: L}, "endpoints": {E: L}}.
+
+    Raises RuleError if the answer is malformed (the poller then keeps its last good answer).
+    """
+    if not isinstance(answer, dict):
+        raise RuleError([("(root)", "expected a JSON object")])
+    unknown = set(answer) - {"default", "services", "endpoints"}
+    if unknown:
+        raise RuleError([(k, "unknown key (expected default, services, endpoints)") for k in sorted(unknown)])
+    rules: list[dict[str, Any]] = []
+    if answer.get("default") is not None:
+        rules.append({"id": "level:default", "priority": -100, "actions": {"level": answer["default"]}})
+    for i, (kind, fieldname) in enumerate((("services", "service"), ("endpoints", "endpoint"))):
+        mapping = answer.get(kind) or {}
+        if not isinstance(mapping, dict):
+            raise RuleError([(kind, "expected an object of name -> level")])
+        for name, level in mapping.items():
+            rules.append(
+                {
+                    "id": re.sub(r"[^A-Za-z0-9_.:@-]", "_", f"level:{fieldname}:{name}")[:128],
+                    "priority": -90 + i,  # endpoint beats service beats default; every real rule beats all
+                    "match": {"all": [{fieldname: name}]},
+                    "actions": {"level": str(level).upper()},
+                }
+            )
+    out = []
+    problems: list[tuple[str, str]] = []
+    for spec in rules:
+        try:
+            out.append(validate_rule(spec))
+        except RuleError as exc:
+            problems.extend((f"{spec['id']}.{p}", m) for p, m in exc.problems)
+    if problems:
+        raise RuleError(problems)
+    return out

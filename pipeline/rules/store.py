@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.kafka import producer_config
-from pipeline.rules.model import Rule, RuleError, RuleSet, validate_rule
+from pipeline.rules.compiled import RuleSet
+from pipeline.rules.model import Rule, RuleError, validate_rule
 from pipeline.settings import Settings
 from pipeline.types import Rejected
 from pipeline.worker.processor import dlq_headers

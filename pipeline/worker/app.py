@@ -12,7 +12,7 @@ import faust
 import orjson
 
 from pipeline import engine
-from pipeline.engine.window import Emission
+from pipeline.engine.model import Emission
 from pipeline.errors import ConfigError
 from pipeline.metrics import LagCache, WorkerCollector, serve
 from pipeline.rules.levelpoll import LevelPoller

@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 
-from pipeline.engine.window import Hindsight, WindowConfig
+from pipeline.engine.hindsight import Hindsight
+from pipeline.engine.model import WindowConfig
 from pipeline.errors import DecodeError
 from pipeline.settings import Settings
-from pipeline.types import CuratedRecord, Level, Rejected
+from pipeline.types import CuratedRecord, Rejected
 from pipeline.wire.serde import RawDecoder, SchemaRegistry, good_positions
 
 log = logging.getLogger(__name__)
@@ -28,27 +29,8 @@ class Outcome:
 
 
 def window_config(settings: Settings) -> WindowConfig:
-    return WindowConfig(
-        lookback_us=int(settings.lookback_s * 1_000_000),
-        follow_us=int(settings.follow_s * 1_000_000),
-        session_max_lines=settings.session_max_lines,
-        session_max_bytes=settings.session_max_bytes,
-        memory_budget_bytes=settings.memory_budget_mb * 1_048_576,
-        max_sessions=settings.max_sessions,
-        trigger_level=Level[settings.trigger_level],
-        baseline_level=Level[settings.baseline_level],
-        latency_floor_ms=settings.latency_floor_ms,
-        latency_factor=settings.latency_factor,
-        slow_session_p95_ms=settings.slow_session_p95_ms,
-        slow_session_min_lines=settings.slow_session_min_lines,
-        auth_fail_count=settings.auth_fail_count,
-        stats_window_us=int(settings.stats_window_s * 1_000_000),
-        stats_grace_us=int(settings.stats_grace_s * 1_000_000),
-        slowest_sessions=settings.slowest_sessions,
-        key_budget_lps=settings.key_budget_lps,
-        global_budget_lps=settings.global_budget_lps,
-        retention_days=settings.default_retention_days,
-    )
+    """The engine's configuration, taken from the settings by name (see WindowConfig.from_mapping)."""
+    return WindowConfig.from_mapping(settings.model_dump())
 
 
 def tune_gc(young_threshold: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from connectors.base.runner import SinkRunner
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.errors import BadDataError, RetryableSinkError
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings

@@ -15,7 +15,7 @@ from pipeline.kafka import ensure_topics
 from pipeline.ops.services import run_sink
 from pipeline.settings import Settings
 from pipeline.wire.serde import encode_curated
-from tests.unit.test_sinks import Receiver, row
+from tests.unit.connectors.test_sinks import Receiver, row
 
 from .helpers import eventually
 

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from connectors.clickhouse import ClickHouseSink
 from pipeline.api.control import ControlServer, openapi
 from pipeline.api.query import openapi as openapi_query
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.errors import QueryError
 from pipeline.kafka import ensure_topics
 from pipeline.ops.services import store_query_server

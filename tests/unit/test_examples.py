@@ -13,7 +13,7 @@ import pytest
 from connectors.clickhouse import ClickHouseSink
 from examples.archive_cost import estimate, upload
 from examples.storage_monitoring import collect, render
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.replay.archive import hour_dir, read_archive, write_hour
 from pipeline.settings import Settings
 from pipeline.store.query import run_sql

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.metrics import LagCache, WorkerCollector
-from pipeline.rules.model import RuleSet, validate_rule
+from pipeline.rules.compiled import RuleSet
+from pipeline.rules.model import validate_rule
 from pipeline.settings import Settings
 from pipeline.worker.processor import RawProcessor
 

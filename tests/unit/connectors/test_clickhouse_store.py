@@ -9,7 +9,7 @@ import pytest
 
 from connectors import load_sink
 from connectors.clickhouse import ClickHouseSink, classify
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.errors import BadDataError, ConfigError, QueryError, RetryableSinkError
 from pipeline.settings import Settings
 from pipeline.store.clickhouse import migrate, open_client

@@ -20,7 +20,7 @@ from connectors import load_sink
 from connectors.base.routing import Redactor, wrap
 from connectors.files import FileSink
 from connectors.webhook import WebhookSink
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.errors import BadDataError, ConfigError, RetryableSinkError
 from pipeline.settings import Settings
 from pipeline.types import RawLine

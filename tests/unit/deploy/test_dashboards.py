@@ -18,7 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from connectors.clickhouse import ClickHouseSink
-from pipeline.engine.window import curate
+from pipeline.engine.curate import curate
 from pipeline.metrics import LagCache, SinkCollector, WorkerCollector
 from pipeline.settings import Settings
 from pipeline.types import RawLine
@@ -105,7 +105,8 @@ def test_incident_panels_see_the_stored_incident(store: ClickHouseSink) -> None:
 
 
 def exposed_series() -> set[str]:
-    from pipeline.rules.model import RuleSet, validate_rule
+    from pipeline.rules.compiled import RuleSet
+    from pipeline.rules.model import validate_rule
 
     processor = RawProcessor(Settings())
     tag = {"id": "tag", "match": {"all": [{"service": "s"}]}, "actions": {"tag": {"tags": ["t"]}}}

@@ -17,13 +17,13 @@ from pipeline.ops.workload import generate
 from pipeline.wire.serde import RawEncoder
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
-HOT = "window"  # the engine module whose file the child reports
+HOT = "partition"  # the engine module (the line loop) whose file the child reports
 COMPILED = any((PACKAGE / "engine" / f"{HOT}{s}").exists() for s in importlib.machinery.EXTENSION_SUFFIXES)
 needs_build = pytest.mark.skipif(not COMPILED, reason="no compiled engine here (make native builds it)")
 
 # Runs in a child: which form of the engine loaded, and what it emitted for the messages in argv[1].
 CHILD = """
-import sys, orjson, pipeline.engine, pipeline.engine.window as w
+import sys, orjson, pipeline.engine, pipeline.engine.partition as w
 from pipeline.worker.processor import RawProcessor
 from pipeline.settings import Settings
 proc = RawProcessor(Settings(key_budget_lps=1e9, global_budget_lps=1e9, stats_window_s=5.0))

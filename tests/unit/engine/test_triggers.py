@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.engine.window import Hindsight, WindowConfig
+from pipeline.engine.hindsight import Hindsight
+from pipeline.engine.model import WindowConfig
 from pipeline.ops.workload import Workload, generate, incident_workload
 from pipeline.types import RawLine
 from pipeline.wire.serde import normalize

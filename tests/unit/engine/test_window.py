@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.engine.window import Hindsight, WindowConfig
+from pipeline.engine.hindsight import Hindsight
+from pipeline.engine.model import WindowConfig
 from pipeline.types import Level, RawLine
 from pipeline.wire.serde import normalize
 

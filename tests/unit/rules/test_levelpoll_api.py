@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from pipeline.api.control import openapi
+from pipeline.rules.compiled import RuleSet
 from pipeline.rules.levelpoll import LevelPoller
-from pipeline.rules.model import Rule, RuleSet
+from pipeline.rules.model import Rule
 
 
 class LevelServer:

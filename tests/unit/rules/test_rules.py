@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.engine.window import Hindsight, WindowConfig
-from pipeline.rules.model import RuleError, RuleSet, decide, json_schema, level_rules, validate_rule
+from pipeline.engine.hindsight import Hindsight
+from pipeline.engine.model import WindowConfig
+from pipeline.rules.compiled import RuleSet, decide
+from pipeline.rules.levelpoll import level_rules
+from pipeline.rules.model import RuleError, json_schema, validate_rule
 from pipeline.types import RawLine
 from pipeline.wire.serde import normalize
 

@@ -172,7 +172,7 @@ def test_curated_round_trip_and_schema_superset() -> None:
         assert name in cur_fields, name
         if name != "level":  # the enum is defined once and referenced by name in curated
             assert cur_fields[name] == typ, name
-    from pipeline.engine.window import curate
+    from pipeline.engine.curate import curate
     from pipeline.types import RawLine
 
     raw = RawLine(normalize(line()), "logs.raw", 2, 41, 3)
@@ -188,7 +188,7 @@ def test_curated_json_from_another_tool_is_validated() -> None:
 
 
 def test_curated_json_and_avro_decode_to_the_same_rows() -> None:
-    from pipeline.engine.window import curate
+    from pipeline.engine.curate import curate
     from pipeline.types import RawLine
 
     raw = RawLine(normalize(line(latency_ms=12, attributes={"k": "v"})), "logs.raw", 2, 41, 3)

@@ -1,0 +1,130 @@
+"""The engines of one process, one per raw partition, and what they share. Time is event time (the
+records' timestamps), so re-reading logs.raw after a restart rebuilds the same state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pipeline.engine.model import Emission, WindowConfig, WindowMetrics
+from pipeline.engine.partition import Engine
+from pipeline.engine.shared import Shared
+from pipeline.rules.compiled import RuleSet
+from pipeline.types import LogRecord, RawLine
+
+
+class Hindsight:
+    """The engines of one process (one per raw partition) and their shared state."""
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.config = config
+        self.shared = Shared(config)
+        self.engines: dict[tuple[str, int], Engine] = {}
+        self.retired = WindowMetrics()  # counters of engines whose partition moved away: they stay monotonic
+
+    def engine(self, topic: str, partition: int) -> Engine:
+        eng = self.engines.get((topic, partition))
+        if eng is None:
+            eng = self.engines[(topic, partition)] = Engine(topic, partition, self.shared)
+        return eng
+
+    def process_message(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        records: list[LogRecord],
+        idx: list[int] | None = None,
+        replay: bool = False,
+    ) -> Emission:
+        """The decoded lines of one raw message; idx gives their positions when some were rejected."""
+        eng = self.engine(topic, partition)
+        eng.active = True
+        em = eng.process(offset, records, idx, replay)
+        for cap in em.captures:
+            # lines of that endpoint already buffered in other partitions, since the capture began
+            for other in self.engines.values():
+                if other is not eng:
+                    other.apply_capture(cap, em, replay)
+            eng.apply_capture(cap, em, replay)
+        return em
+
+    def process(self, lines: list[RawLine], replay: bool = False) -> Emission:
+        """RawLines in partition order; consecutive lines of one raw message are processed together."""
+        em = Emission()
+        i = 0
+        while i < len(lines):
+            first = lines[i]
+            j = i + 1
+            while (
+                j < len(lines) and lines[j].offset == first.offset and lines[j].partition == first.partition
+            ):
+                j += 1
+            run = lines[i:j]
+            em.merge(
+                self.process_message(
+                    first.topic,
+                    first.partition,
+                    first.offset,
+                    [ln.record for ln in run],
+                    [ln.index for ln in run],
+                    replay,
+                )
+            )
+            i = j
+        return em
+
+    def drop(self, topic: str, partition: int) -> None:
+        """Forget a partition that moved away; its counters stay in the totals."""
+        eng = self.engines.pop((topic, partition), None)
+        if eng is not None:
+            self.retired.add(eng.metrics)
+            eng.drop()
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Swap in a new rule set (the worker's rule reader calls this; lines after it see the new rules)."""
+        self.shared.rules = rules
+
+    def tick(self, now_us: int) -> Emission:
+        """Call about once a second (wall clock): idle engines close their old windows, rules whose time
+        window opened or closed are re-indexed, finished captures are forgotten."""
+        rules = self.shared.rules
+        now = datetime.fromtimestamp(now_us / 1e6, UTC)
+        if rules.rules and rules.changed_at(now):
+            self.shared.rules = rules.at(now)
+        if self.engines:
+            self.shared.expire_captures(max(e.watermark for e in self.engines.values()))
+        em = Emission()
+        idle_ticks = self.config.stats_idle_close_s
+        for eng in self.engines.values():
+            eng.idle_ticks = 0 if eng.active else eng.idle_ticks + 1
+            eng.active = False
+            # a partition quiet for the grace period will not bring its open windows more lines soon
+            em.merge(eng.tick(now_us, idle=eng.idle_ticks >= idle_ticks))
+        return em
+
+    @property
+    def metrics(self) -> WindowMetrics:
+        total = WindowMetrics()
+        total.add(self.retired)
+        for eng in list(self.engines.values()):
+            total.add(eng.metrics)
+        return total
+
+    def sessions(self) -> int:
+        return sum(len(e.sessions) for e in list(self.engines.values()))
+
+    def buffered_lines(self) -> int:
+        return sum(e.buffers.lines() for e in list(self.engines.values()))
+
+    def buffered_bytes(self) -> int:
+        return self.shared.buffered_bytes
+
+    def buffered(self, key: str) -> list[RawLine]:
+        """The lines buffered for one session key, oldest first."""
+        for eng in self.engines.values():
+            st = eng.sessions.get(key)
+            if st is not None:
+                return [
+                    c.line(eng.topic, eng.partition, p) for c in st.buf for p in range(c.start, len(c.recs))
+                ]
+        return []

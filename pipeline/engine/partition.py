@@ -1,0 +1,411 @@
+"""The engine of one raw partition: the line loop (a fast path for quiet lines), what each line that
+may matter decides, and emission: triggered lookback, follow-up, captures, baseline, rule actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.engine.budget import Budget
+from pipeline.engine.buffers import ENTRY_OVERHEAD, Buffers, Chunk, Session
+from pipeline.engine.curate import curate
+from pipeline.engine.model import (
+    CAPTURE_FIELDS,
+    LEVEL_VALUE,
+    SCOPE_FIELD,
+    Capture,
+    Emission,
+    Trigger,
+    WindowMetrics,
+    line_id,
+)
+from pipeline.engine.shared import Shared
+from pipeline.engine.sketch import LatencySketch, index_values
+from pipeline.engine.stats import WindowStats
+from pipeline.engine.triggers import ENDPOINT_CAPTURE_REASONS, Triggers
+from pipeline.rules.compiled import Compiled, RuleSet, Verdict
+from pipeline.rules.model import CaptureAction
+from pipeline.types import CuratedRecord, LogRecord, session_key
+
+_UNKNOWN = object()  # the rules' verdict on a line was not evaluated yet
+
+
+class Engine:
+    """The state of one raw partition (a session lives in one partition, so its state does too)."""
+
+    def __init__(self, topic: str, partition: int, shared: Shared) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.shared = shared
+        self.config = shared.config
+        self.metrics = WindowMetrics()
+        self.budget = Budget(self.config, shared.global_bucket, self.metrics, topic, partition)
+        self.buffers = Buffers(self.config, shared, self.metrics, self.budget.burst, self.budget.pending)
+        self.sessions = self.buffers.sessions
+        self.triggers = Triggers(self.config, shared)
+        self.stats = WindowStats(self.config, shared, self.metrics, partition)
+        self.watermark = 0
+        self.active = False
+        self.idle_ticks = 0
+
+    # ---- the line loop ---------------------------------------------------------------------
+    def process(
+        self, offset: int, records: list[LogRecord], idx: list[int] | None = None, replay: bool = False
+    ) -> Emission:
+        """The lines of one raw message, in order; idx gives their positions when some were rejected."""
+        em = Emission()
+        if not records:
+            return em
+        sid = records[0]["session_id"]
+        if sid and all(r["session_id"] == sid for r in records):
+            self._group(em, sid, offset, records, idx, replay)  # one session per message: the usual case
+        else:
+            # lines of many sessions: the publisher batches per partition
+            groups: dict[str, list[LogRecord]] = {}
+            where: dict[str, list[int]] = {}
+            positions = range(len(records)) if idx is None else idx
+            for pos, rec in zip(positions, records, strict=True):
+                key = rec["session_id"] or session_key(rec)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [rec]
+                    where[key] = [pos]
+                else:
+                    group.append(rec)
+                    where[key].append(pos)
+            for key, recs in groups.items():
+                self._group(em, key, offset, recs, where[key], replay)
+        self.budget.flush(em, self.watermark, replay, force=False)
+        return em
+
+    def _group(
+        self, em: Emission, key: str, offset: int, recs: list[LogRecord], idx: list[int] | None, replay: bool
+    ) -> None:
+        cfg = self.config
+        self.metrics.lines_in += len(recs)
+        buffers = self.buffers
+        st = buffers.session(key)
+        chunk = Chunk(offset, recs, idx)
+        buffers.expire(st, recs[0]["timestamp"] - cfg.lookback_us)
+        st.buf.append(chunk)
+        st.lines += len(recs)
+        window = cfg.stats_window_us
+        stats = self.stats
+        rules = self.shared.rules
+        floor = self._floor(rules)
+        may_fire = self.triggers.may_fire
+        ep_caps, user_caps, svc_caps = [self.shared.captures[f] for f in CAPTURE_FIELDS]
+        match = rules.match if rules else None
+        levels = LEVEL_VALUE
+        run_win = -1
+        run_ep: str | None = None
+        run_n = run_bytes = 0
+        run_lats: list[float] = []
+        chunk_bytes = max_ts = 0
+        for pos, rec in enumerate(recs):
+            ts = rec["timestamp"]
+            if ts > max_ts:
+                max_ts = ts
+                if ts > self.watermark:
+                    self.watermark = ts
+                    if ts >= stats.next_close_at:
+                        if run_n:
+                            self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+                            run_n = run_bytes = 0
+                            run_lats = []
+                            run_win = -1
+                        stats.close(em, replay, self.watermark, self.watermark)
+            size = len(rec["message"])
+            chunk_bytes += size
+            endpoint = rec["endpoint"]
+            found = match(rec) if match is not None else None  # rules are evaluated once per line
+            if (
+                found
+                or levels[rec["level"]] >= floor
+                or ts <= st.follow_until
+                or may_fire(rec, st)
+                or (ep_caps and endpoint in ep_caps)
+                or (user_caps and rec["user_id"] in user_caps)
+                or (svc_caps and rec["service"] in svc_caps)
+            ):
+                if run_n:
+                    self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+                    run_n = run_bytes = 0
+                    run_lats = []
+                    run_win = -1
+                self._line(em, key, st, chunk, pos, size, floor, found, replay)
+                continue
+            # the fast path: the line only joins its session's buffer and a run of window statistics
+            win = ts - ts % window
+            if win != run_win or endpoint != run_ep:
+                if run_n:
+                    self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+                    run_n = run_bytes = 0
+                    run_lats = []
+                run_win = win
+                run_ep = endpoint
+            run_n += 1
+            run_bytes += size
+            latency = rec["latency_ms"]
+            if latency is not None:
+                run_lats.append(latency)
+        if run_n:
+            self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
+        chunk.max_ts = max_ts
+        chunk.bytes = chunk_bytes + ENTRY_OVERHEAD * len(recs)
+        st.bytes += chunk.bytes
+        self.shared.buffered_bytes += chunk.bytes
+        buffers.bound(st)
+
+    def _floor(self, rules: RuleSet) -> int:
+        """The level stored without a trigger: the dynamic default level if one is set, else the baseline."""
+        return rules.default_level if rules.default_level is not None else self.config.baseline_level.value
+
+    def _line(
+        self,
+        em: Emission,
+        key: str,
+        st: Session,
+        chunk: Chunk,
+        pos: int,
+        size: int,
+        floor: int,
+        found: list[Compiled] | None,
+        replay: bool,
+    ) -> None:
+        """One line that may trigger, match rules (`found`) or be emitted, with exact per-line semantics."""
+        cfg = self.config
+        rec = chunk.recs[pos]
+        ts = rec["timestamp"]
+        severity = LEVEL_VALUE[rec["level"]]
+        endpoint = rec["endpoint"]
+        latency = rec["latency_ms"]
+        self._line_stats(
+            st, key, chunk.offset, ts, endpoint, severity >= cfg.trigger_level.value, size, latency
+        )
+        verdict = self.shared.rules.decided(found) if found else None
+        if verdict is not None:
+            if verdict.stats_ids:
+                self.stats.rule(ts, verdict.stats_ids, matched=len(rec["message"]))
+            if verdict.drop:
+                m = self.metrics
+                m.dropped += 1
+                size = len(rec["message"])
+                for rule_id in verdict.rule_ids:
+                    m.dropped_by_rule[rule_id] = m.dropped_by_rule.get(rule_id, 0) + 1
+                    m.dropped_bytes_by_rule[rule_id] = m.dropped_bytes_by_rule.get(rule_id, 0) + size
+                chunk.mark(pos)  # never stored, not even by a later trigger
+                return
+            if verdict.level is not None:
+                floor = verdict.level
+        reasons = self.triggers.reasons(st, rec, ts, severity, endpoint, latency)
+        lookback_us, follow_us = cfg.lookback_us, cfg.follow_us
+        scoped: list[tuple[str, CaptureAction]] = []
+        if verdict is not None and verdict.captures:
+            for rule_id, action in verdict.captures:
+                if action.scope == "session":
+                    if not reasons:
+                        lookback_us, follow_us = 0, 0
+                    reasons.append(f"rule:{rule_id}")
+                    lookback_us = max(lookback_us, int(action.lookback_s * 1e6))
+                    follow_us = max(follow_us, int(action.follow_s * 1e6))
+                else:
+                    scoped.append((rule_id, action))
+        if reasons or scoped:
+            self.metrics.triggers += 1
+            all_reasons = reasons + [f"rule:{rule_id}" for rule_id, _ in scoped]
+            trig = Trigger(
+                f"t-{line_id(chunk.line(self.topic, self.partition, pos))}", chunk.offset, tuple(all_reasons)
+            )
+            if reasons:
+                st.trigger = trig
+                st.follow_until = max(st.follow_until, ts + follow_us)
+                self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay, since_us=ts - lookback_us)
+            if endpoint and any(r in reasons for r in ENDPOINT_CAPTURE_REASONS):
+                security = Trigger(trig.id, trig.offset, ("security",))
+                em.captures.append(
+                    self.shared.capture("endpoint", endpoint, ts, ts + cfg.follow_us, security)
+                )
+            for rule_id, action in scoped:
+                fieldname = SCOPE_FIELD[action.scope]
+                value = rec[fieldname]  # type: ignore[literal-required]
+                if value:
+                    since, until = ts - int(action.lookback_s * 1e6), ts + int(action.follow_s * 1e6)
+                    rule_trig = Trigger(trig.id, trig.offset, (f"rule:{rule_id}",))
+                    em.captures.append(self.shared.capture(fieldname, value, since, until, rule_trig))
+            if chunk.pending(pos):
+                self._emit(em, key, st, chunk, pos, all_reasons, trig, replay, verdict)
+        elif st.trigger is not None and ts <= st.follow_until:
+            self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay, verdict)
+        else:
+            cap = self.shared.capture_for(rec, ts)
+            if cap is not None:
+                self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay, verdict)
+            elif severity >= floor:
+                self.metrics.baseline += 1
+                reason = (
+                    f"rule:{verdict.level_rule}" if verdict is not None and verdict.level_rule else "baseline"
+                )
+                self._emit(em, key, st, chunk, pos, [reason], None, replay, verdict)
+
+    # ---- emission ----------------------------------------------------------------------------
+    def _emit_buffered(
+        self,
+        em: Emission,
+        key: str,
+        st: Session,
+        upto: Chunk,
+        upto_pos: int,
+        reasons: list[str],
+        trig: Trigger,
+        replay: bool,
+        since_us: int,
+    ) -> None:
+        """A trigger: every buffered line of the session since `since_us` not yet emitted, up to it."""
+        for chunk in st.buf:
+            if chunk.max_ts and chunk.max_ts < since_us:
+                continue
+            recs = chunk.recs
+            end = upto_pos + 1 if chunk is upto else len(recs)
+            for pos in range(chunk.start, end):
+                if recs[pos]["timestamp"] >= since_us and chunk.pending(pos):
+                    self._emit(em, key, st, chunk, pos, reasons, trig, replay)
+            if chunk is upto:
+                break
+
+    def _emit(
+        self,
+        em: Emission,
+        key: str,
+        st: Session,
+        chunk: Chunk,
+        pos: int,
+        reasons: list[str],
+        trig: Any,
+        replay: bool,
+        verdict: Verdict | object | None = _UNKNOWN,
+    ) -> None:
+        """Emit one buffered line (within budget); `verdict` when the caller already evaluated the rules."""
+        chunk.mark(pos)
+        ts = chunk.recs[pos]["timestamp"]
+        line = chunk.line(self.topic, self.partition, pos)
+        if not self.budget.allow(st.bucket, ts):
+            self.budget.suppress(key, line, reasons, replay)
+            return
+        if replay:
+            return
+        record = curate(line, reasons, trig, self.config.retention_days)
+        if verdict is _UNKNOWN:
+            rules = self.shared.rules
+            verdict = rules.verdict(line.record) if rules else None
+        if isinstance(verdict, Verdict):
+            self._annotate(record, verdict, ts)
+        em.curated.setdefault(key, []).append(record)
+        m = self.metrics
+        m.lines_emitted += 1
+        size = len(record["message"])
+        m.bytes_emitted += size
+        for reason in reasons:
+            m.by_reason[reason] = m.by_reason.get(reason, 0) + 1
+            m.bytes_by_reason[reason] = m.bytes_by_reason.get(reason, 0) + size
+        if isinstance(verdict, Verdict):
+            for rule_id in verdict.rule_ids:
+                m.lines_by_rule[rule_id] = m.lines_by_rule.get(rule_id, 0) + 1
+                m.bytes_by_rule[rule_id] = m.bytes_by_rule.get(rule_id, 0) + size
+
+    def _annotate(self, record: CuratedRecord, verdict: Verdict, ts: int) -> None:
+        """What the matching rules add to a kept line: ids, tags, attributes, retention, routes."""
+        record["rule_ids"] = verdict.rule_ids
+        if verdict.tags:
+            record["tags"] = list(verdict.tags)
+        if verdict.attributes:
+            record["attributes"] = {**record["attributes"], **verdict.attributes}
+        if verdict.retention_days is not None:
+            record["retention_days"] = verdict.retention_days
+        if verdict.routes:
+            record["routes"] = list(verdict.routes)
+        if verdict.stats_ids:
+            self.stats.rule(ts, verdict.stats_ids, emitted=len(record["message"]))
+
+    def apply_capture(self, cap: Capture, em: Emission, replay: bool = False) -> None:
+        """A new capture: emit this partition's buffered lines of its endpoint/user/service since it began."""
+        fieldname, value = cap.field, cap.value
+        for key, st in self.sessions.items():
+            for chunk in st.buf:
+                if chunk.max_ts and chunk.max_ts < cap.since_us:
+                    continue
+                recs = chunk.recs
+                for pos in range(chunk.start, len(recs)):
+                    rec = recs[pos]
+                    if (
+                        rec[fieldname] == value  # type: ignore[literal-required]
+                        and cap.since_us <= rec["timestamp"] <= cap.until_us
+                        and chunk.pending(pos)
+                    ):
+                        self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay)
+
+    # ---- window statistics -------------------------------------------------------------------
+    def _line_stats(
+        self,
+        st: Session,
+        key: str,
+        offset: int,
+        ts: int,
+        endpoint: str | None,
+        error: bool,
+        size: int,
+        latency: float | None,
+    ) -> None:
+        """One line's share of its session and endpoint windows."""
+        win = ts - ts % self.config.stats_window_us
+        if st.win != win:
+            st.enter_window(win, self.stats.session(key, win))
+        sketch = None
+        if latency is not None:
+            sketch = LatencySketch()
+            sketch.add(latency)
+        st.stats.add(offset, 1, int(error), size, sketch)
+        if endpoint:
+            ew = self.stats.endpoint(win, endpoint)
+            if ew is not None:
+                ew.add(offset, 1, int(error), size, sketch)
+
+    def _add_run(
+        self,
+        st: Session,
+        key: str,
+        offset: int,
+        win: int,
+        endpoint: str | None,
+        count: int,
+        size: int,
+        latencies: list[float],
+    ) -> None:
+        """A run of quiet lines (same window and endpoint, no errors) of one message, added at once."""
+        if st.win != win:
+            st.enter_window(win, self.stats.session(key, win))
+        stats = st.stats
+        stats.add(offset, count, 0, size, None)
+        indexed = index_values(latencies) if latencies else None  # one log per value for both sketches
+        if indexed is not None:
+            stats.sketch.add_indexed(*indexed)
+        if endpoint:
+            ew = self.stats.endpoint(win, endpoint)
+            if ew is not None:
+                ew.add(offset, count, 0, size, None)
+                if indexed is not None:
+                    ew.sketch.add_indexed(*indexed)
+
+    # ---- housekeeping ------------------------------------------------------------------------
+    def tick(self, now_us: int, idle: bool) -> Emission:
+        """Wall-clock housekeeping: when the partition went quiet, close all its windows; flush summaries."""
+        em = Emission()
+        if idle and self.stats.any_open():
+            cfg = self.config
+            horizon = max(self.watermark, now_us) + cfg.stats_grace_us + cfg.stats_window_us
+            self.stats.close(em, False, horizon, self.watermark)
+        self.budget.flush(em, self.watermark, False, force=True)
+        return em
+
+    def drop(self) -> None:
+        """Forget this partition (revoked): its memory returns to the budget."""
+        self.buffers.drop()

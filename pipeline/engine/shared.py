@@ -1,0 +1,65 @@
+"""What the engines of one process share: captures, rules, endpoint latency baselines, the memory
+budget's count and the process-wide emission bucket."""
+
+from __future__ import annotations
+
+from pipeline.engine.budget import Bucket
+from pipeline.engine.model import CAPTURE_FIELDS, Capture, Trigger, WindowConfig
+from pipeline.engine.sketch import LatencySketch
+from pipeline.rules.compiled import RuleSet
+from pipeline.types import LogRecord
+
+
+class Shared:
+    """State every partition of one process reads and writes."""
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.config = config
+        # captures by record field, then value: endpoint (security, rules), user_id and service (rules)
+        self.captures: dict[str, dict[str, Capture]] = {f: {} for f in CAPTURE_FIELDS}
+        self.rules = RuleSet()
+        self.baselines: dict[str, tuple[int, LatencySketch]] = {}
+        self._p95: dict[str, float | None] = {}  # baselines' p95, computed when a baseline changes
+        self.buffered_bytes = 0
+        self.global_bucket = Bucket(config.global_budget_lps * config.budget_burst_s)
+
+    def baseline_p95(self, endpoint: str) -> float | None:
+        if endpoint not in self._p95:
+            entry = self.baselines.get(endpoint)
+            self._p95[endpoint] = entry[1].quantile(0.95) if entry else None
+        return self._p95[endpoint]
+
+    def close_baseline(self, endpoint: str, window_start: int, sketch: LatencySketch) -> None:
+        current = self.baselines.get(endpoint)
+        if current is None or current[0] < window_start:
+            merged = LatencySketch().merge(sketch)
+            self.baselines[endpoint] = (window_start, merged)
+            self._p95.pop(endpoint, None)
+        elif current[0] == window_start:
+            current[1].merge(sketch)  # another partition's part of the same window
+            self._p95.pop(endpoint, None)
+
+    def capture_for(self, rec: LogRecord, ts: int) -> Capture | None:
+        for fieldname, caps in self.captures.items():
+            if caps:
+                value = rec[fieldname]  # type: ignore[literal-required]
+                cap = caps.get(value) if value else None
+                if cap is not None and cap.since_us <= ts <= cap.until_us:
+                    return cap
+        return None
+
+    def capture(self, fieldname: str, value: str, since: int, until: int, trig: Trigger) -> Capture:
+        """Start or extend the capture of every line with this endpoint/user/service, in all partitions."""
+        caps = self.captures[fieldname]
+        current = caps.get(value)
+        if current is not None and current.until_us >= since:
+            since, until = min(since, current.since_us), max(until, current.until_us)
+        cap = caps[value] = Capture(fieldname, value, since, until, trig)
+        return cap
+
+    def expire_captures(self, now_us: int) -> None:
+        """Forget captures that ended (event time) a follow period ago, so their lines take the fast path."""
+        horizon = now_us - self.config.follow_us
+        for caps in self.captures.values():
+            for value in [v for v, c in caps.items() if c.until_us < horizon]:
+                del caps[value]

@@ -1,0 +1,89 @@
+"""Every trigger decision: which lines may trigger at all (the fast-path gate) and why a line
+triggers. A new trigger is a setting (and WindowConfig field) plus a gate and a reason here.
+
+Triggers: error (level), latency (over the floor and the endpoint's baseline), slow_session (the
+session's p95 in its window), timeout (status or attribute), security (flags), auth_failures (a
+user's repeated 401/403 within the lookback).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pipeline.engine.buffers import Session
+from pipeline.engine.model import LEVEL_VALUE, WindowConfig
+from pipeline.engine.shared import Shared
+from pipeline.types import LogRecord
+
+# Reasons that also capture the line's endpoint in every partition for the follow period.
+ENDPOINT_CAPTURE_REASONS = ("security", "auth_failures")
+
+
+class Triggers:
+    """The triggers of one partition (auth failures are counted per partition)."""
+
+    def __init__(self, config: WindowConfig, shared: Shared) -> None:
+        self.config = config
+        self.shared = shared
+        self.auth_failures: dict[str, deque[int]] = {}
+        # A line below all of these gates cannot trigger.
+        self.level_gate = config.trigger_level.value
+        self.latency_gate = min(config.latency_floor_ms, config.slow_session_p95_ms)
+        self.status_gate = config.timeout_status | config.auth_fail_status
+        self.timeout_attribute = config.timeout_attribute
+
+    def may_fire(self, rec: LogRecord, st: Session) -> bool:
+        """False when no trigger can fire on this line: cheap tests of each trigger's own field."""
+        latency = rec["latency_ms"]
+        status = rec["status_code"]
+        attrs = rec["attributes"]
+        return (
+            LEVEL_VALUE[rec["level"]] >= self.level_gate
+            or (latency is not None and latency > self.latency_gate)
+            or (status is not None and status in self.status_gate)
+            or bool(rec["security_flags"])
+            or bool(attrs and self.timeout_attribute in attrs)
+            or st.slow_pending
+        )
+
+    def reasons(
+        self, st: Session, rec: LogRecord, ts: int, severity: int, endpoint: str | None, latency: float | None
+    ) -> list[str]:
+        """Why this line triggers (empty: it does not); updates the triggers' own state."""
+        cfg = self.config
+        reasons = []
+        if severity >= cfg.trigger_level.value:
+            reasons.append("error")
+        if latency is not None and latency > cfg.latency_floor_ms:
+            base = self.shared.baseline_p95(endpoint) if endpoint else None
+            if base is None or latency > cfg.latency_factor * base:
+                reasons.append("latency")
+        if (
+            not st.slow_fired
+            and latency is not None
+            and (latency > cfg.slow_session_p95_ms or st.slow_pending)
+        ):
+            if st.stats.count < cfg.slow_session_min_lines:
+                st.slow_pending = True
+            else:
+                st.slow_pending = False
+                p95 = st.stats.sketch.quantile(0.95)
+                if p95 is not None and p95 > cfg.slow_session_p95_ms:
+                    st.slow_fired = True
+                    reasons.append("slow_session")
+        status = rec["status_code"]
+        attrs = rec["attributes"]
+        if status in cfg.timeout_status or (attrs and cfg.timeout_attribute in attrs):
+            reasons.append("timeout")
+        if rec["security_flags"]:
+            reasons.append("security")
+        user = rec["user_id"]
+        if status in cfg.auth_fail_status and user:
+            fails = self.auth_failures.setdefault(user, deque())
+            fails.append(ts)
+            while fails and fails[0] < ts - cfg.lookback_us:
+                fails.popleft()
+            if len(fails) >= cfg.auth_fail_count:
+                fails.clear()
+                reasons.append("auth_failures")
+        return reasons
