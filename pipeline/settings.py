@@ -272,6 +272,19 @@ class Settings(BaseSettings):
     otlp_max_body_bytes: int = Field(
         default=16 * 1_048_576, ge=1024, description="Largest OTLP request body (after gzip) accepted."
     )
+    http_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body the query and rules APIs accept."
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="HTTP servers close a connection whose request head is late."
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="HTTP servers answer 408 to a request whose body is not in by then."
+    )
+    http_keep_alive_s: int = Field(default=5, ge=1, description="HTTP servers close idle connections then.")
+    http_max_connections: int = Field(
+        default=200, ge=1, description="Connections one HTTP server holds at once; more are answered 503."
+    )
     metrics_host: str = Field(
         default="127.0.0.1", description="Bind address of the Prometheus /metrics endpoint."
     )

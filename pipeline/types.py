@@ -110,17 +110,6 @@ class RawLine:
     index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record that could not be used, with the reason it goes to the dead-letter topic."""
-
-    error_type: str
-    reason: str
-    stage: str
-    payload: bytes
-    index: int | None = None
-
-
 def session_key(record: LogRecord) -> str:
     """Partitioning and buffering key: session, else transaction, else user, else service."""
     for field, prefix in (("session_id", ""), ("transaction_id", "tx:"), ("user_id", "user:")):

@@ -15,9 +15,10 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from pipeline.errors import BadDataError, DecodeError, RetryableSinkError
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
-from pipeline.types import Rejected, Sink
+from pipeline.wire.deadletter import Rejected
+from pipeline.types import Sink
 from pipeline.wire.serde import decode_curated
-from pipeline.worker.processor import dlq_headers
+from pipeline.wire.deadletter import dlq_headers
 
 log = logging.getLogger(__name__)
 

@@ -1,34 +1,33 @@
 """OTLP/HTTP logs receiver: POST /v1/logs (protobuf or JSON, gzip allowed) -> logs.raw.
 
 Answers as the OTLP spec asks: 200 with an ExportLogsServiceResponse (partial_success counts the
-records that were dead-lettered, with the first reason), 400 with a google.rpc.Status for a payload
-that does not decode, 415 for another content type, 413 when too large, 503 (Retry-After) when Kafka
-did not confirm delivery, so exporters retry. A 200 is sent only after the producer flushed.
+records that were dead-lettered, with the first reason); errors as a google.rpc.Status in the
+request's encoding: 400 for a payload that does not decode, 415 for another content type, 413 when
+too large, 503 (Retry-After) when Kafka did not confirm delivery, so exporters retry. A 200 is sent
+only after the producer flushed.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import zlib
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from confluent_kafka import Producer
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
-from pipeline.api.serve import bind
+from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server
 from pipeline.errors import ConfigError
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
-from pipeline.types import Rejected
+from pipeline.wire.deadletter import Rejected, dlq_headers
 from pipeline.wire.otlp import JSON, PROTOBUF, OtlpError, map_request, parse_request
-from pipeline.worker.processor import dlq_headers
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ PATH = "/v1/logs"
 _INVALID_ARGUMENT, _UNAVAILABLE = 3, 14  # google.rpc.Code
 
 
-class OtlpServer:
+class OtlpServer(Server):
     """The receiver in a thread; publishes through one batching Publisher."""
 
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
@@ -46,32 +45,62 @@ class OtlpServer:
                 "OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer <token>')"
             )
         self.settings = settings
-        self.token = settings.api_token.get_secret_value().encode()
         self.publisher = publisher or Publisher(settings)
         self.dlq = Producer(producer_config(settings))
         self.flush_lock = threading.Lock()
         self.accepted = 0
         self.rejected = 0
         self.requests: dict[str, int] = {}  # by content type
-        self.httpd, self.thread = bind(
-            "OTLP receiver", settings.otlp_host, settings.otlp_port, _handler(self), "HINDSIGHT_OTLP_PORT"
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        limits = Limits.from_settings(settings, settings.otlp_max_body_bytes)
+        api = Api(
+            "log-hindsight OTLP/HTTP logs receiver",
+            [
+                Endpoint(
+                    "POST", PATH, self._post, "Export logs (OTLP/HTTP, protobuf or JSON)",
+                    Ok(200, "ExportLogsServiceResponse", PROTOBUF, {"type": "string"}),
+                    errors=(400, 413, 415, 503), raw_query=True,
+                )
+            ],
+            settings.api_token.get_secret_value(),
+            limits,
+            error_response=_status_response,
+        )  # fmt: skip
+        super().__init__("OTLP receiver", api.app(), settings.otlp_host, settings.otlp_port,
+                         "HINDSIGHT_OTLP_PORT", limits)  # fmt: skip
 
     def start(self) -> OtlpServer:
         self.publisher.partition_count()  # fail now, not on the first request, if logs.raw is missing
-        self.thread.start()
-        log.info("otlp receiver listening address=%s:%s path=%s", self.settings.otlp_host, self.port, PATH)
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().stop()
         self.publisher.flush(10)
         self.dlq.flush(10)
+
+    def _post(self, call: Call) -> Response:
+        ctype = _content_type(call.request)
+        if ctype not in (JSON, PROTOBUF):
+            raise ApiError(415, [("(content-type)", f"use {PROTOBUF} or {JSON}")])
+        body = _inflate(
+            call.body, call.request.headers.get("content-encoding"), self.settings.otlp_max_body_bytes
+        )
+        try:
+            rejected, reason = self.export(body, ctype)
+        except OtlpError as exc:
+            log.warning("otlp request refused reason=%s", str(exc)[:300])
+            raise ApiError(400, [("(body)", str(exc))]) from None
+        except ConnectionError as exc:
+            log.warning("otlp publish not confirmed error=%s", exc)
+            raise ApiError(
+                503, [("(kafka)", f"Kafka did not confirm: {exc}")], {"Retry-After": "2"}
+            ) from None
+        response = ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+            response.partial_success.error_message = reason[:1000]
+        if ctype == JSON:
+            return Response(json_format.MessageToJson(response, indent=None).encode(), 200, media_type=JSON)
+        return Response(response.SerializeToString(), 200, media_type=PROTOBUF)
 
     def export(self, body: bytes, content_type: str) -> tuple[int, str]:
         """Publish one request's records; returns (rejected count, first reason). Raises OtlpError."""
@@ -95,128 +124,33 @@ class OtlpServer:
         first = mapped.rejected[0] if mapped.rejected else None
         return len(mapped.rejected), (f"{first[0]}: {first[1]}" if first else "")
 
-    def authorized(self, header: str | None) -> bool:
-        given = header[7:] if header and header.startswith("Bearer ") else ""
-        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token)
+
+def _content_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
-def _handler(server: OtlpServer) -> type[BaseHTTPRequestHandler]:
-    limit = server.settings.otlp_max_body_bytes
+def _inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body without its Content-Encoding (gzip or none), refused beyond `limit` bytes inflated."""
+    encoding = (encoding or "identity").lower()
+    if encoding == "identity":
+        return body
+    if encoding != "gzip":
+        raise ApiError(400, [("(body)", f"unsupported Content-Encoding {encoding!r}: use gzip or none")])
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(400, [("(body)", f"bad gzip body: {exc}")]) from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ApiError(400, [("(body)", f"decompressed body larger than {limit} bytes")])
+    return out
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "hindsight-otlp"
-        protocol_version = "HTTP/1.1"  # exporters keep the connection open between batches
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("otlp " + format, *args)  # never logs headers, so never the token
-
-        def _reply(
-            self, status: HTTPStatus, ctype: str, body: bytes, extra: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _status(
-            self, http: HTTPStatus, code: int, message: str, ctype: str, extra: dict[str, str] | None = None
-        ) -> None:
-            status = Status(code=code, message=message)
-            if ctype == JSON:
-                self._reply(http, JSON, json_format.MessageToJson(status, indent=None).encode(), extra)
-            else:
-                self._reply(http, PROTOBUF, status.SerializeToString(), extra)
-
-        def _body(self) -> bytes | None:
-            try:
-                length = int(self.headers.get("Content-Length") or -1)
-            except ValueError:
-                length = -1
-            if length < 0:
-                self.close_connection = True
-                self._reply(HTTPStatus.LENGTH_REQUIRED, "text/plain", b"Content-Length required")
-                return None
-            if length > limit:
-                self.close_connection = True
-                self._reply(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "text/plain", f"larger than {limit} bytes".encode()
-                )
-                return None
-            body = self.rfile.read(length)
-            encoding = (self.headers.get("Content-Encoding") or "identity").lower()
-            if encoding == "gzip":
-                inflater = zlib.decompressobj(wbits=31)
-                try:
-                    body = inflater.decompress(body, limit + 1)
-                except zlib.error as exc:
-                    raise OtlpError(f"bad gzip body: {exc}") from None
-                if len(body) > limit or inflater.unconsumed_tail:
-                    raise OtlpError(f"decompressed body larger than {limit} bytes")
-            elif encoding != "identity":
-                raise OtlpError(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
-            return body
-
-        def do_POST(self) -> None:
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            answer = JSON if ctype == JSON else PROTOBUF
-            if self.path.split("?")[0] != PATH:
-                self.close_connection = True
-                self._reply(HTTPStatus.NOT_FOUND, "text/plain", f"only {PATH} is served".encode())
-                return
-            if not server.authorized(self.headers.get("Authorization")):
-                self.close_connection = True
-                self._reply(
-                    HTTPStatus.UNAUTHORIZED,
-                    "text/plain",
-                    b"missing or wrong bearer token",
-                    {"WWW-Authenticate": 'Bearer realm="hindsight"'},
-                )
-                return
-            if ctype not in (JSON, PROTOBUF):
-                self.close_connection = True
-                self._reply(
-                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "text/plain", f"use {PROTOBUF} or {JSON}".encode()
-                )
-                return
-            try:
-                body = self._body()
-                if body is None:
-                    return
-                rejected, reason = server.export(body, ctype)
-            except OtlpError as exc:
-                log.warning("otlp request refused reason=%s", str(exc)[:300])
-                self._status(HTTPStatus.BAD_REQUEST, _INVALID_ARGUMENT, str(exc), answer)
-                return
-            except ConnectionError as exc:
-                log.warning("otlp publish not confirmed error=%s", exc)
-                self._status(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    _UNAVAILABLE,
-                    f"Kafka did not confirm: {exc}",
-                    answer,
-                    {"Retry-After": "2"},
-                )
-                return
-            response = ExportLogsServiceResponse()
-            if rejected:
-                response.partial_success.rejected_log_records = rejected
-                response.partial_success.error_message = reason[:1000]
-            if answer == JSON:
-                self._reply(HTTPStatus.OK, JSON, json_format.MessageToJson(response, indent=None).encode())
-            else:
-                self._reply(HTTPStatus.OK, PROTOBUF, response.SerializeToString())
-
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("do_"):
-
-                def refuse() -> None:
-                    self.close_connection = True
-                    self._reply(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain", b"use POST", {"Allow": "POST"})
-
-                return refuse
-            raise AttributeError(name)
-
-    return Handler
+def _status_response(exc: ApiError, request: Request) -> Response:
+    """Every error as a google.rpc.Status, in the request's encoding (JSON or protobuf)."""
+    code = _UNAVAILABLE if exc.status == 503 else _INVALID_ARGUMENT
+    status = Status(code=code, message="; ".join(msg for _, msg in exc.problems))
+    headers = dict(exc.headers)
+    if _content_type(request) == JSON:
+        return Response(json_format.MessageToJson(status, indent=None).encode(), exc.status, headers, JSON)
+    return Response(status.SerializeToString(), exc.status, headers, PROTOBUF)

@@ -1,37 +1,157 @@
-"""The store owner's read-only query API on 127.0.0.1: lets `hindsight query` read while a sink runs."""
+"""The store owner's read-only query API (127.0.0.1 by default): lets `hindsight query`, the support
+page and other processes read while a sink holds the store. Bound parameters only."""
 
 from __future__ import annotations
 
-import hmac
-import logging
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
-from pipeline.api.serve import bind
+from pipeline.api.base import DEFAULT_LIMITS, Api, ApiError, Call, Endpoint, Limits, Ok, Server, json_response
 from pipeline.errors import ConfigError, QueryError
 from pipeline.store.query import MAX_TIME_US, QueryFilters
 from pipeline.types import Level
-
-log = logging.getLogger(__name__)
 
 Runner = Callable[[QueryFilters], list[dict[str, Any]]]
 Summary = Callable[[], dict[str, Any]]
 Stats = Callable[[dict[str, str]], list[dict[str, Any]]]
 Sql = Callable[[str, int], list[dict[str, Any]]]
 
-_PUBLIC = {"/health", "/openapi.json"}
+Text = Annotated[str, Field(min_length=1)]
+EpochUs = Annotated[int, Field(ge=0, le=MAX_TIME_US)]
+ROWS: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
 
 
-class QueryServer:
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogsQuery(_Params):
+    """Filters of GET /logs; every given one must match."""
+
+    session: Text | None = Field(None, description="Session id")
+    user: Text | None = Field(None, description="User id")
+    service: Text | None = Field(None, description="Service name")
+    endpoint: Text | None = Field(None, description="Endpoint (http.route)")
+    transaction_id: Text | None = Field(None, description="Transaction id")
+    # any level name or alias is accepted; the document lists the canonical names
+    level: (
+        Annotated[str, Field(min_length=1, json_schema_extra={"enum": [lv.name for lv in Level]})] | None
+    ) = Field(None, description="Lowest level")
+    since_us: EpochUs | None = Field(None, description="From (epoch microseconds)")
+    until_us: EpochUs | None = Field(None, description="Until (epoch microseconds)")
+    grep: Text | None = Field(None, description="Text in the body")
+    attr: Text | None = Field(None, description="key=value of LogAttributes; several separated by newlines")
+    trigger: Text | None = Field(None, description="Trigger reason or trigger id")
+    rule: Text | None = Field(None, description="Id of a rule that matched")
+    limit: Annotated[int, Field(ge=1, le=100_000)] | None = Field(None, description="Most rows")
+
+
+class StatsQuery(_Params):
+    """Filters of GET /stats."""
+
+    endpoint: Text | None = Field(None, description="Endpoint")
+    since_us: EpochUs | None = Field(None, description="From (epoch microseconds)")
+    limit: Annotated[int, Field(ge=1, le=100_000)] | None = Field(None, description="Most rows")
+
+
+class SqlQuery(_Params):
+    """GET /sql: one read-only SELECT."""
+
+    q: Text = Field(description="SELECT")
+    limit: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(None, description="Most rows")
+
+
+def query_api(
+    run: Runner, summary: Summary, stats: Stats | None = None, sql: Sql | None = None, *, token: str
+) -> Api:
+    """The API: /logs, /summary, and /stats and /sql when the store offers them."""
+
+    def bad_request(call: Callable[[], Response]) -> Response:
+        try:
+            return call()
+        except QueryError as exc:
+            raise ApiError(400, [("(query)", str(exc))]) from None
+
+    def logs(call: Call) -> Response:
+        rows = bad_request(lambda: _ndjson(run(QueryFilters.from_params(call.params))))
+        return rows
+
+    endpoints = [
+        Endpoint(
+            "GET", "/health", lambda call: json_response({"status": "ok"}), "Liveness", public=True, errors=()
+        ),
+        Endpoint(
+            "GET",
+            "/logs",
+            logs,
+            "Kept lines matching every given filter, newest last",
+            Ok(200, "One JSON object per line", "application/x-ndjson", {"type": "string"}),
+            query=LogsQuery,
+        ),
+        Endpoint(
+            "GET",
+            "/summary",
+            lambda call: json_response(summary()),
+            "Lines and bytes kept, incidents",
+            Ok(200, "Summary", schema={"type": "object"}),
+            errors=(),
+        ),
+    ]
+    if stats is not None:
+        endpoints.append(
+            Endpoint(
+                "GET",
+                "/stats",
+                lambda call: bad_request(lambda: json_response(stats(call.params))),
+                "Endpoint window statistics",
+                Ok(200, "Windows", schema=ROWS),
+                query=StatsQuery,
+            )
+        )
+    if sql is not None:
+        select = sql
+
+        def run_sql(call: Call) -> Response:
+            q = call.query
+            assert isinstance(q, SqlQuery)
+            return bad_request(lambda: json_response(select(q.q, q.limit or 10_000)))
+
+        endpoints.append(
+            Endpoint(
+                "GET",
+                "/sql",
+                run_sql,
+                "A read-only SQL query (the store enforces readonly)",
+                Ok(200, "Rows", schema=ROWS),
+                query=SqlQuery,
+            )
+        )
+    return Api("log-hindsight query", endpoints, token)
+
+
+def _ndjson(rows: list[dict[str, Any]]) -> Response:
+    body = b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows)
+    return Response(body, 200, media_type="application/x-ndjson")
+
+
+def openapi(with_stats: bool = True, with_sql: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the query API."""
+
+    def never(*_: Any) -> Any:
+        raise AssertionError("only described, never called")
+
+    return query_api(
+        never, never, never if with_stats else None, never if with_sql else None, token="-"
+    ).openapi()
+
+
+class QueryServer(Server):
     """GET /logs?<filters> (JSON lines), /summary, /stats, /sql (read-only), behind a bearer token;
-    /health and /openapi.json are open. Bound parameters only."""
+    /health and /openapi.json are open."""
 
     def __init__(
         self,
@@ -43,220 +163,9 @@ class QueryServer:
         sql: Sql | None = None,
         *,
         token: str,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if not token:
             raise ConfigError("the query API needs a token")
-        handler = _handler(run, summary, stats, sql, token.encode())
-        self.httpd, self.thread = bind("query API", host, port, handler, "HINDSIGHT_QUERY_PORT")
-
-    @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    def start(self) -> QueryServer:
-        self.thread.start()
-        log.info("query api listening address=%s:%s", *self.httpd.server_address[:2])
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _handler(
-    run: Runner, summary: Summary, stats: Stats | None, sql: Sql | None, token: bytes
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "hindsight-query"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("query api " + format, *args)  # never logs headers, so never the token
-
-        def _send(self, status: HTTPStatus, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(status)
-            if status == HTTPStatus.UNAUTHORIZED:
-                self.send_header("WWW-Authenticate", 'Bearer realm="hindsight"')
-            if status == HTTPStatus.METHOD_NOT_ALLOWED:
-                self.send_header("Allow", "GET")
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _authorized(self) -> bool:
-            header = self.headers.get("Authorization") or ""
-            given = header[7:] if header.startswith("Bearer ") else ""
-            # constant time: the comparison does not reveal how much of a guess was right
-            return hmac.compare_digest(given.encode("utf-8", "replace"), token)
-
-        def do_GET(self) -> None:
-            url = urllib.parse.urlsplit(self.path)
-            try:
-                if url.path not in _PUBLIC and not self._authorized():
-                    self._send(HTTPStatus.UNAUTHORIZED, b'{"error":"missing or wrong bearer token"}')
-                    return
-                params = parse_params(url.query)
-                if url.path == "/health":
-                    self._send(HTTPStatus.OK, b'{"status":"ok"}')
-                elif url.path == "/openapi.json":
-                    self._send(HTTPStatus.OK, orjson.dumps(openapi(stats is not None, sql is not None)))
-                elif url.path == "/logs":
-                    rows = run(QueryFilters.from_params(params))
-                    body = b"".join(orjson.dumps(r, default=str) + b"\n" for r in rows)
-                    self._send(HTTPStatus.OK, body, "application/x-ndjson")
-                elif url.path == "/stats" and stats is not None:
-                    self._send(HTTPStatus.OK, orjson.dumps(stats(params), default=str))
-                elif url.path == "/sql" and sql is not None:
-                    unknown = set(params) - {"q", "limit"}
-                    if unknown:
-                        raise QueryError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-                    if not params.get("q"):
-                        raise QueryError("/sql wants q=<SELECT ...>")
-                    try:
-                        limit = int(params.get("limit", "10000"))
-                    except ValueError:
-                        raise QueryError("limit must be a number") from None
-                    self._send(HTTPStatus.OK, orjson.dumps(sql(params["q"], limit), default=str))
-                elif url.path == "/summary":
-                    self._send(HTTPStatus.OK, orjson.dumps(summary(), default=str))
-                else:
-                    self._send(HTTPStatus.NOT_FOUND, b'{"error":"not found"}')
-            except QueryError as exc:
-                self._send(HTTPStatus.BAD_REQUEST, orjson.dumps({"error": str(exc)}))
-            except Exception as exc:
-                log.exception("query api failed path=%s", url.path)
-                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, orjson.dumps({"error": str(exc)}))
-
-        def __getattr__(self, name: str) -> Any:
-            # every other method (POST, PUT, PATCH, ...) is a 405 with Allow, not the stdlib's 501 page
-            if name.startswith("do_"):
-                return lambda: self._send(
-                    HTTPStatus.METHOD_NOT_ALLOWED, b'{"error":"read-only API: use GET"}'
-                )
-            raise AttributeError(name)
-
-    return Handler
-
-
-def parse_params(query: str) -> dict[str, str]:
-    """A query string's parameters; QueryError for invalid UTF-8, a repeated or empty one, or a NUL."""
-    try:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise QueryError("query string is not valid UTF-8") from None
-    params: dict[str, str] = {}
-    for key, value in pairs:
-        if key in params:
-            raise QueryError(f"parameter {key!r} given twice")
-        if not value:
-            raise QueryError(f"parameter {key!r} is empty")
-        if "\x00" in value:
-            raise QueryError(f"parameter {key!r} contains a NUL character")
-        params[key] = value
-    return params
-
-
-def openapi(with_stats: bool = True, with_sql: bool = True) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the query API."""
-
-    def param(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
-
-    text = {"type": "string", "minLength": 1}
-    error = {"description": "Bad request", "content": {"application/json": {"schema": _ERROR}}}
-    unauthorized = {
-        "description": "Missing or wrong bearer token",
-        "content": {"application/json": {"schema": _ERROR}},
-    }
-    rows = {"type": "array", "items": {"type": "object"}}
-    paths: dict[str, Any] = {
-        "/health": {
-            "get": {
-                "summary": "Liveness",
-                "security": [],
-                "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {}}}}},
-            }
-        },
-        "/logs": {
-            "get": {
-                "summary": "Kept lines matching every given filter, newest last",
-                "parameters": [
-                    param("session", text, "Session id"),
-                    param("user", text, "User id"),
-                    param("service", text, "Service name"),
-                    param("endpoint", text, "Endpoint (http.route)"),
-                    param("transaction_id", text, "Transaction id"),
-                    param("level", {"type": "string", "enum": [lv.name for lv in Level]}, "Lowest level"),
-                    param("since_us", _EPOCH_US, "From (epoch microseconds)"),
-                    param("until_us", _EPOCH_US, "Until (epoch microseconds)"),
-                    param("grep", text, "Text in the body"),
-                    param("attr", text, "key=value of LogAttributes; several separated by newlines"),
-                    param("trigger", text, "Trigger reason or trigger id"),
-                    param("rule", text, "Id of a rule that matched"),
-                    param("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}, "Most rows"),
-                ],
-                "responses": {
-                    "200": {
-                        "description": "One JSON object per line",
-                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
-                    },
-                    "400": error,
-                    "401": unauthorized,
-                },
-            }
-        },
-        "/summary": {
-            "get": {
-                "summary": "Lines and bytes kept, incidents",
-                "responses": {
-                    "200": {
-                        "description": "Summary",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "401": unauthorized,
-                },
-            }
-        },
-    }
-    if with_stats:
-        paths["/stats"] = {
-            "get": {
-                "summary": "Endpoint window statistics",
-                "parameters": [
-                    param("endpoint", text, "Endpoint"),
-                    param("since_us", _EPOCH_US, "From (epoch microseconds)"),
-                    param("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}, "Most rows"),
-                ],
-                "responses": {
-                    "200": {"description": "Windows", "content": {"application/json": {"schema": rows}}},
-                    "400": error,
-                    "401": unauthorized,
-                },
-            }
-        }
-    if with_sql:
-        paths["/sql"] = {
-            "get": {
-                "summary": "A read-only SQL query (the store enforces readonly)",
-                "parameters": [
-                    {"name": "q", "in": "query", "required": True, "schema": text, "description": "SELECT"},
-                    param("limit", {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "Most rows"),
-                ],
-                "responses": {
-                    "200": {"description": "Rows", "content": {"application/json": {"schema": rows}}},
-                    "400": error,
-                    "401": unauthorized,
-                },
-            }
-        }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "log-hindsight query", "version": "1"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"bearer": []}],
-        "paths": paths,
-    }
-
-
-_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-_EPOCH_US = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_US}
+        api = query_api(run, summary, stats, sql, token=token)
+        super().__init__("query API", api.app(), host, port, "HINDSIGHT_QUERY_PORT", limits)

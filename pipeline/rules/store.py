@@ -20,8 +20,7 @@ from pipeline.kafka import producer_config
 from pipeline.rules.compiled import RuleSet
 from pipeline.rules.model import Rule, RuleError, validate_rule
 from pipeline.settings import Settings
-from pipeline.types import Rejected
-from pipeline.worker.processor import dlq_headers
+from pipeline.wire.deadletter import Rejected, dlq_headers
 
 log = logging.getLogger(__name__)
 

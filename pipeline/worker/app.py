@@ -18,8 +18,9 @@ from pipeline.metrics import LagCache, WorkerCollector, serve
 from pipeline.rules.levelpoll import LevelPoller
 from pipeline.rules.store import RuleReader, RuleSource, dead_letter_producer
 from pipeline.settings import Settings
+from pipeline.wire.deadletter import dlq_headers
 from pipeline.wire.serde import encode_curated
-from pipeline.worker.processor import RawProcessor, dlq_headers, tune_gc
+from pipeline.worker.processor import RawProcessor, tune_gc
 from pipeline.worker.rebuild import read_back
 
 log = logging.getLogger(__name__)

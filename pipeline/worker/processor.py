@@ -13,7 +13,8 @@ from pipeline.engine.hindsight import Hindsight
 from pipeline.engine.model import WindowConfig
 from pipeline.errors import DecodeError
 from pipeline.settings import Settings
-from pipeline.types import CuratedRecord, Rejected
+from pipeline.types import CuratedRecord
+from pipeline.wire.deadletter import Rejected
 from pipeline.wire.serde import RawDecoder, SchemaRegistry, good_positions
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,6 @@ def tune_gc(young_threshold: int) -> None:
         gc.collect()
         gc.freeze()  # what exists at start-up (modules, settings) is never garbage: stop re-walking it
         gc.set_threshold(young_threshold, 50, 1000)
-
-
-def dlq_headers(rej: Rejected, topic: str, partition: int, offset: int) -> dict[str, bytes]:
-    """Headers every dead letter carries, so an operator can find and replay the source."""
-    headers = {
-        "hindsight.error_type": rej.error_type.encode(),
-        "hindsight.reason": rej.reason[:1000].encode("utf-8", "replace"),
-        "hindsight.stage": rej.stage.encode(),
-        "hindsight.source_topic": topic.encode(),
-        "hindsight.source_partition": str(partition).encode(),
-        "hindsight.source_offset": str(offset).encode(),
-    }
-    if rej.index is not None:
-        headers["hindsight.source_index"] = str(rej.index).encode()
-    return headers
 
 
 class RawProcessor:

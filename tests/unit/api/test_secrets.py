@@ -43,28 +43,21 @@ def test_settings_repr_and_str_hide_every_secret() -> None:
 
 
 def test_rules_api_never_logs_the_token(caplog: pytest.LogCaptureFixture) -> None:
-    from pipeline.api.control import _handler
+    from pipeline.api.base import DEFAULT_LIMITS, Server
+    from pipeline.api.control import RulesView, control_api
 
-    class Server:  # just what the handler reads for a rejected request
-        settings = Settings(api_token=SecretStr("api-token-3"))
-
-        def authorized(self, header: str | None) -> bool:
-            return False
-
-    from http.server import ThreadingHTTPServer
-    from threading import Thread
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(Server()))  # type: ignore[arg-type]
-    Thread(target=httpd.serve_forever, daemon=True).start()
+    # a client sends a token (here not the server's): the refusal is logged, the token is not
+    app = control_api(Settings(api_token=SecretStr("the-server-token")), RulesView(None)).app()
+    server = Server("rules API", app, "127.0.0.1", 0, "HINDSIGHT_API_PORT", DEFAULT_LIMITS).start()
     caplog.set_level(logging.DEBUG)
     try:
-        req = urllib.request.Request(f"http://127.0.0.1:{httpd.server_address[1]}/rules")
+        req = urllib.request.Request(f"http://127.0.0.1:{server.port}/rules")
         req.add_header("Authorization", "Bearer api-token-3")
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=5)
         assert err.value.code == 401
     finally:
-        httpd.shutdown()
+        server.stop()
     assert caplog.records and "api-token-3" not in caplog.text
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 
 from pipeline.settings import Settings
+from pipeline.wire.deadletter import dlq_headers
 from pipeline.wire.serde import RawEncoder, normalize
-from pipeline.worker.processor import RawProcessor, dlq_headers
+from pipeline.worker.processor import RawProcessor
 
 T0 = 1_790_000_000_000_000
 
