@@ -79,7 +79,8 @@ def bench_processor(lines: list[Any]) -> dict[str, float]:
         for offset, v in enumerate(values):
             proc.handle("logs.raw", 0, offset, v)
         out[f"processor_{fmt}_lines_per_s"] = rate(len(lines), time.perf_counter() - t)
-        out["curated_share"] = proc.windows.metrics.lines_emitted / max(proc.windows.metrics.lines_in, 1)
+        m = proc.stats().windows
+        out["curated_share"] = m.lines_emitted / max(m.lines_in, 1)
         del proc
     return out
 

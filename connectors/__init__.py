@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import cast
 
+from connectors.base.protocols import SinkFactory
 from pipeline.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
@@ -16,11 +17,11 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def load_sink(name: str) -> Any:
-    """The sink class registered under name (it has a `from_settings` classmethod)."""
+def load_sink(name: str) -> SinkFactory:
+    """The sink class registered under name."""
     try:
         target = REGISTRY[name]
     except KeyError:
         raise ConfigError(f"unknown sink {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return cast(SinkFactory, getattr(importlib.import_module(module), attr))

@@ -10,9 +10,11 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from pipeline.errors import BadDataError, RetryableSinkError
+from connectors.base.protocols import HasStatsSink, StoreReader
+from pipeline.errors import BadDataError, QueryError, RetryableSinkError
 from pipeline.settings import Settings
 from pipeline.store.clickhouse import migrate, open_client
+from pipeline.store.query import MAX_TIME_US, QueryFilters, endpoint_stats, run_query, run_sql, store_summary
 from pipeline.types import CuratedRecord
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def classify(exc: Exception) -> Exception:
     return RetryableSinkError(f"{type(exc).__name__}: {exc}")
 
 
-class ClickHouseSink:
+class ClickHouseSink(HasStatsSink, StoreReader):
     """Writes curated rows into <database>.logs with columnar inserts.
 
     Owns the store client; a lock serialises inserts and the query API's reads, which share the
@@ -178,6 +180,36 @@ class ClickHouseSink:
             self.client.close()
             if self.reader is not self.client:
                 self.reader.close()
+
+    # ---- StoreReader: the query API reads through the store's owner, under its lock ----------
+    def query(self, filters: QueryFilters) -> list[dict[str, Any]]:
+        with self.lock:
+            return run_query(self.client, filters, self.database)
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return store_summary(self.client, self.database)
+
+    def stats(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        unknown = set(params) - {"endpoint", "since_us", "limit"}
+        if unknown:
+            raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        try:
+            since = int(params["since_us"]) if "since_us" in params else None
+            limit = int(params.get("limit", "100"))
+        except ValueError as exc:
+            raise QueryError(f"bad number: {exc}") from None
+        if since is not None and not 0 <= since <= MAX_TIME_US:
+            raise QueryError(f"since_us must be within 0..{MAX_TIME_US}")
+        if not 1 <= limit <= 100_000:
+            raise QueryError("limit must be within 1..100000")
+        with self.lock:
+            return endpoint_stats(self.client, self.database, params.get("endpoint"), since, limit)
+
+    def sql(self, text: str, limit: int) -> list[dict[str, Any]]:
+        # Power users' SQL runs on its own client (see __init__)
+        with self.lock:
+            return run_sql(self.reader, text, limit)
 
 
 ENDPOINT_COLUMNS = [

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, TypedDict
 
 
 class Level(IntEnum):
@@ -117,22 +116,6 @@ def session_key(record: LogRecord) -> str:
         if value:
             return f"{prefix}{value}"
     return f"svc:{record.get('service', '')}"
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """Where curated lines end up. A runner calls write_batch, then flush, then commits offsets."""
-
-    name: str
-
-    def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
-        """Buffer or write rows; may raise a classified SinkError."""
-
-    def flush(self) -> None:
-        """Make everything written so far durable; offsets are committed only after this returns."""
-
-    def close(self) -> None:
-        """Release connections."""
 
 
 JSONDict = dict[str, Any]

@@ -7,10 +7,11 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
+from connectors.base.protocols import Sink
 from pipeline.errors import ConfigError
-from pipeline.types import CuratedRecord, Sink
+from pipeline.types import CuratedRecord
 
 Action = Literal["mask", "hash", "drop"]
 MASK = "***"
@@ -53,7 +54,8 @@ class Redactor:
 
 
 class Wrapped:
-    """A sink that gets only the lines meant for it, redacted for it."""
+    """A sink that gets only the lines meant for it, redacted for it; `sink` is the one it wraps
+    (whose capabilities, such as HasStatsSink or StoreReader, the services ask of it)."""
 
     def __init__(self, sink: Sink, routed_only: bool, redactor: Redactor | None) -> None:
         self.sink = sink
@@ -75,11 +77,8 @@ class Wrapped:
     def close(self) -> None:
         self.sink.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sink, name)  # stats_sink, client, lock of the store sink
 
-
-def wrap(sink: Sink, primary: Sequence[str], redaction: dict[str, list[dict[str, str]]]) -> Sink:
+def wrap(sink: Sink, primary: Sequence[str], redaction: dict[str, list[dict[str, str]]]) -> Wrapped:
     """Route and redact for this sink, as configured (primary sinks get every line)."""
     rules = [*redaction.get("*", []), *redaction.get(sink.name, [])]
     return Wrapped(sink, sink.name not in primary, Redactor(rules) if rules else None)

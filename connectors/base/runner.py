@@ -12,13 +12,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from connectors.base.protocols import Sink
 from pipeline.errors import BadDataError, DecodeError, RetryableSinkError
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
-from pipeline.wire.deadletter import Rejected
-from pipeline.types import Sink
+from pipeline.wire.deadletter import Rejected, dlq_headers
 from pipeline.wire.serde import decode_curated
-from pipeline.wire.deadletter import dlq_headers
 
 log = logging.getLogger(__name__)
 

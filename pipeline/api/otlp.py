@@ -12,18 +12,22 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import Producer
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server
 from pipeline.errors import ConfigError
 from pipeline.kafka import producer_config
+from pipeline.metrics import counter, labelled
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.wire.deadletter import Rejected, dlq_headers
@@ -154,3 +158,20 @@ def _status_response(exc: ApiError, request: Request) -> Response:
     if _content_type(request) == JSON:
         return Response(json_format.MessageToJson(status, indent=None).encode(), exc.status, headers, JSON)
     return Response(status.SerializeToString(), exc.status, headers, PROTOBUF)
+
+
+class OtlpCollector(Collector):
+    """The OTLP receiver: requests by content type, records accepted and dead-lettered."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield labelled(
+            "hindsight_otlp_requests",
+            "OTLP export requests by content type",
+            "content_type",
+            self.server.requests,
+        )
+        yield counter("hindsight_otlp_records", "Log records published to logs.raw", self.server.accepted)
+        yield counter("hindsight_otlp_rejected_records", "Log records dead-lettered", self.server.rejected)

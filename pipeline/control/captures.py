@@ -8,23 +8,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import Producer
-
 from pipeline.control.rules import check_rule
 from pipeline.engine.curate import curate
 from pipeline.engine.model import Trigger
-from pipeline.errors import BrokerUnavailable
-from pipeline.kafka import producer_config
 from pipeline.replay.rawscan import scan_raw
 from pipeline.rules.store import RuleStore
 from pipeline.settings import Settings
-from pipeline.types import CuratedRecord, RawLine
-from pipeline.wire.serde import Where, encode_curated
+from pipeline.types import RawLine
+from pipeline.wire.curated_topic import CuratedProducer
+from pipeline.wire.serde import Where
 
 log = logging.getLogger(__name__)
 
 CAPTURE_PRIORITY = 10_000  # a support capture outranks every drop
-CURATED_BATCH = 500
 
 
 def start_capture(
@@ -77,19 +73,7 @@ def dump_user_history(
 ) -> int:
     """Emit the user's raw lines since now - lookback into curated, tagged with the capture id."""
     since_us = int((now.timestamp() - lookback_s) * 1_000_000)
-    producer = Producer(producer_config(settings))
-    batch: list[CuratedRecord] = []
-    sent = 0
-
-    def flush() -> None:
-        if batch:
-            producer.produce(
-                settings.curated_topic,
-                key=user_id.encode(),
-                value=encode_curated(batch, settings.curated_format),
-            )
-            batch.clear()
-
+    writer = CuratedProducer(settings, key=user_id.encode())
     where = Where(since_us, 2**62, (("user_id", user_id),))
     for msg in scan_raw(settings, since_us // 1000 - 60_000, progress=progress, where=where):
         for rec, index in zip(msg.records, msg.indices, strict=True):
@@ -102,11 +86,6 @@ def dump_user_history(
             )
             row["tags"] = [capture_id]
             row["rule_ids"] = [capture_id]
-            batch.append(row)
-            sent += 1
-            if len(batch) >= CURATED_BATCH:
-                flush()
-    flush()
-    if producer.flush(settings.request_timeout_s * 4):
-        raise BrokerUnavailable(settings.bootstrap, "support capture history not delivered in time")
-    return sent
+            writer.add_many([row])
+    writer.close("support capture history", settings.request_timeout_s * 4)
+    return writer.rows

@@ -11,15 +11,18 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import SecretStr
 
+from connectors.base.metrics import SinkCollector
+from connectors.base.protocols import HasStatsSink, Sink, StoreReader
 from connectors.base.routing import wrap
 from connectors.base.runner import SinkRunner
+from pipeline.api.base import Limits
+from pipeline.api.otlp import OtlpCollector
 from pipeline.api.query import QueryServer
-from pipeline.errors import DecodeError, QueryError
+from pipeline.errors import DecodeError
 from pipeline.kafka import ensure_topics, group_lag
-from pipeline.metrics import LagCache, OtlpCollector, SinkCollector, serve
+from pipeline.metrics import LagCache, serve
 from pipeline.settings import Settings
 from pipeline.store.client import server_token
-from pipeline.store.query import MAX_TIME_US, QueryFilters, endpoint_stats, run_query, run_sql, store_summary
 from pipeline.types import RawLine
 from pipeline.wire.serde import RawDecoder, good_positions
 
@@ -35,12 +38,11 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     sink = wrap(load_sink(name).from_settings(settings), settings.primary_sinks, settings.redaction)
     runner = SinkRunner(settings, sink)
     runners = [runner]
-    stats_sink = getattr(sink, "stats_sink", None)
-    if stats_sink is not None:
+    if isinstance(sink.sink, HasStatsSink):
         runners.append(
             SinkRunner(
                 settings,
-                stats_sink(),
+                sink.sink.stats_sink(),
                 f"{runner.group}-stats",
                 settings.stats_topic,
                 lambda m: decode_stats(m.value()),
@@ -48,7 +50,7 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
         )
     lags = [LagCache(r.group, r.topic, _lag_of(settings, r.group, r.topic)) for r in runners]
     metrics = serve(settings, SinkCollector(runners, lags))
-    server = store_query_server(settings, sink)
+    server = store_query_server(settings, sink.sink)
     if server is not None:
         server.start()
     _stop_on_signal_or_event(runners, stop)
@@ -82,47 +84,20 @@ def _lag_of(settings: Settings, group: str, topic: str) -> Callable[[], dict[int
     return lambda: group_lag(settings, group, topic)
 
 
-def store_query_server(settings: Settings, sink: Any) -> QueryServer | None:
-    """The query API of a store sink (None for sinks that hold no store): with chDB no other process
-    may open the data dir, so the store owner answers reads, under the sink's lock."""
-    client = getattr(sink, "client", None)
-    if client is None:
+def store_query_server(settings: Settings, sink: Sink) -> QueryServer | None:
+    """The query API of a sink that holds a store (None for the others): with chDB no other process
+    may open the data dir, so the store owner answers reads."""
+    if not isinstance(sink, StoreReader):
         return None
-    lock = getattr(sink, "lock")  # noqa: B009 - the store sink has one; the Sink protocol does not
-    database = settings.clickhouse_database
-
-    def query(filters: QueryFilters) -> list[dict[str, Any]]:
-        with lock:
-            return run_query(client, filters, database)
-
-    def summary() -> dict[str, Any]:
-        with lock:
-            return store_summary(client, database)
-
-    def stats(params: dict[str, str]) -> list[dict[str, Any]]:
-        unknown = set(params) - {"endpoint", "since_us", "limit"}
-        if unknown:
-            raise QueryError(f"unknown filter(s): {', '.join(sorted(unknown))}")
-        try:
-            since = int(params["since_us"]) if "since_us" in params else None
-            limit = int(params.get("limit", "100"))
-        except ValueError as exc:
-            raise QueryError(f"bad number: {exc}") from None
-        if since is not None and not 0 <= since <= MAX_TIME_US:
-            raise QueryError(f"since_us must be within 0..{MAX_TIME_US}")
-        if not 1 <= limit <= 100_000:
-            raise QueryError("limit must be within 1..100000")
-        with lock:
-            return endpoint_stats(client, database, params.get("endpoint"), since, limit)
-
-    reader = getattr(sink, "reader", client)
-
-    def sql(text: str, limit: int) -> list[dict[str, Any]]:
-        with lock:
-            return run_sql(reader, text, limit)
-
     return QueryServer(
-        settings.query_host, settings.query_port, query, summary, stats, sql, token=server_token(settings)
+        settings.query_host,
+        settings.query_port,
+        sink.query,
+        sink.summary,
+        sink.stats,
+        sink.sql,
+        token=server_token(settings),
+        limits=Limits.from_settings(settings),
     )
 
 

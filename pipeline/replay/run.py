@@ -18,21 +18,19 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
-from confluent_kafka import Producer
 
 from pipeline.engine.curate import curate, curate_lines
 from pipeline.engine.model import Trigger
-from pipeline.errors import BrokerUnavailable, QueryError
-from pipeline.kafka import producer_config
+from pipeline.errors import QueryError
 from pipeline.replay.archive import read_archive
 from pipeline.replay.rawscan import earliest_available_ms, scan_raw
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, LogRecord, RawLine
-from pipeline.wire.serde import Where, encode_curated
+from pipeline.wire.curated_topic import CuratedProducer
+from pipeline.wire.serde import Where
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
 # Kafka time is when a line was published: a little after its event time, or much later when a
 # service buffered it (offline, back-pressure). So read from a minute before the range to an hour after.
 EARLY_MS = 60_000
@@ -114,7 +112,9 @@ def replay(
     started = time.monotonic()
     first_read: float | None = None  # the read+filter rate leaves out the setup (metadata, retention)
     scanned = matched = 0
-    writer = _CuratedWriter(settings) if to == "curated" else _FileWriter(Path(to))
+    writer: CuratedProducer | _FileWriter = (
+        CuratedProducer(settings) if to == "curated" else _FileWriter(Path(to))
+    )
     trigger = Trigger(replay_id, -1, ("replay",))
     attrs = {"hindsight.replay.reason": spec.reason} if spec.reason else {}
     seen: set[tuple[str, int, int, int]] = set()
@@ -177,7 +177,7 @@ def replay(
             matched += len(rows)
             writer.add_many(rows)
     finally:
-        writer.close()
+        writer.close("replayed lines")
     ended = time.monotonic()
     seconds = ended - started
     read_seconds = ended - (first_read or started)
@@ -197,31 +197,6 @@ def replay(
     }
 
 
-class _CuratedWriter:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.producer = Producer(producer_config(settings))
-        self.batch: list[CuratedRecord] = []
-
-    def add_many(self, rows: list[CuratedRecord]) -> None:
-        self.batch.extend(rows)
-        if len(self.batch) >= BATCH:
-            self._send()
-
-    def _send(self) -> None:
-        if self.batch:
-            self.producer.produce(
-                self.settings.curated_topic, value=encode_curated(self.batch, self.settings.curated_format)
-            )
-            self.producer.poll(0)
-            self.batch = []
-
-    def close(self) -> None:
-        self._send()
-        if self.producer.flush(self.settings.request_timeout_s * 6):
-            raise BrokerUnavailable(self.settings.bootstrap, "replayed lines not delivered in time")
-
-
 class _FileWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,5 +208,5 @@ class _FileWriter:
         if rows:
             self.out.write(b"\n".join(map(orjson.dumps, rows)) + b"\n")
 
-    def close(self) -> None:
+    def close(self, what: str = "", timeout_s: float | None = None) -> None:
         self.out.close()

@@ -12,20 +12,18 @@ import faust
 import orjson
 
 from pipeline import engine
-from pipeline.engine.model import Emission
 from pipeline.errors import ConfigError
-from pipeline.metrics import LagCache, WorkerCollector, serve
+from pipeline.metrics import LagCache, serve
 from pipeline.rules.levelpoll import LevelPoller
 from pipeline.rules.store import RuleReader, RuleSource, dead_letter_producer
 from pipeline.settings import Settings
+from pipeline.wire.curated_topic import curated_messages
 from pipeline.wire.deadletter import dlq_headers
-from pipeline.wire.serde import encode_curated
-from pipeline.worker.processor import RawProcessor, tune_gc
+from pipeline.worker.metrics import WorkerCollector
+from pipeline.worker.processor import Outcome, RawProcessor, tune_gc
 from pipeline.worker.rebuild import read_back
 
 log = logging.getLogger(__name__)
-
-CURATED_BATCH = 500  # lines per curated message: well below the producer's request size
 
 
 def faust_broker(settings: Settings) -> list[str]:
@@ -106,17 +104,16 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
             processor.handle(settings.raw_topic, partition, past_offset, value, replay=True)
         warm.add(partition)
 
-    async def send(emission: Emission | Any) -> None:
+    async def send(outcome: Outcome) -> None:
         # One curated message per raw message (in slices), not one per session: a raw message
         # carries many sessions, and each send costs Faust ~50 us and fastavro a call.
-        curated_rows = [row for batch in emission.curated.values() for row in batch]
-        key = next(iter(emission.curated)).encode() if len(emission.curated) == 1 else None
-        for i in range(0, len(curated_rows), CURATED_BATCH):
-            value = encode_curated(curated_rows[i : i + CURATED_BATCH], settings.curated_format)
-            processor.curated_bytes += len(value)
+        rows = [row for batch in outcome.curated.values() for row in batch]
+        key = next(iter(outcome.curated)).encode() if len(outcome.curated) == 1 else None
+        for value in curated_messages(rows, settings.curated_format):
+            processor.sent_curated(len(value))
             await curated.send(key=key, value=value)
-        if emission.stats:
-            await stats.send(key=b"stats", value=orjson.dumps(emission.stats))
+        if outcome.stats:
+            await stats.send(key=b"stats", value=orjson.dumps(outcome.stats))
 
     # Offsets are committed by Faust only after the producer flushed what this agent sent,
     # so a crash repeats work (at-least-once) and never loses it; after a restart the window
@@ -142,27 +139,28 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         for tp in revoked:
             if tp.topic == settings.raw_topic:
                 warm.discard(tp.partition)
-                processor.windows.drop(tp.topic, tp.partition)
+                processor.drop(tp.topic, tp.partition)
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
     async def tick() -> None:
-        await send(processor.windows.tick(time.time_ns() // 1000))
+        await send(processor.tick(time.time_ns() // 1000))
 
     app.timer(1.0)(tick)
 
     async def report() -> None:
-        m = processor.windows.metrics
+        s = processor.stats()
+        m = s.windows
         log.info(
             "worker stats lines_in=%s lines_emitted=%s triggers=%s sessions=%s evicted_lines=%s "
             "evicted_sessions=%s dlq_records=%s",
             m.lines_in,
             m.lines_emitted,
             m.triggers,
-            processor.windows.sessions(),
+            s.sessions,
             m.evicted_lines,
             m.evicted_sessions,
-            processor.dlq_records,
+            s.dlq_records,
         )
 
     app.timer(30.0)(report)
@@ -174,7 +172,7 @@ def start_rules(settings: Settings, processor: RawProcessor) -> RuleReader:
 
     Waits until the topic was read to its end, so the first raw line already sees every rule.
     """
-    source = RuleSource(processor.windows.set_rules)
+    source = RuleSource(processor.set_rules)
     reader = RuleReader(settings, source.set_topic_rules, dead_letter_producer(settings))
     reader.start()
     if not reader.ready.wait(30):

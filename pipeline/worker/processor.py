@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 
 from pipeline.engine.hindsight import Hindsight
-from pipeline.engine.model import WindowConfig
+from pipeline.engine.model import WindowConfig, WindowMetrics
 from pipeline.errors import DecodeError
+from pipeline.rules.compiled import RuleSet
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord
 from pipeline.wire.deadletter import Rejected
@@ -47,13 +48,30 @@ def tune_gc(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, 50, 1000)
 
 
+@dataclass(frozen=True)
+class ProcessorStats:
+    """A snapshot of what the processor counted, for metrics and logs."""
+
+    windows: WindowMetrics
+    dlq_by_type: dict[str, int]
+    dlq_records: int
+    raw_messages: int
+    raw_bytes: int
+    curated_bytes: int
+    sessions: int
+    buffered_lines: int
+    buffered_bytes: int
+    memory_budget_bytes: int
+
+
 class RawProcessor:
-    """Decodes raw messages and feeds the session windows; counts dead letters."""
+    """Decodes raw messages and feeds the session windows; counts dead letters. Its edge: handle,
+    tick, drop, set_rules and stats; nobody reaches into the windows."""
 
     def __init__(self, settings: Settings) -> None:
         registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
         self.decoder = RawDecoder(settings.max_record_bytes, registry)
-        self.windows = Hindsight(window_config(settings))
+        self._windows = Hindsight(window_config(settings))
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
         self.raw_messages = 0
@@ -90,10 +108,42 @@ class RawProcessor:
                 )
         if records:
             idx = good_positions(records, errors) if errors else None
-            emission = self.windows.process_message(topic, partition, offset, records, idx, replay)
+            emission = self._windows.process_message(topic, partition, offset, records, idx, replay)
             outcome.curated = emission.curated
             outcome.stats = emission.stats
         return outcome
+
+    def tick(self, now_us: int) -> Outcome:
+        """Wall-clock housekeeping (about once a second): idle windows close, summaries go out."""
+        emission = self._windows.tick(now_us)
+        return Outcome(emission.curated, emission.stats)
+
+    def drop(self, topic: str, partition: int) -> None:
+        """Forget a partition that was revoked."""
+        self._windows.drop(topic, partition)
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Lines handled after this see the new rules."""
+        self._windows.set_rules(rules)
+
+    def sent_curated(self, size: int) -> None:
+        """The worker sent `size` bytes to logs.curated."""
+        self.curated_bytes += size
+
+    def stats(self) -> ProcessorStats:
+        windows = self._windows
+        return ProcessorStats(
+            windows.metrics,
+            dict(self.dlq_by_type),
+            self.dlq_records,
+            self.raw_messages,
+            self.raw_bytes,
+            self.curated_bytes,
+            windows.sessions(),
+            windows.buffered_lines(),
+            windows.buffered_bytes(),
+            windows.config.memory_budget_bytes,
+        )
 
 
 def _elements(value: bytes | None) -> list[object]:

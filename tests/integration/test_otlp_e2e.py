@@ -24,9 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
-from pipeline.api.otlp import OtlpServer
+from pipeline.api.otlp import OtlpCollector, OtlpServer
 from pipeline.kafka import ensure_topics
-from pipeline.metrics import OtlpCollector
 from pipeline.settings import Settings
 from pipeline.wire.serde import RawDecoder
 from tests.conftest import free_port

@@ -9,10 +9,11 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.metrics import LagCache, WorkerCollector
+from pipeline.metrics import LagCache
 from pipeline.rules.compiled import RuleSet
 from pipeline.rules.model import validate_rule
 from pipeline.settings import Settings
+from pipeline.worker.metrics import WorkerCollector
 from pipeline.worker.processor import RawProcessor
 
 T0 = 1_790_000_000_000_000
@@ -51,7 +52,7 @@ def test_worker_counters_exact_and_cost_accounting() -> None:
         "match": {"all": [{"endpoint": "/cart"}]},
         "actions": {"tag": {"tags": ["cart"]}},
     }
-    processor.windows.set_rules(RuleSet([validate_rule(mute), validate_rule(tag)]))
+    processor.set_rules(RuleSet([validate_rule(mute), validate_rule(tag)]))
     messages = [
         [line("a", 1, msg="x" * 10), line("a", 2, msg="y" * 20)],  # buffered, then emitted by the error
         [line("b", 1, endpoint="/health", msg="z" * 7)],  # dropped by the rule
@@ -65,7 +66,7 @@ def test_worker_counters_exact_and_cost_accounting() -> None:
         processor.handle("logs.raw", 0, offset, value)
     processor.handle("logs.raw", 0, 99, b"\x07 not a record")
     raw += len(b"\x07 not a record")
-    processor.curated_bytes = 40  # what the worker's send() would have counted
+    processor.sent_curated(40)  # what the worker's send() would have counted
 
     got = scrape(WorkerCollector(processor, LagCache("g", "logs.raw", lambda: {0: 5, 1: 0})))
     assert got[("hindsight_lines_in_total", ())] == 5
@@ -91,7 +92,7 @@ def test_worker_counters_exact_and_cost_accounting() -> None:
     assert counters and all(n.startswith("hindsight_") for n in every)
 
     # a rebalance takes the partition away: its counts stay in the totals (counters never go back)
-    processor.windows.drop("logs.raw", 0)
+    processor.drop("logs.raw", 0)
     after = scrape(WorkerCollector(processor))
     assert after[("hindsight_lines_in_total", ())] == 5 and after[("hindsight_sessions", ())] == 0
     assert after[("hindsight_rule_dropped_lines_total", (("rule", "mute-health"),))] == 1

@@ -17,12 +17,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from connectors.base.metrics import SinkCollector
 from connectors.clickhouse import ClickHouseSink
 from pipeline.engine.curate import curate
-from pipeline.metrics import LagCache, SinkCollector, WorkerCollector
+from pipeline.metrics import LagCache
 from pipeline.settings import Settings
 from pipeline.types import RawLine
 from pipeline.wire.serde import normalize
+from pipeline.worker.metrics import WorkerCollector
 from pipeline.worker.processor import RawProcessor
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -111,7 +113,7 @@ def exposed_series() -> set[str]:
     processor = RawProcessor(Settings())
     tag = {"id": "tag", "match": {"all": [{"service": "s"}]}, "actions": {"tag": {"tags": ["t"]}}}
     mute = {"id": "mute", "match": {"all": [{"endpoint": "/health"}]}, "actions": {"drop": True}}
-    processor.windows.set_rules(RuleSet([validate_rule(tag), validate_rule(mute)]))
+    processor.set_rules(RuleSet([validate_rule(tag), validate_rule(mute)]))
     line = {"service": "s", "level": "ERROR", "message": "m"}
     processor.handle("logs.raw", 0, 0, orjson.dumps([line, {**line, "endpoint": "/health"}]))
     processor.handle("logs.raw", 0, 1, b"\x07 bad")

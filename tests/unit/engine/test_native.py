@@ -32,11 +32,11 @@ for offset, value in enumerate(orjson.loads(open(sys.argv[1], "rb").read())):
     out = proc.handle("logs.raw", offset % 3, offset, value.encode())
     curated += [r for rows in out.curated.values() for r in rows]
     stats += out.stats
-tick = proc.windows.tick(int(sys.argv[2]))  # closes every window and follow-up
+tick = proc.tick(int(sys.argv[2]))  # closes every window and follow-up
 curated += [r for rows in tick.curated.values() for r in rows]
 stats += tick.stats
 print(orjson.dumps({"native": pipeline.engine.NATIVE, "file": w.__file__, "curated": curated, "stats": stats,
-                    "evicted": proc.windows.metrics.evicted_lines}).decode())
+                    "evicted": proc.stats().windows.evicted_lines}).decode())
 """
 
 
