@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo native test lint typecheck unit integration venv jars services soak stack-up stack-down stack-status bench clean
+.PHONY: demo docs native test lint typecheck unit integration venv jars services soak stack-up stack-down stack-status bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ pipeline/engine/native.sha256: $(STAMP) $(wildcard pipeline/engine/*.py) scripts
 
 native: pipeline/engine/native.sha256
 
+# The configuration reference is generated from the settings (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m pipeline.ops.config_reference > docs/configuration.md
+
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check pipeline connectors tests bench examples scripts
 	$(BIN)/ruff format --check pipeline connectors tests bench examples scripts
 
