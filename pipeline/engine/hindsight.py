@@ -9,7 +9,7 @@ from pipeline.engine.model import Emission, WindowConfig, WindowMetrics
 from pipeline.engine.partition import Engine
 from pipeline.engine.shared import Shared
 from pipeline.rules.compiled import RuleSet
-from pipeline.types import LogRecord, RawLine
+from pipeline.types import LogRecord
 
 
 class Hindsight:
@@ -46,31 +46,6 @@ class Hindsight:
                 if other is not eng:
                     other.apply_capture(cap, em, replay)
             eng.apply_capture(cap, em, replay)
-        return em
-
-    def process(self, lines: list[RawLine], replay: bool = False) -> Emission:
-        """RawLines in partition order; consecutive lines of one raw message are processed together."""
-        em = Emission()
-        i = 0
-        while i < len(lines):
-            first = lines[i]
-            j = i + 1
-            while (
-                j < len(lines) and lines[j].offset == first.offset and lines[j].partition == first.partition
-            ):
-                j += 1
-            run = lines[i:j]
-            em.merge(
-                self.process_message(
-                    first.topic,
-                    first.partition,
-                    first.offset,
-                    [ln.record for ln in run],
-                    [ln.index for ln in run],
-                    replay,
-                )
-            )
-            i = j
         return em
 
     def drop(self, topic: str, partition: int) -> None:
@@ -118,13 +93,3 @@ class Hindsight:
 
     def buffered_bytes(self) -> int:
         return self.shared.buffered_bytes
-
-    def buffered(self, key: str) -> list[RawLine]:
-        """The lines buffered for one session key, oldest first."""
-        for eng in self.engines.values():
-            st = eng.sessions.get(key)
-            if st is not None:
-                return [
-                    c.line(eng.topic, eng.partition, p) for c in st.buf for p in range(c.start, len(c.recs))
-                ]
-        return []

@@ -144,13 +144,6 @@ class Emission:
         self.stats.extend(other.stats)
         self.captures.extend(other.captures)
 
-    def lines(self) -> int:
-        return sum(len(v) for v in self.curated.values())
-
-    def rows(self) -> list[CuratedRecord]:
-        """Every curated row, in key order."""
-        return [row for rows in self.curated.values() for row in rows]
-
 
 def line_id(line: RawLine) -> str:
     """Deterministic id of a raw line: topic, partition, offset and position in its batch."""

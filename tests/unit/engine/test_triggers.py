@@ -9,6 +9,7 @@ from pipeline.engine.model import WindowConfig
 from pipeline.ops.workload import Workload, generate, incident_workload
 from pipeline.types import RawLine
 from pipeline.wire.serde import normalize
+from tests.unit.engine.support import process
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -35,7 +36,7 @@ class Feed:
 def messages(hs: Hindsight, lines: list[RawLine]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
     out: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for line in lines:
-        for key, rows in hs.process([line]).curated.items():
+        for key, rows in process(hs, [line]).curated.items():
             out.setdefault(key, []).extend((r["message"], tuple(r["trigger_reasons"])) for r in rows)
     return out
 
@@ -149,7 +150,7 @@ def test_window_stats_and_slowest_sessions() -> None:
     ]
     stats = []
     for line in [*lines, feed("late", 25)]:
-        stats.extend(hs.process([line]).stats)
+        stats.extend(process(hs, [line]).stats)
     [endpoint] = [s for s in stats if s["kind"] == "endpoint" and s["window_start_us"] == T0 - T0 % (10 * S)]
     assert endpoint["count"] == 30 and endpoint["errors"] == 1 and endpoint["endpoint"] == "/e"
     assert endpoint["first_offset"] == 1 and endpoint["last_offset"] == 30
@@ -166,7 +167,7 @@ def test_storm_is_summarised_not_dropped() -> None:
         feed("storm", 0.001 * i) for i in range(1, 200)
     ]
     for line in [*lines, feed("storm", 3)]:
-        for rows in hs.process([line]).curated.values():
+        for rows in process(hs, [line]).curated.values():
             out.extend(rows)
     kept = [r for r in out if r["trigger_reasons"] != ["summary"]]
     summaries = [r for r in out if r["trigger_reasons"] == ["summary"]]
@@ -180,7 +181,7 @@ def test_memory_budget_evicts_idle_sessions_and_counts() -> None:
     feed = Feed()
     hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
     for i in range(100):
-        hs.process([feed(f"s{i}", i * 0.01, message="x" * 100)])
+        process(hs, [feed(f"s{i}", i * 0.01, message="x" * 100)])
     assert hs.shared.buffered_bytes <= 20_000
     assert hs.metrics.evicted_sessions > 0 and hs.sessions() < 100
 
@@ -193,7 +194,7 @@ def test_ground_truth_workload_in_memory() -> None:
     got: set[tuple[str, str, int]] = set()
     for offset, record in enumerate(work.lines):  # two partitions, by session, as the publisher keys them
         partition = hash(record["session_id"]) % 2
-        for rows in hs.process([RawLine(record, "logs.raw", partition, offset)]).curated.values():
+        for rows in process(hs, [RawLine(record, "logs.raw", partition, offset)]).curated.values():
             for r in rows:
                 key = Workload.key(r)
                 assert key not in got, "emitted twice"
@@ -273,11 +274,11 @@ def test_memory_budget_evicts_least_recently_active_first_with_exact_counts() ->
     feed = Feed()
     hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
     for i in range(5):
-        hs.process([feed(f"s{i}", i * 0.01, message="x" * 100)])
-    hs.process([feed("s0", 0.5, message="x" * 100)])  # s0 active again: now the most recent
+        process(hs, [feed(f"s{i}", i * 0.01, message="x" * 100)])
+    process(hs, [feed("s0", 0.5, message="x" * 100)])  # s0 active again: now the most recent
     before = hs.shared.buffered_bytes
     for i in range(5, 40):
-        hs.process([feed(f"s{i}", 1 + i * 0.01, message="x" * 100)])
+        process(hs, [feed(f"s{i}", 1 + i * 0.01, message="x" * 100)])
     sessions = next(iter(hs.engines.values())).sessions
     kept = list(sessions)
     m = hs.metrics
@@ -291,10 +292,10 @@ def test_memory_budget_keeps_a_recently_active_old_session() -> None:
     feed = Feed()
     hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
     for i in range(5):
-        hs.process([feed(f"s{i}", i * 0.01, message="x" * 100)])
-    hs.process([feed("s0", 0.5, message="x" * 100)])
+        process(hs, [feed(f"s{i}", i * 0.01, message="x" * 100)])
+    process(hs, [feed("s0", 0.5, message="x" * 100)])
     for i in range(5, 12):
-        hs.process([feed(f"s{i}", 1 + i * 0.01, message="x" * 100)])
+        process(hs, [feed(f"s{i}", 1 + i * 0.01, message="x" * 100)])
     sessions = next(iter(hs.engines.values())).sessions
     assert hs.metrics.evicted_sessions >= 1
     assert "s0" in sessions and "s1" not in sessions  # least recently active leaves first, not oldest

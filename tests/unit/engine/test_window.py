@@ -6,6 +6,7 @@ from pipeline.engine.hindsight import Hindsight
 from pipeline.engine.model import WindowConfig
 from pipeline.types import Level, RawLine
 from pipeline.wire.serde import normalize
+from tests.unit.engine.support import buffered, process
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -38,13 +39,13 @@ class SessionWindows:
         self.hs = Hindsight(config)
 
     def process(self, lines: list[RawLine]) -> dict[str, list]:
-        return self.hs.process(lines).curated
+        return process(self.hs, lines).curated
 
     def __len__(self) -> int:
         return self.hs.sessions()
 
     def buffered(self, key: str) -> list[RawLine]:
-        return self.hs.buffered(key)
+        return buffered(self.hs, key)
 
     @property
     def metrics(self):  # type: ignore[no-untyped-def]

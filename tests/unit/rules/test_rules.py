@@ -16,6 +16,7 @@ from pipeline.rules.levelpoll import level_rules
 from pipeline.rules.model import RuleError, json_schema, validate_rule
 from pipeline.types import RawLine
 from pipeline.wire.serde import normalize
+from tests.unit.engine.support import process
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -47,7 +48,7 @@ class Feed:
 def kept(hs: Hindsight, lines: list[RawLine]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for line in lines:
-        for rows in hs.process([line]).curated.values():
+        for rows in process(hs, [line]).curated.values():
             for r in rows:
                 out[r["message"]] = r
     return out
@@ -332,7 +333,7 @@ def test_level_tag_retain_route_and_stats_actions() -> None:
         "debug-checkout",
     ]
     assert hs.metrics.dropped == 1
-    stats = hs.process([feed("z", 30)]).stats
+    stats = process(hs, [feed("z", 30)]).stats
     [row] = [s for s in stats if s["kind"] == "rule"]
     assert (row["rule_id"], row["matches"], row["lines_emitted"]) == ("debug-checkout", 2, 2)
     assert row["bytes_emitted"] == len("c1") + len("c2")
