@@ -33,7 +33,7 @@ from pipeline.ops.workload import generate
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
-from pipeline.wire.serde import RawDecoder, RawEncoder
+from pipeline.wire.raw import RawDecoder, RawEncoder
 from pipeline.worker.processor import RawProcessor, tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,4 +1,4 @@
-"""Shared types and protocols: the only module every layer may import."""
+"""Shared types: levels, the log record and curated record shapes, a raw line with its position."""
 
 from __future__ import annotations
 

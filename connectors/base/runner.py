@@ -17,7 +17,7 @@ from pipeline.errors import BadDataError, DecodeError, RetryableSinkError
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import Rejected, dlq_headers
-from pipeline.wire.serde import decode_curated
+from pipeline.wire.curated import decode_curated
 
 log = logging.getLogger(__name__)
 

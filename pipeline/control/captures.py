@@ -16,7 +16,7 @@ from pipeline.rules.store import RuleStore
 from pipeline.settings import Settings
 from pipeline.types import RawLine
 from pipeline.wire.curated_topic import CuratedProducer
-from pipeline.wire.serde import Where
+from pipeline.wire.raw import Where
 
 log = logging.getLogger(__name__)
 

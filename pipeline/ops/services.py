@@ -24,7 +24,7 @@ from pipeline.metrics import LagCache, serve
 from pipeline.settings import Settings
 from pipeline.store.client import server_token
 from pipeline.types import RawLine
-from pipeline.wire.serde import RawDecoder, good_positions
+from pipeline.wire.raw import RawDecoder, good_positions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from typing import Any
 import fastavro
 
 from pipeline.types import LogRecord, RawLine
-from pipeline.wire.serde import SCHEMA_DIR, _strip_logical
+from pipeline.wire.avro import SCHEMA_DIR, strip_logical
 
 CODEC = "zstandard"
 
@@ -41,7 +41,7 @@ def archive_schema() -> Any:
         "fields": fields,
         "doc": "A raw line and its position in Kafka.",
     }
-    return fastavro.parse_schema(_strip_logical(record))
+    return fastavro.parse_schema(strip_logical(record))
 
 
 def hour_dir(root: Path, topic: str, ts_us: int) -> Path:

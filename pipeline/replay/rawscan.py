@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.types import LogRecord
-from pipeline.wire.serde import RawDecoder, Where, good_positions
+from pipeline.wire.raw import RawDecoder, Where, good_positions
 
 log = logging.getLogger(__name__)
 

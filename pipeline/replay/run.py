@@ -27,7 +27,7 @@ from pipeline.replay.rawscan import earliest_available_ms, scan_raw
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, LogRecord, RawLine
 from pipeline.wire.curated_topic import CuratedProducer
-from pipeline.wire.serde import Where
+from pipeline.wire.raw import Where
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.sources.logcontext import current
 from pipeline.types import CONTEXT_FIELDS, Level, LogRecord, session_key
-from pipeline.wire.serde import RawEncoder, SchemaRegistry, iter_json_lines, normalize
+from pipeline.wire.raw import RawEncoder, iter_json_lines, normalize
+from pipeline.wire.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Publisher:
         return part
 
     def publish(self, record: LogRecord) -> None:
-        """Queue one complete record (see serde.normalize); sends when its group is full or old."""
+        """Queue one complete record (see pipeline.wire.raw.normalize); sends when its group is full or old."""
         key = session_key(record)
         part = self.partition(key)
         now = time.monotonic()

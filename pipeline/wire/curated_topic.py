@@ -11,7 +11,7 @@ from pipeline.errors import BrokerUnavailable
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord
-from pipeline.wire.serde import encode_curated
+from pipeline.wire.curated import encode_curated
 
 # Rows per curated message: ~500 x ~0.5 KB stays well below the producer's request size, and each
 # message costs Faust ~50 us and fastavro one call, so fewer, larger messages are cheaper.

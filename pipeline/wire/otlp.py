@@ -23,7 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from pipeline.errors import DecodeError
 from pipeline.types import Level, LogRecord
-from pipeline.wire.serde import normalize
+from pipeline.wire.raw import normalize
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -16,7 +16,8 @@ from pipeline.rules.compiled import RuleSet
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord
 from pipeline.wire.deadletter import Rejected
-from pipeline.wire.serde import RawDecoder, SchemaRegistry, good_positions
+from pipeline.wire.raw import RawDecoder, good_positions
+from pipeline.wire.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)
 

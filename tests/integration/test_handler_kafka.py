@@ -9,7 +9,7 @@ import pytest
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.sources.publisher import HindsightHandler
-from pipeline.wire.serde import RawDecoder
+from pipeline.wire.raw import RawDecoder
 
 from .helpers import consume_all
 

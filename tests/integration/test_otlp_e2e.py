@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from pipeline.api.otlp import OtlpCollector, OtlpServer
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
-from pipeline.wire.serde import RawDecoder
+from pipeline.wire.raw import RawDecoder
 from tests.conftest import free_port
 
 from .helpers import consume_all

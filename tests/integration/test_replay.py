@@ -16,7 +16,7 @@ from pipeline.kafka import ensure_topics
 from pipeline.replay.run import ReplaySpec, replay
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
-from pipeline.wire.serde import decode_curated
+from pipeline.wire.curated import decode_curated
 from tests.integration.helpers import consume_all
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from pipeline.ops.demo import Child, start_child
 from pipeline.ops.services import settings_env
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
-from pipeline.wire.serde import decode_curated
+from pipeline.wire.curated import decode_curated
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration

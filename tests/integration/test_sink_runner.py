@@ -15,7 +15,8 @@ from pipeline.errors import BadDataError, RetryableSinkError
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, RawLine
-from pipeline.wire.serde import encode_curated, normalize
+from pipeline.wire.curated import encode_curated
+from pipeline.wire.raw import normalize
 
 from .helpers import consume_all, eventually
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from pipeline.kafka import ensure_topics
 from pipeline.ops.services import run_sink
 from pipeline.settings import Settings
-from pipeline.wire.serde import encode_curated
+from pipeline.wire.curated import encode_curated
 from tests.unit.connectors.test_sinks import Receiver, row
 
 from .helpers import eventually

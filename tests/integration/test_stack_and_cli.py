@@ -15,7 +15,7 @@ from pipeline.kafka import admin, ensure_topics
 from pipeline.ops.services import settings_env
 from pipeline.ops.stack import stack_status
 from pipeline.settings import Settings
-from pipeline.wire.serde import RawDecoder
+from pipeline.wire.raw import RawDecoder
 
 from .helpers import consume_all
 

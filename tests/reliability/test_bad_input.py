@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, Producer
 from pipeline.kafka import ensure_topics
 from pipeline.ops.demo import start_child
 from pipeline.settings import Settings
-from pipeline.wire.serde import RawEncoder, decode_curated
+from pipeline.wire.curated import decode_curated
+from pipeline.wire.raw import RawEncoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 MALFORMED = 10_000

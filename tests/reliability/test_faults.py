@@ -24,7 +24,8 @@ from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_summary
 from pipeline.store.query import QueryFilters
 from pipeline.types import CuratedRecord
-from pipeline.wire.serde import RawDecoder, decode_curated
+from pipeline.wire.curated import decode_curated
+from pipeline.wire.raw import RawDecoder
 from tests.integration.helpers import eventually, pipeline_running
 from tests.integration.test_sink_runner import committed, produce_curated, run_in_thread
 

@@ -14,7 +14,7 @@ import pytest
 
 import pipeline
 from pipeline.ops.workload import generate
-from pipeline.wire.serde import RawEncoder
+from pipeline.wire.raw import RawEncoder
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
 HOT = "partition"  # the engine module (the line loop) whose file the child reports

@@ -12,7 +12,7 @@ from aiokafka.partitioner import murmur2
 
 from pipeline.settings import Settings
 from pipeline.sources.publisher import HindsightHandler, Publisher, to_log_record
-from pipeline.wire.serde import RawDecoder
+from pipeline.wire.raw import RawDecoder
 
 
 class FakeProducer:

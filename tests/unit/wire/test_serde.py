@@ -17,8 +17,10 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.types import Level
-from pipeline.wire import serde
-from pipeline.wire.serde import RawDecoder, RawEncoder, SchemaRegistry, normalize
+from pipeline.wire import avro as wire_avro
+from pipeline.wire import curated, raw
+from pipeline.wire.raw import RawDecoder, RawEncoder, normalize
+from pipeline.wire.registry import SchemaRegistry
 
 NOW_US = 1_790_000_000_000_000
 
@@ -53,7 +55,7 @@ def test_avro_single_object_round_trip() -> None:
 def test_avro_batch_round_trip_keeps_order() -> None:
     batch = [normalize(line(message=f"m{i}", timestamp=NOW_US + i)) for i in range(50)]
     value = RawEncoder("avro").encode(batch)
-    assert serde.schemas()["LogBatch"].header == value[:10]
+    assert wire_avro.schemas()["LogBatch"].header == value[:10]
     records, errors = RawDecoder(1 << 20).decode(value)
     assert errors == []
     assert [r["message"] for r in records] == [f"m{i}" for i in range(50)]
@@ -63,10 +65,10 @@ def test_official_avro_library_decodes_single_object_encoding() -> None:
     """Any Avro library can read what we write: header = C3 01 + CRC-64-AVRO of the canonical form."""
     record = normalize(line(level="ERROR", attributes={"k": "v"}))
     value = RawEncoder("avro").encode([record])
-    definition = json.loads((serde.SCHEMA_DIR / "log_record.avsc").read_text())
+    definition = json.loads((wire_avro.SCHEMA_DIR / "log_record.avsc").read_text())
     # The avro package keeps logicalType in its canonical form (the spec strips it); parse without it
     # so its fingerprint follows the spec like Java's and fastavro's do.
-    parsed = avro.schema.parse(json.dumps(serde._strip_logical(definition)))
+    parsed = avro.schema.parse(json.dumps(wire_avro.strip_logical(definition)))
     assert value[2:10] == parsed.fingerprint("CRC-64-AVRO")
     datum = avro.io.DatumReader(parsed).read(avro.io.BinaryDecoder(io.BytesIO(value[10:])))
     assert datum["message"] == record["message"]
@@ -78,7 +80,7 @@ def test_official_avro_library_decodes_single_object_encoding() -> None:
 def test_crc64_avro_matches_reference_implementation() -> None:
     for text in ('"int"', '"string"', '{"type":"fixed","name":"f","size":4}'):
         parsed = avro.schema.parse(text)
-        assert serde.crc64_avro(parsed.canonical_form.encode()) == parsed.fingerprint("CRC-64-AVRO")
+        assert wire_avro.crc64_avro(parsed.canonical_form.encode()) == parsed.fingerprint("CRC-64-AVRO")
 
 
 def test_json_object_and_array() -> None:
@@ -166,8 +168,8 @@ def test_json_wire_format_is_plain_json() -> None:
 
 
 def test_curated_round_trip_and_schema_superset() -> None:
-    raw_fields = {f["name"]: f["type"] for f in serde.schemas()["LogRecord"].definition["fields"]}
-    cur_fields = {f["name"]: f["type"] for f in serde.schemas()["CuratedRecord"].definition["fields"]}
+    raw_fields = {f["name"]: f["type"] for f in wire_avro.schemas()["LogRecord"].definition["fields"]}
+    cur_fields = {f["name"]: f["type"] for f in wire_avro.schemas()["CuratedRecord"].definition["fields"]}
     for name, typ in raw_fields.items():
         assert name in cur_fields, name
         if name != "level":  # the enum is defined once and referenced by name in curated
@@ -177,14 +179,14 @@ def test_curated_round_trip_and_schema_superset() -> None:
 
     raw = RawLine(normalize(line()), "logs.raw", 2, 41, 3)
     record = curate(raw, ["error"], raw, 30)
-    assert serde.decode_curated(serde.encode_curated([record, record])) == [record, record]
+    assert curated.decode_curated(curated.encode_curated([record, record])) == [record, record]
 
 
 def test_curated_json_from_another_tool_is_validated() -> None:
     good = {**normalize(line()), "raw_topic": "logs.raw", "raw_partition": 0, "raw_offset": 7}
-    assert serde.decode_curated(orjson.dumps(good))[0]["raw_offset"] == 7
-    with pytest.raises(serde.DecodeError):
-        serde.decode_curated(orjson.dumps({**good, "raw_offset": "seven"}))
+    assert curated.decode_curated(orjson.dumps(good))[0]["raw_offset"] == 7
+    with pytest.raises(raw.DecodeError):
+        curated.decode_curated(orjson.dumps({**good, "raw_offset": "seven"}))
 
 
 def test_curated_json_and_avro_decode_to_the_same_rows() -> None:
@@ -193,16 +195,16 @@ def test_curated_json_and_avro_decode_to_the_same_rows() -> None:
 
     raw = RawLine(normalize(line(latency_ms=12, attributes={"k": "v"})), "logs.raw", 2, 41, 3)
     record = curate(raw, ["latency"], raw, 30)
-    as_json = serde.encode_curated([record, record], "json")
+    as_json = curated.encode_curated([record, record], "json")
     assert orjson.loads(as_json)[0]["raw_offset"] == 41
-    assert serde.decode_curated(as_json) == serde.decode_curated(serde.encode_curated([record, record]))
+    assert curated.decode_curated(as_json) == curated.decode_curated(curated.encode_curated([record, record]))
 
 
 def test_curated_json_reader_follows_the_avro_schema() -> None:
     """The JSON reader built from the .avsc has its fields, defaults and required fields, and fills a
     minimal record exactly as the Avro round trip does."""
-    fields = serde.schemas()["CuratedRecord"].definition["fields"]
-    struct_fields = {f.name: f for f in msgspec.structs.fields(serde._CuratedJson)}
+    fields = wire_avro.schemas()["CuratedRecord"].definition["fields"]
+    struct_fields = {f.name: f for f in msgspec.structs.fields(curated._CuratedJson)}
     assert list(struct_fields) != [] and set(struct_fields) == {f["name"] for f in fields}
     for f in fields:
         sf = struct_fields[f["name"]]
@@ -213,8 +215,8 @@ def test_curated_json_reader_follows_the_avro_schema() -> None:
             assert sf.required, f["name"]
     minimal = {"timestamp": 1, "service": "s", "level": "INFO", "message": "m", "raw_topic": "t",
                "raw_partition": 0, "raw_offset": 0}  # fmt: skip
-    avro_filled = serde.decode_curated(serde.encode_curated([minimal]))  # type: ignore[list-item]
-    assert serde.decode_curated(orjson.dumps(minimal)) == avro_filled
+    avro_filled = curated.decode_curated(curated.encode_curated([minimal]))  # type: ignore[list-item]
+    assert curated.decode_curated(orjson.dumps(minimal)) == avro_filled
 
 
 @pytest.mark.parametrize(
@@ -223,11 +225,11 @@ def test_curated_json_reader_follows_the_avro_schema() -> None:
 )
 def test_curated_json_rejects_what_avro_would(change: dict[str, Any]) -> None:
     good = {**normalize(line()), "raw_topic": "logs.raw", "raw_partition": 0, "raw_offset": 7}
-    with pytest.raises(serde.DecodeError) as info:
-        serde.decode_curated(orjson.dumps({**good, **change}))
+    with pytest.raises(raw.DecodeError) as info:
+        curated.decode_curated(orjson.dumps({**good, **change}))
     assert info.value.error_type == "wrong_type"
-    with pytest.raises(serde.DecodeError) as info:
-        serde.decode_curated(b"[{")
+    with pytest.raises(raw.DecodeError) as info:
+        curated.decode_curated(b"[{")
     assert info.value.error_type == "not_json"
 
 
@@ -304,7 +306,7 @@ def test_schema_registry_framing_round_trip() -> None:
 )
 def test_canonical_fast_path_equals_lenient_path(obj: dict[str, Any]) -> None:
     now = 1_790_000_000_000_500
-    fast = serde._canonical_json(orjson.dumps([obj, obj]), now)
+    fast = raw._canonical_json(orjson.dumps([obj, obj]), now)
     assert fast is not None and len(fast) == 2
     assert fast[0] == normalize(dict(obj), now)
     assert type(fast[0]["latency_ms"]) is (float if obj.get("latency_ms") is not None else type(None))
@@ -320,7 +322,7 @@ def test_canonical_fast_path_equals_lenient_path(obj: dict[str, Any]) -> None:
     ],
 )
 def test_other_shapes_take_the_lenient_path_and_lose_nothing(obj: dict[str, Any]) -> None:
-    assert serde._canonical_json(orjson.dumps(obj), 0) is None
+    assert raw._canonical_json(orjson.dumps(obj), 0) is None
     records, errors = RawDecoder(1 << 20).decode(orjson.dumps(obj))
     assert errors == [] and records[0] == normalize(dict(obj), records[0]["observed_timestamp"])
 
@@ -328,7 +330,7 @@ def test_other_shapes_take_the_lenient_path_and_lose_nothing(obj: dict[str, Any]
 def test_decode_where_selects_like_decode_then_filter() -> None:
     import orjson
 
-    from pipeline.wire.serde import RawDecoder, Where
+    from pipeline.wire.raw import RawDecoder, Where
 
     decoder = RawDecoder(1 << 20)
     t0 = 1_790_000_000_000_000
@@ -345,7 +347,7 @@ def test_decode_where_selects_like_decode_then_filter() -> None:
     with_bad = orjson.dumps([*lines[:10], {"service": "s"}, *lines[10:]])  # a bad element at position 10
     for value in (canonical, lenient, with_bad):
         records, errors = decoder.decode(value)
-        from pipeline.wire.serde import good_positions
+        from pipeline.wire.raw import good_positions
 
         positions = good_positions(records, errors)
         want = [(r, p) for r, p in zip(records, positions, strict=True) if where.dict_test()(r)]

@@ -1,161 +1,30 @@
-"""Wire formats of logs.raw and logs.curated: Avro single-object, schema-registry framing, JSON."""
+"""The wire formats of logs.raw: JSON objects, arrays and common aliases normalised into log records;
+Avro single-object and schema-registry framing; the decoder (per-record dead letters) and encoder."""
 
 from __future__ import annotations
 
-import io
-import json
 import operator
 import struct
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-import fastavro
 import msgspec
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.types import CuratedRecord, Level, LogRecord
+from pipeline.types import Level, LogRecord
+from pipeline.wire.avro import SINGLE_OBJECT_MAGIC, avro_objects, by_fingerprint, schemas
+from pipeline.wire.registry import SchemaRegistry
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
-SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
 # Sanity window for event time: anything outside is a producer bug, not a log line.
 MIN_TS_US = 946_684_800_000_000  # 2000-01-01
 MAX_TS_US = 4_102_444_800_000_000  # 2100-01-01
-
-_CRC64_EMPTY = 0xC15D213AA4D7A795
 _JSON_START = frozenset(b"[{ \t\r\n")
 _asdict = msgspec.structs.asdict
-
-
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> bytes:
-    """CRC-64-AVRO fingerprint (Avro spec), little-endian as single-object encoding stores it."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return struct.pack("<Q", fp)
-
-
-def _strip_logical(node: Any) -> Any:
-    """Drop logicalType so fastavro hands back plain ints (canonical form ignores it anyway)."""
-    if isinstance(node, dict):
-        return {k: _strip_logical(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [_strip_logical(v) for v in node]
-    return node
-
-
-class AvroSchema:
-    """A parsed schema with its fingerprint and a fast schemaless reader/writer."""
-
-    def __init__(self, definition: dict[str, Any]) -> None:
-        self.definition = definition
-        self.name: str = definition["name"]
-        self.parsed = fastavro.parse_schema(_strip_logical(definition))
-        self.canonical = fastavro.schema.to_parsing_canonical_form(self.parsed)
-        self.fingerprint = crc64_avro(self.canonical.encode())
-        self.header = SINGLE_OBJECT_MAGIC + self.fingerprint
-
-    def write(self, datum: Any) -> bytes:
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, self.parsed, datum)
-        return buf.getvalue()
-
-    def read(self, payload: bytes | memoryview) -> Any:
-        return fastavro.schemaless_reader(io.BytesIO(payload), self.parsed, None)
-
-
-def _batch_of(record: dict[str, Any], name: str) -> dict[str, Any]:
-    return {
-        "type": "record",
-        "name": name,
-        "namespace": "dev.hindsight",
-        "doc": f"Several {record['name']}s of one key in one Kafka message (amortises per-message cost).",
-        "fields": [{"name": "records", "type": {"type": "array", "items": record}}],
-    }
-
-
-@cache
-def schemas() -> dict[str, AvroSchema]:
-    """The four schemas log-hindsight writes, by name."""
-    log = json.loads((SCHEMA_DIR / "log_record.avsc").read_text())
-    curated = json.loads((SCHEMA_DIR / "curated_record.avsc").read_text())
-    out = [AvroSchema(log), AvroSchema(_batch_of(log, "LogBatch")), AvroSchema(curated)]
-    out.append(AvroSchema(_batch_of(curated, "CuratedBatch")))
-    return {s.name: s for s in out}
-
-
-@cache
-def _by_fingerprint() -> dict[bytes, AvroSchema]:
-    return {s.fingerprint: s for s in schemas().values()}
-
-
-class SchemaRegistry:
-    """Minimal Confluent-compatible schema registry client (register and fetch by id), cached."""
-
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self._by_id: dict[int, AvroSchema] = {}
-        self._ids: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
-
-    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = orjson.dumps(body) if body is not None else None
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-            method="POST" if data is not None else "GET",
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return orjson.loads(resp.read())
-
-    def register(self, subject: str, schema: AvroSchema) -> int:
-        key = (subject, schema.canonical)
-        with self._lock:
-            if key not in self._ids:
-                answer = self._call(
-                    f"/subjects/{subject}/versions", {"schema": json.dumps(schema.definition)}
-                )
-                self._ids[key] = int(answer["id"])
-                self._by_id[self._ids[key]] = schema
-            return self._ids[key]
-
-    def get(self, schema_id: int) -> AvroSchema:
-        with self._lock:
-            cached = self._by_id.get(schema_id)
-        if cached is not None:
-            return cached
-        try:
-            answer = self._call(f"/schemas/ids/{schema_id}")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DecodeError("unknown_schema", f"schema id {schema_id} not fetched: {exc}") from exc
-        schema = AvroSchema(json.loads(answer["schema"]))
-        with self._lock:
-            self._by_id[schema_id] = schema
-        return schema
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,10 +387,10 @@ class RawDecoder:
         if len(value) > self.max_bytes:
             raise DecodeError("too_large", f"{len(value)} bytes exceeds the limit of {self.max_bytes}")
         if value[:2] == SINGLE_OBJECT_MAGIC:
-            schema = _by_fingerprint().get(bytes(value[2:10]))
+            schema = by_fingerprint().get(bytes(value[2:10]))
             if schema is None:
                 raise DecodeError("unknown_schema", f"no schema with fingerprint {value[2:10].hex()}")
-            return _avro_objects(schema, memoryview(value)[10:])
+            return avro_objects(schema, memoryview(value)[10:])
         if value[0] == CONFLUENT_MAGIC:
             if len(value) < 5:
                 raise DecodeError("bad_avro", "schema-registry framing shorter than 5 bytes")
@@ -530,7 +399,7 @@ class RawDecoder:
                 raise DecodeError(
                     "unknown_schema", f"schema-registry framing (id {schema_id}) but no registry configured"
                 )
-            return _avro_objects(self.registry.get(schema_id), memoryview(value)[5:])
+            return avro_objects(self.registry.get(schema_id), memoryview(value)[5:])
         try:
             decoded = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
@@ -551,16 +420,6 @@ def good_positions(records: Sequence[object], errors: Sequence[tuple[int | None,
         return []  # the whole message failed (an error without an index) or every element did
     bad = {i for i, _ in errors if i is not None}
     return [i for i in range(len(records) + len(bad)) if i not in bad]
-
-
-def _avro_objects(schema: AvroSchema, payload: memoryview) -> list[Any]:
-    try:
-        datum = schema.read(payload)
-    except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
-        raise DecodeError("bad_avro", f"{schema.name}: {type(exc).__name__}: {exc}") from None
-    if isinstance(datum, dict) and "records" in datum and schema.name.endswith("Batch"):
-        return cast(list[Any], datum["records"])
-    return [datum]
 
 
 class RawEncoder:
@@ -597,85 +456,6 @@ def complete(record: LogRecord) -> LogRecord:
 # ----------------------------------------------------------------------------------------------
 # Curated topic
 # ----------------------------------------------------------------------------------------------
-
-
-def _struct_of(definition: dict[str, Any]) -> type[msgspec.Struct]:
-    """A msgspec Struct with an Avro record's fields, types and defaults: JSON of that record is
-    then validated in C exactly as the Avro writer would accept it (built from the .avsc, so the
-    two cannot drift apart)."""
-    scalars: dict[str, Any] = {
-        "string": str,
-        "long": int,
-        "int": Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)],
-        "double": float,
-        "boolean": bool,
-    }
-
-    def typ(avro: Any) -> Any:
-        if isinstance(avro, list):  # a union: ["null", X]
-            (inner,) = [t for t in avro if t != "null"]
-            return typ(inner) | None
-        if isinstance(avro, dict):
-            kind = avro["type"]
-            if kind == "enum":
-                return Literal[tuple(avro["symbols"])]
-            if kind == "array":
-                return list[typ(avro["items"])]  # type: ignore[misc]
-            if kind == "map":
-                return dict[str, typ(avro["values"])]  # type: ignore[misc]
-            return typ(kind)  # a logical type over a primitive
-        return scalars[avro]
-
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    for f in definition["fields"]:
-        if "default" not in f:
-            fields.append((f["name"], typ(f["type"])))
-        elif isinstance(f["default"], list | dict):
-            fields.append((f["name"], typ(f["type"]), msgspec.field(default_factory=type(f["default"]))))
-        else:
-            fields.append((f["name"], typ(f["type"]), f["default"]))
-    return msgspec.defstruct(definition["name"] + "Json", fields, kw_only=True, gc=False)
-
-
-def _one_or_many(struct: Any) -> msgspec.json.Decoder[Any]:
-    """A decoder of one `struct` object or an array of them."""
-    return msgspec.json.Decoder(list[struct] | struct)
-
-
-_CuratedJson = _struct_of(json.loads((SCHEMA_DIR / "curated_record.avsc").read_text()))
-_CURATED_JSON = _one_or_many(_CuratedJson)
-
-
-def encode_curated(records: Sequence[CuratedRecord], fmt: str = "avro") -> bytes:
-    """One logs.curated value: an Avro single-object CuratedBatch, or (fmt="json") a JSON array.
-
-    JSON costs the worker ~1 us a row against fastavro's ~20-30 us; Avro carries the schema's
-    fingerprint, so a reader knows the version. decode_curated reads both.
-    """
-    if fmt == "json":
-        return orjson.dumps(records)
-    schema = schemas()["CuratedBatch"]
-    return schema.header + schema.write({"records": list(records)})
-
-
-def decode_curated(value: bytes | None) -> list[CuratedRecord]:
-    """Decode a logs.curated value: Avro CuratedRecord/CuratedBatch, or JSON (an object or an array,
-    from the worker or another tool) validated against the same schema, defaults filled."""
-    if not value:
-        raise DecodeError("empty", "record has no value")
-    if value[:2] == SINGLE_OBJECT_MAGIC:
-        schema = _by_fingerprint().get(bytes(value[2:10]))
-        if schema is None or not schema.name.startswith("Curated"):
-            raise DecodeError("unknown_schema", f"not a curated schema: {value[2:10].hex()}")
-        return cast(list[CuratedRecord], _avro_objects(schema, memoryview(value)[10:]))
-    try:
-        decoded = _CURATED_JSON.decode(value)
-    except msgspec.ValidationError as exc:
-        raise DecodeError("wrong_type", f"curated JSON does not match CuratedRecord: {exc}") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError("not_json", str(exc)) from None
-    items = decoded if isinstance(decoded, list) else [decoded]
-    return [cast(CuratedRecord, _asdict(item)) for item in items]
 
 
 def iter_json_lines(lines: Iterable[str | bytes]) -> Iterable[tuple[int, object | DecodeError]]:
