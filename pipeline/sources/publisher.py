@@ -100,7 +100,7 @@ class Publisher:
         return part
 
     def publish(self, record: LogRecord) -> None:
-        """Queue one complete record (see pipeline.wire.raw.normalize); sends when its group is full or old."""
+        """Queue one complete record (see wire.raw.normalize); sends when its group is full or old."""
         key = session_key(record)
         part = self.partition(key)
         now = time.monotonic()
