@@ -1,0 +1,175 @@
+"""The ASGI base every API runs on, over real sockets: auth, the error shape, 405 with Allow, body
+limits, the deadline for a request's head, and the OpenAPI generated from the declarations."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Annotated
+
+import orjson
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server, json_response
+from pipeline.errors import ConfigError
+
+TOKEN = "base-token"
+
+
+class EchoQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: Annotated[int, Field(ge=1, le=10)] | None = Field(None, description="How many")
+
+
+def echo(call: Call) -> Response:
+    assert call.query is None or isinstance(call.query, EchoQuery)
+    return json_response({"params": call.params, "n": call.query.n if call.query else None})
+
+
+def upload(call: Call) -> Response:
+    return json_response({"size": len(call.body)}, 201)
+
+
+def boom(call: Call) -> Response:
+    raise RuntimeError("secret dsn=postgres://u:p@h/db")
+
+
+def refuse(call: Call) -> Response:
+    raise ApiError(400, [("field", "bad")])
+
+
+LIMITS = Limits(
+    max_body_bytes=1000, body_timeout_s=1.0, header_timeout_s=0.5, keep_alive_s=1, max_connections=50
+)
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    api = Api(
+        "test",
+        [
+            Endpoint(
+                "GET", "/health", lambda c: json_response({"ok": True}), "Liveness", public=True, errors=()
+            ),
+            Endpoint("GET", "/echo", echo, "Echo", query=EchoQuery),
+            Endpoint("POST", "/upload", upload, "Upload", Ok(201, "Stored")),
+            Endpoint("PUT", "/upload", upload, "Replace", Ok(201, "Stored")),
+            Endpoint("GET", "/boom", boom, "A bug"),
+            Endpoint("GET", "/refuse", refuse, "Refuses"),
+        ],
+        TOKEN,
+        LIMITS,
+    )
+    server = Server("test API", api.app(), "127.0.0.1", 0, "TEST_PORT", LIMITS).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+def call(
+    url: str, method: str = "GET", body: bytes | None = None, token: str | None = TOKEN
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def test_auth_and_the_one_error_shape(base_url: str) -> None:
+    assert call(f"{base_url}/health", token=None)[0] == 200
+    status, headers, body = call(f"{base_url}/echo", token=None)
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+    assert orjson.loads(body) == {"errors": [{"path": "(auth)", "message": "missing or wrong bearer token"}]}
+    assert call(f"{base_url}/echo", token="wrong")[0] == 401
+    assert orjson.loads(call(f"{base_url}/refuse")[2]) == {"errors": [{"path": "field", "message": "bad"}]}
+    status, _, body = call(f"{base_url}/nowhere")
+    assert status == 404 and orjson.loads(body)["errors"][0]["path"] == "(url)"
+
+
+def test_a_bug_answers_500_without_its_text(base_url: str) -> None:
+    status, _, body = call(f"{base_url}/boom")
+    assert status == 500 and b"dsn" not in body and b"internal error" in body
+
+
+def test_query_parameters_are_validated_by_the_model(base_url: str) -> None:
+    status, _, body = call(f"{base_url}/echo?n=3")
+    assert status == 200 and orjson.loads(body) == {"params": {"n": "3"}, "n": 3}
+    for query, path in (("n=11", "n"), ("n=x", "n"), ("m=1", "m"), ("n=1&n=2", "n"), ("n=", "n")):
+        status, _, body = call(f"{base_url}/echo?{query}")
+        assert status == 400 and orjson.loads(body)["errors"][0]["path"] == path, query
+
+
+def test_405_names_exactly_the_declared_methods(base_url: str) -> None:
+    status, headers, body = call(f"{base_url}/upload", "DELETE")
+    assert status == 405 and headers["allow"] == "POST, PUT"
+    assert orjson.loads(body)["errors"][0]["path"] == "(method)"
+    assert call(f"{base_url}/echo", "HEAD")[0] == 405
+
+
+def test_body_size_limit(base_url: str) -> None:
+    assert orjson.loads(call(f"{base_url}/upload", "POST", b"x" * 1000)[2]) == {"size": 1000}
+    assert call(f"{base_url}/upload", "POST", b"x" * 1001)[0] == 413
+
+
+def _raw(port: int, data: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(data)
+    return sock
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent before closing, or None if it kept the connection open that long."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while chunk := sock.recv(4096):
+            got += chunk
+    except TimeoutError:
+        return None
+    return got
+
+
+def test_slow_or_silent_clients_are_cut_off_and_do_not_block_others(base_url: str) -> None:
+    port = int(base_url.rsplit(":", 1)[1])
+    idle = [_raw(port, b"") for _ in range(20)]
+    half = [_raw(port, b"GET /health HTTP/1.1\r\nHost: x\r\n") for _ in range(20)]  # head never ends
+    slow_body = _raw(port, f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     "Content-Length: 100\r\n\r\nabc".encode())  # fmt: skip
+    assert call(f"{base_url}/health", token=None)[0] == 200  # the others do not hold the server
+    for sock in idle + half:  # cut at the 0.5 s deadline for a request's head (never, without one)
+        assert _closed_within(sock, 5) is not None
+    answer = _closed_within(slow_body, 5)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 408")
+    for sock in [*idle, *half, slow_body]:
+        sock.close()
+
+
+def test_openapi_is_generated_from_the_declarations(base_url: str) -> None:
+    doc = orjson.loads(call(f"{base_url}/openapi.json", token=None)[2])
+    assert doc["openapi"].startswith("3.1") and doc["paths"]["/health"]["get"]["security"] == []
+    [param] = doc["paths"]["/echo"]["get"]["parameters"]
+    assert param == {
+        "name": "n", "in": "query", "required": False, "description": "How many",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10},
+    }  # fmt: skip
+    assert set(doc["paths"]["/upload"]) == {"post", "put"}
+    assert doc["paths"]["/echo"]["get"]["responses"]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Errors"
+    }
+
+
+def test_a_taken_port_names_the_setting() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        taken.listen()
+        with pytest.raises(ConfigError, match="TEST_PORT"):
+            Server("test API", Api("t", [], TOKEN).app(), "127.0.0.1", port, "TEST_PORT", LIMITS)
