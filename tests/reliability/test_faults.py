@@ -16,7 +16,7 @@ from confluent_kafka import Consumer
 
 from connectors.base.runner import SinkRunner
 from pipeline.kafka import ensure_topics
-from pipeline.ops.demo import start_child
+from pipeline.ops.demo import start_child, wait_until
 from pipeline.ops.stack import LocalBroker
 from pipeline.ops.workload import incident_workload
 from pipeline.settings import Settings
@@ -95,7 +95,10 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
     thread.start()
     broker = LocalBroker(kafka)
     try:
-        time.sleep(2)
+        # the fault lands on a running worker: it owns the raw partitions before the broker stops
+        wait_until(
+            "the worker to own the raw partitions", lambda: owns_raw_partitions(settings), 120, [worker]
+        )
         assert broker.stop()
         time.sleep(3)  # the publisher keeps queueing locally meanwhile
         assert broker.start()
@@ -250,3 +253,22 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
     assert got
     assignments = [ln for ln in worker2_log.splitlines() if "Setting newly assigned partitions" in ln]
     assert any(settings.raw_topic in ln for ln in assignments), "the second worker never got a raw partition"
+
+
+def owns_raw_partitions(settings: Settings) -> bool:
+    """The worker's group is stable and its members were assigned every partition of logs.raw."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        group = admin.describe_consumer_groups([settings.app_id], request_timeout=5)[settings.app_id].result()
+    except KafkaException:  # the group does not exist yet
+        return False
+    assigned = {
+        tp.partition
+        for member in group.members
+        for tp in (member.assignment.topic_partitions if member.assignment else [])
+        if tp.topic == settings.raw_topic
+    }
+    return str(group.state).endswith("STABLE") and assigned == set(range(settings.partitions))
