@@ -46,9 +46,10 @@ class PublishError(HindsightError):
 class DecodeError(HindsightError):
     """A record that cannot be used; error_type is a short machine-readable reason."""
 
-    def __init__(self, error_type: str, detail: str) -> None:
+    def __init__(self, error_type: str, detail: str, payload: bytes | None = None) -> None:
         self.error_type = error_type
         self.detail = detail
+        self.payload = payload  # the offending element's own bytes, when the decoder cut it out
         super().__init__(f"{error_type}: {detail}")
 
 

@@ -41,6 +41,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "max.message.bytes": max_bytes,
             },
         ),
+        # What the worker reads: lines re-keyed by session. Kept long enough to rebuild the windows
+        # after a worker outage (a rebuild reads back lookback + follow); lz4 as it is read hot.
+        TopicSpec(
+            settings.sessions_topic,
+            p,
+            {
+                "retention.ms": str(settings.sessions_retention_ms),
+                "cleanup.policy": "delete",
+                "compression.type": "producer",
+                "max.message.bytes": max_bytes,
+            },
+        ),
         TopicSpec(
             settings.curated_topic,
             p,

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(default="logs.dlq", description="Dead-letter topic: unusable records + reason.")
     rules_topic: str = Field(default="hindsight.rules", description="Compacted topic of capture rules.")
     stats_topic: str = Field(default="logs.stats", description="Window statistics of endpoints and sessions.")
+    sessions_topic: str = Field(
+        default="logs.sessions",
+        description="Canonical lines re-keyed by session (ingest writes, worker reads).",
+    )
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics created by log-hindsight.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
     raw_retention_ms: int = Field(
@@ -61,6 +65,11 @@ class Settings(BaseSettings):
     )
     curated_retention_ms: int = Field(
         default=3 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.curated."
+    )
+    sessions_retention_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=60_000,
+        description="Retention of logs.sessions: at least lookback + follow + the longest worker outage.",
     )
     dlq_retention_ms: int = Field(
         default=14 * 24 * 3600 * 1000, ge=60_000, description="Retention of logs.dlq."
@@ -93,6 +102,26 @@ class Settings(BaseSettings):
     publish_batch_lines: int = Field(default=500, ge=1, description="Most lines in one raw message.")
     handler_queue_size: int = Field(
         default=10_000, ge=1, description="Lines the logging handler holds before it drops (and counts)."
+    )
+
+    # --- Ingest --------------------------------------------------------------------------------
+    ingest_group: str = Field(default="hindsight-ingest", description="Consumer group of the ingest stage.")
+    ingest_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Raw messages one ingest poll takes (consume(n))."
+    )
+    ingest_lines_per_message: int = Field(
+        default=1000, ge=1, le=100_000, description="Most lines per logs.sessions message."
+    )
+    ingest_presets: bool = Field(
+        default=True, description="Recognise the shippers' shapes (Fluent Bit, Vector, ECS, structlog, ...)."
+    )
+    ingest_field_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Renames applied after the presets, as JSON: {"kubernetes.pod_labels.app": "service"}.',
+    )
+    ingest_defaults: dict[str, str] = Field(
+        default_factory=dict,
+        description='Values for fields a line lacks, as JSON: {"service": "legacy", "level": "INFO"}.',
     )
 
     # --- Worker --------------------------------------------------------------------------------
@@ -368,7 +397,9 @@ class Settings(BaseSettings):
             "dlq_topic": f"{prefix}.{self.dlq_topic}",
             "rules_topic": f"{prefix}.{self.rules_topic}",
             "stats_topic": f"{prefix}.{self.stats_topic}",
+            "sessions_topic": f"{prefix}.{self.sessions_topic}",
             "app_id": f"{self.app_id}-{prefix}",
+            "ingest_group": f"{self.ingest_group}-{prefix}",
             "sink_group": f"{self.sink_group}-{prefix}",
         }
         return self.model_copy(update={**names, **update})

@@ -75,15 +75,16 @@ class LogRecord(TypedDict, total=False):
     status_code: int | None
     security_flags: list[str]
     attributes: dict[str, str]
+    # where the line sits in logs.raw: set by ingest on logs.sessions, and on every curated line
+    raw_topic: str
+    raw_partition: int
+    raw_offset: int
+    raw_index: int
 
 
 class CuratedRecord(LogRecord, total=False):
     """A kept line on logs.curated (fields of schemas/curated_record.avsc)."""
 
-    raw_topic: str
-    raw_partition: int
-    raw_offset: int
-    raw_index: int
     trigger_reasons: list[str]
     trigger_id: str | None
     trigger_offset: int | None

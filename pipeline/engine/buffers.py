@@ -31,8 +31,13 @@ class Chunk:
         self.bytes = 0
 
     def line(self, topic: str, partition: int, pos: int) -> RawLine:
+        """The line at `pos` with its id: its origin in logs.raw when it carries one (lines read from
+        logs.sessions), else its place in the message it came in."""
+        rec = self.recs[pos]
+        if "raw_offset" in rec:
+            return RawLine(rec, rec["raw_topic"], rec["raw_partition"], rec["raw_offset"], rec["raw_index"])
         index = pos if self.idx is None else self.idx[pos]
-        return RawLine(self.recs[pos], topic, partition, self.offset, index)
+        return RawLine(rec, topic, partition, self.offset, index)
 
     def pending(self, pos: int) -> bool:
         return self.emitted is None or pos not in self.emitted

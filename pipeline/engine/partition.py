@@ -92,7 +92,7 @@ class Engine:
         stats = self.stats
         rules = self.shared.rules
         floor = self._floor(rules)
-        may_fire = self.triggers.may_fire
+        triggers = self.triggers  # a native method call when compiled (a bound-method alias is not)
         ep_caps, user_caps, svc_caps = [self.shared.captures[f] for f in CAPTURE_FIELDS]
         match = rules.match if rules else None
         levels = LEVEL_VALUE
@@ -122,7 +122,7 @@ class Engine:
                 found
                 or levels[rec["level"]] >= floor
                 or ts <= st.follow_until
-                or may_fire(rec, st)
+                or triggers.may_fire(rec, st)
                 or (ep_caps and endpoint in ep_caps)
                 or (user_caps and rec["user_id"] in user_caps)
                 or (svc_caps and rec["service"] in svc_caps)

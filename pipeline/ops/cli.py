@@ -94,6 +94,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops.services import run_ingest
+
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
+    run_ingest(settings)
+    return 0
+
+
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.services import migrate_store
 
@@ -330,7 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="Show a progress bar.")
     p.set_defaults(func=_publish)
 
-    p = sub.add_parser("worker", help="Run the windowing worker (Faust).")
+    p = sub.add_parser(
+        "ingest", help="Run the ingest stage: logs.raw in any shape -> logs.sessions, keyed by session."
+    )
+    p.add_argument(
+        "--metrics-port", type=int, help="Serve Prometheus /metrics here (HINDSIGHT_METRICS_PORT)."
+    )
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("worker", help="Run the windowing worker (Faust) on logs.sessions.")
     p.add_argument(
         "--metrics-port", type=int, help="Serve Prometheus /metrics here (HINDSIGHT_METRICS_PORT)."
     )

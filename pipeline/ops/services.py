@@ -196,6 +196,40 @@ def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
         log.info("otlp receiver stopped accepted=%s rejected=%s", server.accepted, server.rejected)
 
 
+def run_ingest(settings: Settings, stop: threading.Event | None = None) -> None:
+    """The ingest stage until SIGTERM/SIGINT (or `stop`): logs.raw -> logs.sessions."""
+    from pipeline.ingest.metrics import IngestCollector
+    from pipeline.ingest.service import Ingest
+    from pipeline.worker.processor import tune_gc
+
+    ensure_topics(settings)
+    ingest = Ingest(settings)
+    lag = LagCache(
+        settings.ingest_group,
+        settings.raw_topic,
+        _lag_of(settings, settings.ingest_group, settings.raw_topic),
+    )
+    metrics = serve(settings, IngestCollector(ingest.stage, ingest.decoder.shapes, lag))
+    if stop is None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: ingest.stop())
+    elif stop is not None:
+        threading.Thread(target=_stop_when, args=(stop, ingest.stop), daemon=True).start()
+    tune_gc(settings.worker_gc_threshold)
+    try:
+        ingest.run()
+    finally:
+        if metrics is not None:
+            metrics.shutdown()
+        s = ingest.stage
+        log.info("ingest stopped messages=%s lines_out=%s dlq=%s", s.messages_in, s.lines_out, s.dlq_by_type)
+
+
+def _stop_when(event: threading.Event, stop: Callable[[], None]) -> None:
+    event.wait()
+    stop()
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as HINDSIGHT_* variables, to hand to a child process."""
     import json

@@ -20,7 +20,8 @@ from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.sources.logcontext import current
 from pipeline.types import CONTEXT_FIELDS, Level, LogRecord, session_key
-from pipeline.wire.raw import RawEncoder, iter_json_lines, normalize
+from pipeline.wire.raw import RawEncoder, iter_json_lines
+from pipeline.wire.records import normalize
 from pipeline.wire.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,12 @@ can find (and replay) its source."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import orjson
+
+from pipeline.errors import DecodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +35,20 @@ def dlq_headers(rej: Rejected, topic: str, partition: int, offset: int) -> dict[
     if rej.index is not None:
         headers["hindsight.source_index"] = str(rej.index).encode()
     return headers
+
+
+def rejections(
+    value: bytes | None,
+    errors: Sequence[tuple[int | None, DecodeError]],
+    stage: str,
+    elements: Sequence[object],
+) -> list[Rejected]:
+    """What a decoder refused of one message, each with the bytes to dead-letter: the element cut out
+    of a batch (`elements`: the message's decoded elements, empty when unknown), else the message."""
+    out = []
+    for index, exc in errors:
+        payload = exc.payload or value or b""
+        if exc.payload is None and index is not None and index < len(elements):
+            payload = orjson.dumps(elements[index], default=str)
+        out.append(Rejected(exc.error_type, exc.detail, stage, payload, index))
+    return out

@@ -23,7 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from pipeline.errors import DecodeError
 from pipeline.types import Level, LogRecord
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -49,6 +49,8 @@ class Mapped:
 
     records: list[LogRecord] = field(default_factory=list)
     rejected: list[tuple[str, str, bytes]] = field(default_factory=list)  # error_type, reason, payload
+    positions: list[int] = field(default_factory=list)  # each record's ordinal among the request's records
+    rejected_at: list[int] = field(default_factory=list)  # each rejection's ordinal
 
 
 def parse_request(body: bytes, content_type: str) -> ExportLogsServiceRequest:
@@ -144,6 +146,7 @@ def map_request(request: ExportLogsServiceRequest, now_us: int | None = None) ->
     """Every LogRecord of the request as our record; unusable ones rejected with a reason."""
     now_us = time.time_ns() // 1000 if now_us is None else now_us
     out = Mapped()
+    ordinal = 0
     for rl in request.resource_logs:
         resource = _attrs(rl.resource.attributes)
         service = _text(resource.pop("service.name", None) or "unknown_service")
@@ -152,8 +155,11 @@ def map_request(request: ExportLogsServiceRequest, now_us: int | None = None) ->
             for rec in sl.log_records:
                 try:
                     out.records.append(_map_record(rec, service, resource_attrs, now_us))
+                    out.positions.append(ordinal)
                 except DecodeError as exc:
                     out.rejected.append((exc.error_type, exc.detail, rec.SerializeToString()))
+                    out.rejected_at.append(ordinal)
+                ordinal += 1
     return out
 
 

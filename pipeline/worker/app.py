@@ -1,4 +1,4 @@
-"""The Faust worker: a thin agent around RawProcessor, reading logs.raw, writing curated and DLQ."""
+"""The Faust worker: a thin agent around RawProcessor, reading logs.sessions, writing curated and DLQ."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=max(settings.worker_session_timeout_s / 5, 1.0),
     )
-    raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes)
+    # the worker reads canonical batches re-keyed by session (written by `hindsight ingest`)
+    sessions = app.topic(settings.sessions_topic, key_type=bytes, value_type=bytes)
     curated = app.topic(settings.curated_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     stats = app.topic(settings.stats_topic, key_type=bytes, value_type=bytes)
@@ -98,14 +99,14 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         ts_ms = int((timestamp_s or time.time()) * 1000)
         loop = asyncio.get_running_loop()
         past = await loop.run_in_executor(
-            None, read_back, settings, settings.raw_topic, partition, offset, ts_ms
+            None, read_back, settings, settings.sessions_topic, partition, offset, ts_ms
         )
         for past_offset, value in past:
-            processor.handle(settings.raw_topic, partition, past_offset, value, replay=True)
+            processor.handle(settings.sessions_topic, partition, past_offset, value, replay=True)
         warm.add(partition)
 
     async def send(outcome: Outcome) -> None:
-        # One curated message per raw message (in slices), not one per session: a raw message
+        # One curated message per input message (in slices), not one per session: a message
         # carries many sessions, and each send costs Faust ~50 us and fastavro a call.
         rows = [row for batch in outcome.curated.values() for row in batch]
         key = next(iter(outcome.curated)).encode() if len(outcome.curated) == 1 else None
@@ -117,7 +118,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
 
     # Offsets are committed by Faust only after the producer flushed what this agent sent,
     # so a crash repeats work (at-least-once) and never loses it; after a restart the window
-    # state is rebuilt from logs.raw, so a trigger still finds the lines that came before it.
+    # state is rebuilt from logs.sessions, so a trigger still finds the lines that came before it.
     async def curate(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
@@ -132,12 +133,12 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
                     headers=dlq_headers(rej, msg.topic, msg.partition, msg.offset),
                 )
 
-    app.agent(raw, name="hindsight.curate")(curate)
+    app.agent(sessions, name="hindsight.curate")(curate)
 
     async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[Any] = kwargs.get("revoked") or (args[0] if args else set())
         for tp in revoked:
-            if tp.topic == settings.raw_topic:
+            if tp.topic == settings.sessions_topic:
                 warm.discard(tp.partition)
                 processor.drop(tp.topic, tp.partition)
 
@@ -198,7 +199,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     app, processor = create_app(settings)
     log.info("worker starting app_id=%s window_engine=%s", settings.app_id, engine.NATIVE)
     lag = LagCache(
-        settings.app_id, settings.raw_topic, lambda: group_lag(settings, settings.app_id, settings.raw_topic)
+        settings.app_id,
+        settings.sessions_topic,
+        lambda: group_lag(settings, settings.app_id, settings.sessions_topic),
     )
     serve(settings, WorkerCollector(processor, lag))
     start_rules(settings, processor)

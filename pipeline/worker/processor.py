@@ -7,17 +7,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from pipeline.engine.hindsight import Hindsight
 from pipeline.engine.model import WindowConfig, WindowMetrics
 from pipeline.errors import DecodeError
 from pipeline.rules.compiled import RuleSet
 from pipeline.settings import Settings
-from pipeline.types import CuratedRecord
-from pipeline.wire.deadletter import Rejected
-from pipeline.wire.raw import RawDecoder, good_positions
+from pipeline.types import CuratedRecord, LogRecord
+from pipeline.wire.deadletter import Rejected, rejections
+from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.registry import SchemaRegistry
+from pipeline.wire.sessions import decode_sessions
+from pipeline.worker.dedup import OriginDedup
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class RawProcessor:
     def __init__(self, settings: Settings) -> None:
         registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
         self.decoder = RawDecoder(settings.max_record_bytes, registry)
+        self.sessions_topic = settings.sessions_topic
+        self.dedup = OriginDedup()  # repeats of canonical lines after an ingest restart
         self._windows = Hindsight(window_config(settings))
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
@@ -80,32 +82,43 @@ class RawProcessor:
         self.curated_bytes = 0  # wire bytes sent to logs.curated (the worker adds them)
 
     def handle(
-        self, topic: str, partition: int, offset: int, value: bytes | None, replay: bool = False
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        replay: bool = False,
+        timestamp_ms: int | None = None,
     ) -> Outcome:
-        """Decode one raw message and feed its lines; with replay=True only rebuild state (emit nothing)."""
+        """Decode one message of logs.sessions (canonical batches from ingest) or of logs.raw (any shape;
+        a line without a time takes `timestamp_ms`, the record's) and feed its lines; with replay=True
+        only rebuild state (emit nothing)."""
         outcome = Outcome()
         if not replay:
             self.raw_messages += 1
             self.raw_bytes += len(value) if value else 0
-        records, errors = self.decoder.decode(value)
+        records: list[LogRecord]
+        errors: list[tuple[int | None, DecodeError]] = []
+        if topic == self.sessions_topic:
+            try:
+                records = self.dedup.fresh(partition, decode_sessions(value))
+            except DecodeError as exc:
+                records, errors = [], [(None, exc)]
+        else:
+            records, errors = self.decoder.decode(value, timestamp_ms * 1000 if timestamp_ms else None)
         if errors and not replay:
-            elements: list[object] | None = None
-            for index, exc in errors:
-                payload = value or b""
-                if index is not None:
-                    # re-decode once to cut out the offending element of a batch
-                    elements = elements if elements is not None else _elements(value)
-                    payload = orjson.dumps(elements[index], default=str) if elements else payload
-                outcome.rejected.append(Rejected(exc.error_type, exc.detail, "decode", payload, index))
+            elements = batch_elements(value) if any(i is not None for i, _ in errors) else []
+            for rej in rejections(value, errors, "decode", elements):
+                outcome.rejected.append(rej)
                 self.dlq_records += 1
-                self.dlq_by_type[exc.error_type] = self.dlq_by_type.get(exc.error_type, 0) + 1
+                self.dlq_by_type[rej.error_type] = self.dlq_by_type.get(rej.error_type, 0) + 1
                 log.warning(
                     "dead letter error_type=%s partition=%s offset=%s index=%s reason=%s",
-                    exc.error_type,
+                    rej.error_type,
                     partition,
                     offset,
-                    index,
-                    exc.detail[:200],
+                    rej.index,
+                    rej.reason[:200],
                 )
         if records:
             idx = good_positions(records, errors) if errors else None
@@ -122,6 +135,8 @@ class RawProcessor:
     def drop(self, topic: str, partition: int) -> None:
         """Forget a partition that was revoked."""
         self._windows.drop(topic, partition)
+        if topic == self.sessions_topic:
+            self.dedup.drop(partition)
 
     def set_rules(self, rules: RuleSet) -> None:
         """Lines handled after this see the new rules."""
@@ -145,11 +160,3 @@ class RawProcessor:
             windows.buffered_bytes(),
             windows.config.memory_budget_bytes,
         )
-
-
-def _elements(value: bytes | None) -> list[object]:
-    """The objects of a batch message, undecoded (for cutting out one bad element)."""
-    try:
-        return RawDecoder(len(value or b"") + 1)._objects(value)
-    except DecodeError:
-        return []

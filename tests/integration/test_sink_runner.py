@@ -16,7 +16,7 @@ from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, RawLine
 from pipeline.wire.curated import encode_curated
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 
 from .helpers import consume_all, eventually
 

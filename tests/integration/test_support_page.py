@@ -20,7 +20,7 @@ from pipeline.api.control import ControlServer
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_summary
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 from tests.conftest import free_port
 
 from .helpers import eventually, pipeline_running

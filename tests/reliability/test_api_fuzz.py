@@ -26,7 +26,7 @@ from pipeline.settings import Settings
 from pipeline.store.client import QueryApi, remote_query, remote_sql, server_token
 from pipeline.store.query import QueryFilters
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.reliability]

@@ -18,7 +18,7 @@ from pipeline.replay.archive import hour_dir, read_archive, write_hour
 from pipeline.settings import Settings
 from pipeline.store.query import run_sql
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 
 
 @pytest.fixture(scope="module")

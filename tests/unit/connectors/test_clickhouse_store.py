@@ -15,7 +15,7 @@ from pipeline.settings import Settings
 from pipeline.store.clickhouse import migrate, open_client
 from pipeline.store.query import QueryFilters, run_query, run_sql, store_summary
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 
 NOW = 1_790_000_000_000_000
 

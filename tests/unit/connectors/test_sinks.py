@@ -24,7 +24,7 @@ from pipeline.engine.curate import curate
 from pipeline.errors import BadDataError, ConfigError, RetryableSinkError
 from pipeline.settings import Settings
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 
 
 def row(i: int, routes: list[str] | None = None, **attrs: str) -> Any:

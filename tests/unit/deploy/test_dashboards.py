@@ -23,7 +23,7 @@ from pipeline.engine.curate import curate
 from pipeline.metrics import LagCache
 from pipeline.settings import Settings
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 from pipeline.worker.metrics import WorkerCollector
 from pipeline.worker.processor import RawProcessor
 

@@ -8,7 +8,7 @@ from pipeline.engine.hindsight import Hindsight
 from pipeline.engine.model import WindowConfig
 from pipeline.ops.workload import Workload, generate, incident_workload
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 from tests.unit.engine.support import process
 
 T0 = 1_790_000_000_000_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.engine.hindsight import Hindsight
 from pipeline.engine.model import WindowConfig
 from pipeline.types import Level, RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 from tests.unit.engine.support import buffered, process
 
 T0 = 1_790_000_000_000_000

@@ -15,7 +15,7 @@ from pipeline.rules.compiled import RuleSet, decide
 from pipeline.rules.levelpoll import level_rules
 from pipeline.rules.model import RuleError, json_schema, validate_rule
 from pipeline.types import RawLine
-from pipeline.wire.raw import normalize
+from pipeline.wire.records import normalize
 from tests.unit.engine.support import process
 
 T0 = 1_790_000_000_000_000

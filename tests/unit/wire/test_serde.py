@@ -19,7 +19,8 @@ from pipeline.errors import ConfigError
 from pipeline.types import Level
 from pipeline.wire import avro as wire_avro
 from pipeline.wire import curated, raw
-from pipeline.wire.raw import RawDecoder, RawEncoder, normalize
+from pipeline.wire.raw import RawDecoder, RawEncoder
+from pipeline.wire.records import normalize
 from pipeline.wire.registry import SchemaRegistry
 
 NOW_US = 1_790_000_000_000_000

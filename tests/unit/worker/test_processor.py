@@ -6,7 +6,8 @@ import orjson
 
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
-from pipeline.wire.raw import RawEncoder, normalize
+from pipeline.wire.raw import RawEncoder
+from pipeline.wire.records import normalize
 from pipeline.worker.processor import RawProcessor
 
 T0 = 1_790_000_000_000_000

@@ -1,0 +1,159 @@
+"""The ingest process: consume logs.raw in batches (confluent-kafka `consume(n)`), route through the
+IngestStage, produce canonical batches to logs.sessions and dead letters to logs.dlq, and commit the
+raw offsets only after Kafka acknowledged everything produced from them.
+
+Delivery is at-least-once, and exact downstream: a crash between produce and commit makes the next
+owner of a raw partition produce the same lines again, with the same origin (raw partition, offset,
+index). Each producer writes a raw partition's lines to a canonical partition in raw-offset order
+(idempotent producer: no gaps, no reordering), so a line at or below the highest origin the worker has
+already seen from that raw partition on that canonical partition is a repeat, and the worker drops it
+(pipeline.worker.dedup). Raw offsets are committed only after delivery, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from pipeline.errors import BrokerUnavailable
+from pipeline.ingest.stage import IngestStage, RawMessage
+from pipeline.kafka import producer_config
+from pipeline.settings import Settings
+from pipeline.wire.deadletter import dlq_headers
+from pipeline.wire.raw import RawDecoder
+from pipeline.wire.registry import SchemaRegistry
+from pipeline.wire.shapes import FieldMap
+
+log = logging.getLogger(__name__)
+
+
+def field_map(settings: Settings) -> FieldMap:
+    return FieldMap(settings.ingest_field_map, settings.ingest_defaults, settings.ingest_presets)
+
+
+class Ingest:
+    """One ingest process: a member of the ingest consumer group."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+        self.decoder = RawDecoder(settings.max_record_bytes, registry, field_map(settings))
+        self.producer = Producer(
+            {
+                **producer_config(settings),
+                # lz4: canonical batches are read once, soon, by the worker; it decodes lz4 cheaply
+                "compression.type": "lz4",
+                "linger.ms": 5,
+            }
+        )
+        self.consumer = Consumer(
+            {
+                **settings.kafka_client_config(),
+                "group.id": settings.ingest_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 64 * 1_048_576,
+                "max.partition.fetch.bytes": 8 * 1_048_576,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+        self.stage = IngestStage(self.decoder, self._partitions(), settings.ingest_lines_per_message)
+        self.stopping = threading.Event()
+        self.failed = 0
+        self._error: str | None = None
+
+    def _partitions(self) -> int:
+        topic = self.settings.sessions_topic
+        meta = self.producer.list_topics(topic, timeout=self.settings.request_timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise BrokerUnavailable(self.settings.bootstrap, f"topic {topic} not found (hindsight topics)")
+        return len(meta.partitions)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            self._error = str(err)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # what was produced from the revoked partitions is delivered before they move on
+        self.producer.flush(self.settings.request_timeout_s * 6)
+
+    def run(self) -> None:
+        """Until stop(): poll, route, produce, flush, commit."""
+        settings = self.settings
+        self.consumer.subscribe([settings.raw_topic], on_revoke=self._on_revoke)
+        log.info("ingest ready group=%s raw=%s sessions=%s", settings.ingest_group, settings.raw_topic,
+                 settings.sessions_topic)  # fmt: skip
+        try:
+            while not self.stopping.is_set():
+                batch = self.consumer.consume(settings.ingest_batch, timeout=0.2)
+                if batch:
+                    self.handle(batch)
+        finally:
+            self.producer.flush(settings.request_timeout_s * 6)
+            self.consumer.close()
+
+    def handle(self, batch: list[Message]) -> None:
+        messages = []
+        positions: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("ingest consume error=%s", error)
+                continue
+            topic, partition = cast(str, msg.topic()), cast(int, msg.partition())
+            offset = cast(int, msg.offset())
+            kind, ts = msg.timestamp()
+            stamp = ts if kind else None  # kind 0: TIMESTAMP_NOT_AVAILABLE
+            messages.append(RawMessage(topic, partition, offset, stamp, msg.value(), msg.key()))
+            positions[(topic, partition)] = offset + 1
+        routed = self.stage.route(messages)
+        settings = self.settings
+        produce = self.producer.produce
+        for part, values in routed.values.items():
+            for value in values:
+                self._produce(produce, settings.sessions_topic, value, part)
+        for source, rej in routed.rejected:
+            headers: Any = dlq_headers(rej, source.topic, source.partition, source.offset)
+            self._produce(produce, settings.dlq_topic, rej.payload, None, source.key, headers)
+        failed_before = self.failed
+        if self.producer.flush(settings.request_timeout_s * 6) or self.failed > failed_before:
+            # not acknowledged: do not commit; the same raw messages are consumed again after a restart
+            raise BrokerUnavailable(settings.bootstrap, f"ingest output not delivered: {self._error}")
+        if positions:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                # a rebalance took the partitions: their next owner re-reads from the last commit and
+                # the worker drops the repeats (pipeline.worker.dedup)
+                log.warning("ingest commit refused error=%s", exc)
+
+    def _produce(
+        self,
+        produce: Any,
+        topic: str,
+        value: bytes,
+        partition: int | None,
+        key: bytes | None = None,
+        headers: Any = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers is not None:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                produce(topic, value, key, **kwargs)
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self.producer.poll(0.05)
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,93 @@
+"""The ingest stage without Kafka: any shape in, canonical batches out, each line on its session's
+partition (the Java client's murmur2) with its origin; refusals with reasons; and the worker's side,
+which drops the repeats an ingest restart produces and keeps each line's raw identity."""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from pipeline.ingest.stage import IngestStage, RawMessage, SessionPartitioner
+from pipeline.settings import Settings
+from pipeline.wire.raw import RawDecoder
+from pipeline.wire.sessions import decode_sessions
+from pipeline.worker.processor import RawProcessor
+
+T_MS = 1_764_496_800_000
+
+
+def test_partitions_match_the_java_clients_murmur2() -> None:
+    # Kafka's own test vectors (UtilsTest.testMurmur2)
+    vectors = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
+               "a-little-bit-longer-string": -1486304829, "abc": 479470107}  # fmt: skip
+    for key, java in vectors.items():
+        assert murmur2(key.encode()) == java & 0xFFFFFFFF  # the same 32 bits, read unsigned
+        assert SessionPartitioner(12)(key) == (java & 0x7FFFFFFF) % 12
+
+
+def _msg(offset: int, value: object, partition: int = 0, ts: int | None = T_MS) -> RawMessage:
+    return RawMessage("logs.raw", partition, offset, ts, orjson.dumps(value))
+
+
+def test_lines_of_any_shape_and_key_meet_on_their_sessions_partition() -> None:
+    stage = IngestStage(RawDecoder(1 << 20), partitions=4, max_lines_per_message=2)
+    messages = [
+        _msg(0, {"service": "a", "level": "INFO", "message": "m0", "session_id": "s1"}),
+        _msg(1, {"event": "m1", "level": "info", "service": "a", "session_id": "s1"}, partition=3),
+        _msg(
+            2,
+            [{"service": "a", "level": "INFO", "message": f"b{i}", "session_id": f"s{i}"} for i in range(5)],
+        ),
+        _msg(3, {"level": 30, "time": T_MS, "msg": "m3", "service": "a", "session_id": "s1"}, partition=1),
+    ]
+    routed = stage.route(messages)
+    lines = {
+        part: [rec for v in values for rec in decode_sessions(v)] for part, values in routed.values.items()
+    }
+    assert sum(map(len, lines.values())) == routed.lines == 8 and not routed.rejected
+    for part, recs in lines.items():
+        for rec in recs:
+            assert part == SessionPartitioner(4)(rec["session_id"] or "")
+    s1 = [r for r in lines[SessionPartitioner(4)("s1")] if r["session_id"] == "s1"]
+    assert [(r["message"], r["raw_partition"], r["raw_offset"], r["raw_index"]) for r in s1] == [
+        ("m0", 0, 0, 0), ("m1", 3, 1, 0), ("b1", 0, 2, 1), ("m3", 1, 3, 0),
+    ]  # fmt: skip
+    assert all(len(decode_sessions(v)) <= 2 for values in routed.values.values() for v in values)
+
+
+def test_refusals_carry_their_reason_and_the_bad_element_only() -> None:
+    stage = IngestStage(RawDecoder(1 << 20), partitions=2)
+    good = {"service": "a", "level": "INFO", "message": "ok", "session_id": "s"}
+    routed = stage.route(
+        [_msg(7, [good, {"service": "a", "message": "no level"}, good]), _msg(8, "just a string")]
+    )
+    assert routed.lines == 2
+    assert [(m.offset, r.error_type, r.index) for m, r in routed.rejected] == [
+        (7, "missing_field", 1), (8, "wrong_type", None),
+    ]  # fmt: skip
+    assert orjson.loads(routed.rejected[0][1].payload) == {"service": "a", "message": "no level"}
+    assert stage.dlq_by_type == {"missing_field": 1, "wrong_type": 1}
+
+
+def test_the_worker_keeps_origins_and_drops_what_an_ingest_restart_repeats() -> None:
+    settings = Settings(key_budget_lps=1e9, global_budget_lps=1e9)
+    stage = IngestStage(RawDecoder(1 << 20), partitions=1)
+    raw = [
+        _msg(10, {"service": "a", "level": "INFO", "message": "before", "session_id": "s"}),
+        _msg(11, {"service": "a", "level": "ERROR", "message": "boom", "session_id": "s"}),
+    ]
+    [first] = stage.route(raw).values[0]
+    again = stage.route(raw).values[0][0]  # the same raw messages, consumed again after a crash
+    processor = RawProcessor(settings)
+    out = processor.handle(settings.sessions_topic, 0, 0, first)
+    rows = [r for rows in out.curated.values() for r in rows]
+    origins = [
+        (r["message"], r["raw_topic"], r["raw_partition"], r["raw_offset"], r["raw_index"]) for r in rows
+    ]
+    assert origins == [("before", "logs.raw", 0, 10, 0), ("boom", "logs.raw", 0, 11, 0)]
+    assert rows[1]["trigger_id"] == "t-logs.raw:0:11:0"  # the same id as the raw line would have had
+    repeat = processor.handle(settings.sessions_topic, 0, 1, again)
+    assert not repeat.curated and processor.dedup.repeats == 2
+    later = stage.route([_msg(12, {"service": "a", "level": "INFO", "message": "after", "session_id": "s"})])
+    follow = processor.handle(settings.sessions_topic, 0, 2, later.values[0][0])
+    assert [r["message"] for rows in follow.curated.values() for r in rows] == ["after"]  # the follow-up
