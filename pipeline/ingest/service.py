@@ -100,6 +100,7 @@ class Ingest:
     def handle(self, batch: list[Message]) -> None:
         messages = []
         positions: dict[tuple[str, int], int] = {}
+        starts: dict[tuple[str, int], int] = {}
         for msg in batch:
             error = msg.error()
             if error is not None:
@@ -112,6 +113,7 @@ class Ingest:
             stamp = ts if kind else None  # kind 0: TIMESTAMP_NOT_AVAILABLE
             messages.append(RawMessage(topic, partition, offset, stamp, msg.value(), msg.key()))
             positions[(topic, partition)] = offset + 1
+            starts.setdefault((topic, partition), offset)
         routed = self.stage.route(messages)
         settings = self.settings
         produce = self.producer.produce
@@ -122,9 +124,15 @@ class Ingest:
             headers: Any = dlq_headers(rej, source.topic, source.partition, source.offset)
             self._produce(produce, settings.dlq_topic, rej.payload, None, source.key, headers)
         failed_before = self.failed
-        if self.producer.flush(settings.request_timeout_s * 6) or self.failed > failed_before:
-            # not acknowledged: do not commit; the same raw messages are consumed again after a restart
-            raise BrokerUnavailable(settings.bootstrap, f"ingest output not delivered: {self._error}")
+        while self.producer.flush(5) and not self.stopping.is_set():
+            # Kafka is slow or away: hold on to this batch (back-pressure) rather than read more
+            log.warning("ingest waiting for Kafka to acknowledge pending=%s", len(self.producer))
+        if len(self.producer) or self.failed > failed_before:
+            # not all acknowledged: commit nothing, read the batch again (the worker drops repeats)
+            log.warning("ingest batch not delivered, reading it again error=%s", self._error)
+            for (t, p), first in starts.items():
+                self.consumer.seek(TopicPartition(t, p, first))
+            return
         if positions:
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             try:

@@ -79,7 +79,7 @@ class IngestStage:
             records, errors = decode(msg.value, ts_us)
             if errors:
                 elements = batch_elements(msg.value) if any(i is not None for i, _ in errors) else []
-                for rej in rejections(msg.value, errors, "ingest", elements):
+                for rej in rejections(msg.value, errors, "decode", elements):  # the stage name of before
                     out.rejected.append((msg, rej))
                     self.dlq_by_type[rej.error_type] = self.dlq_by_type.get(rej.error_type, 0) + 1
             positions = good_positions(records, errors) if errors else range(len(records))

@@ -125,6 +125,7 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         else:
             out(f"using Kafka at {settings.bootstrap}")
         ensure_topics(settings)
+        children.append(start_child("ingest", ["ingest"], settings, log_dir))
         children.append(start_child("worker", ["worker"], settings, log_dir))
         children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
         wait_until(

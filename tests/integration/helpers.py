@@ -61,13 +61,18 @@ def eventually(check: Callable[[], T | None], timeout: float, what: str) -> T:
 
 @contextmanager
 def pipeline_running(
-    settings: Settings, log_dir: Path, worker_args: tuple[str, ...] = (), sink_args: tuple[str, ...] = ()
+    settings: Settings,
+    log_dir: Path,
+    worker_args: tuple[str, ...] = (),
+    sink_args: tuple[str, ...] = (),
+    ingest_args: tuple[str, ...] = (),
 ) -> Iterator[list[Child]]:
-    """Worker and ClickHouse sink as real processes; stopped (SIGTERM) afterwards."""
+    """Worker, ClickHouse sink and ingest (in that order) as real processes; stopped (SIGTERM) afterwards."""
     ensure_topics(settings)
     children = [
         start_child("worker", ["--log-level", "INFO", "worker", *worker_args], settings, log_dir),
         start_child("sink", ["--log-level", "INFO", "sink", "clickhouse", *sink_args], settings, log_dir),
+        start_child("ingest", ["--log-level", "INFO", "ingest", *ingest_args], settings, log_dir),
     ]
     try:
         wait_until("query API", lambda: remote_summary(query_api(settings), 2) is not None, 90, children)

@@ -101,9 +101,9 @@ def control(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         follow_s=2,
     )
     ensure_topics(settings)
-    worker: Child = start_child(
-        "worker", ["--log-level", "INFO", "worker"], settings, tmp_path_factory.mktemp("logs")
-    )
+    logs = tmp_path_factory.mktemp("logs")
+    worker: Child = start_child("worker", ["--log-level", "INFO", "worker"], settings, logs)
+    ingest: Child = start_child("ingest", ["--log-level", "INFO", "ingest"], settings, logs)
     server = None
     try:
         server = ControlServer(settings).start()
@@ -114,11 +114,13 @@ def control(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         pub.flush(10)
         if not curated.find(lambda r: r["message"] == probe, 90):
             worker.check()
+            ingest.check()
             raise AssertionError("worker did not forward a WARN line within 90 s")
         yield settings
     finally:
         if server is not None:
             server.stop()
+        ingest.stop()
         worker.stop()
 
 

@@ -1,6 +1,6 @@
-"""10k malformed records interleaved with valid ones, through a running worker on the real broker:
-each malformed record reaches logs.dlq with its reason, each valid line is processed, the worker
-keeps running and its memory stays bounded."""
+"""10k malformed records interleaved with valid ones, through running ingest and worker processes on the
+real broker: each malformed record reaches logs.dlq with its reason, each valid line is processed, both
+keep running and their memory stays bounded."""
 
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ def test_malformed_records_are_dead_lettered_valid_ones_processed_worker_survive
             producer.poll(0)
     assert producer.flush(60) == 0
     worker = start_child("worker", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs")
+    ingest = start_child("ingest", ["--log-level", "INFO", "ingest"], settings, tmp_path / "logs")
     try:
         consumer = Consumer(
             {
@@ -104,7 +105,8 @@ def test_malformed_records_are_dead_lettered_valid_ones_processed_worker_survive
         deadline = time.monotonic() + 240
         while (len(dead) < MALFORMED or not valid <= kept) and time.monotonic() < deadline:
             worker.check()  # fails the test if the worker died
-            peak = max(peak, rss_kb(worker.proc.pid))
+            ingest.check()  # or ingest, which dead-letters what it cannot use
+            peak = max(peak, rss_kb(worker.proc.pid), rss_kb(ingest.proc.pid))
             for msg in consumer.consume(1000, timeout=0.5):
                 if msg.error() is not None:
                     continue
@@ -115,7 +117,9 @@ def test_malformed_records_are_dead_lettered_valid_ones_processed_worker_survive
                     kept.update(r["message"] for r in decode_curated(msg.value()))
         consumer.close()
         worker.check()
+        ingest.check()
     finally:
+        ingest.stop()
         worker.stop()
     assert set(dead) == set(expected), f"{len(dead)} of {MALFORMED} dead-lettered"
     wrong: dict[str, Any] = {

@@ -76,6 +76,7 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
     settings = ns.model_copy(update={"partitions": 2, "worker_session_timeout_s": 6.0})
     ensure_topics(settings)
     worker = start_child("worker", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs")
+    ingest = start_child("ingest", ["--log-level", "INFO", "ingest"], settings, tmp_path / "logs")
     publisher = Publisher(settings)
     sent: list[str] = []
     stop = threading.Event()
@@ -95,9 +96,15 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
     thread.start()
     broker = LocalBroker(kafka)
     try:
-        # the fault lands on a running worker: it owns the raw partitions before the broker stops
+        # the fault lands on a running pipeline: ingest owns logs.raw and the worker logs.sessions
         wait_until(
-            "the worker to own the raw partitions", lambda: owns_raw_partitions(settings), 120, [worker]
+            "ingest and the worker to own their partitions",
+            lambda: (
+                group_owns(settings, settings.ingest_group, settings.raw_topic)
+                and group_owns(settings, settings.app_id, settings.sessions_topic)
+            ),
+            120,
+            [worker, ingest],
         )
         assert broker.stop()
         time.sleep(3)  # the publisher keeps queueing locally meanwhile
@@ -140,6 +147,7 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
         deadline = time.monotonic() + 90
         while not found and time.monotonic() < deadline:
             worker.check()
+            ingest.check()
             for msg in curated.consume(100, timeout=0.5):
                 if msg.error() is None and any(r["message"] == probe for r in decode_curated(msg.value())):
                     found = True
@@ -147,6 +155,7 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
         assert found, "the worker did not resume after the broker restart"
     finally:
         stop.set()
+        ingest.stop()
         worker.stop()
         if broker.pid() is None:
             broker.start()
@@ -255,20 +264,20 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
     assert any(settings.raw_topic in ln for ln in assignments), "the second worker never got a raw partition"
 
 
-def owns_raw_partitions(settings: Settings) -> bool:
-    """The worker's group is stable and its members were assigned every partition of logs.raw."""
+def group_owns(settings: Settings, group_id: str, topic: str) -> bool:
+    """The group is stable and its members were assigned every partition of the topic."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.kafka_client_config())
     try:
-        group = admin.describe_consumer_groups([settings.app_id], request_timeout=5)[settings.app_id].result()
+        group = admin.describe_consumer_groups([group_id], request_timeout=5)[group_id].result()
     except KafkaException:  # the group does not exist yet
         return False
     assigned = {
         tp.partition
         for member in group.members
         for tp in (member.assignment.topic_partitions if member.assignment else [])
-        if tp.topic == settings.raw_topic
+        if tp.topic == topic
     }
     return str(group.state).endswith("STABLE") and assigned == set(range(settings.partitions))

@@ -149,8 +149,8 @@ def test_compose_validates_and_prometheus_scrapes_the_metric_ports() -> None:
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     port = compose["x-hindsight-env"]["HINDSIGHT_METRICS_PORT"]
     targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    assert targets == {f"worker:{port}", f"sink:{port}"}
-    assert {"prometheus", "grafana", "otlp", "api", "worker", "sink"} <= set(compose["services"])
+    assert targets == {f"ingest:{port}", f"worker:{port}", f"sink:{port}"}
+    assert {"prometheus", "grafana", "otlp", "api", "ingest", "worker", "sink"} <= set(compose["services"])
     for volume in compose["services"]["grafana"]["volumes"]:
         source = volume.split(":")[0]
         if source.startswith("./"):
