@@ -67,8 +67,10 @@ stack-status: $(STAMP)
 	$(BIN)/hindsight stack status
 
 bench: jars native
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/rules_eval.py
 	$(BIN)/python bench/worker_throughput.py
+	$(BIN)/python bench/ingest_throughput.py
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/report.py

@@ -108,6 +108,7 @@ def main() -> None:
                 )
                 ensure_topics(settings)
                 log_dir = settings.home / "latency-logs"
+                children.append(start_child("ingest", ["ingest"], settings, log_dir))
                 children.append(start_child("worker", ["worker"], settings, log_dir))
                 children.append(start_child("sink", ["sink", "clickhouse"], settings, log_dir))
                 wait_until(

@@ -58,7 +58,7 @@ def publish_at(settings: Settings, rate: int, seconds: float, stop: threading.Ev
 
 
 def lag(consumer: Consumer, settings: Settings) -> int:
-    parts = [TopicPartition(settings.raw_topic, p) for p in range(settings.partitions)]
+    parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
     end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
     try:
         done = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
@@ -75,6 +75,7 @@ def main() -> None:
         settings = base.namespaced(f"soak.{uuid.uuid4().hex[:8]}", wire_format="json")
         ensure_topics(settings)
         worker = start_child("worker", ["worker"], settings, settings.home / "soak-logs")
+        ingest = start_child("ingest", ["ingest"], settings, settings.home / "soak-logs")
         time.sleep(5)
         stop = threading.Event()
         publisher = threading.Thread(target=publish_at, args=(settings, rate, seconds, stop), daemon=True)
@@ -84,6 +85,7 @@ def main() -> None:
         with tqdm(total=int(seconds), unit="s", desc="soak", file=sys.stderr) as bar:
             while publisher.is_alive():
                 worker.check()
+                ingest.check()
                 now = time.monotonic() - started
                 samples.append(
                     {"t_s": now, "rss_mb": rss_mb(worker.proc.pid), "lag_messages": lag(consumer, settings)}
@@ -91,6 +93,7 @@ def main() -> None:
                 bar.update(int(now) - bar.n)
                 time.sleep(10)
         consumer.close()
+        ingest.stop()
         worker.stop()
     later = [s for s in samples if s["t_s"] >= seconds / 4]
     rss = [s["rss_mb"] for s in later] or [0.0]

@@ -34,6 +34,7 @@ from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
 from pipeline.wire.raw import RawDecoder, RawEncoder
+from pipeline.wire.sessions import decode_sessions
 from pipeline.worker.processor import RawProcessor, tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -98,15 +99,15 @@ def bench_worker(base: Settings, lines: list[Any], rounds: int) -> dict[str, Any
         pub.publish(rec)
     pub.flush(60)
     publish_s = time.perf_counter() - t
-    messages = pub.metrics.messages
+    # the worker reads logs.sessions: let ingest fill it once (bench/ingest_throughput.py times ingest)
+    ingest_into_sessions(settings)
+    messages = sessions_messages(settings)
     per_line = len(lines) / messages
     figures: dict[str, list[float]] = {}
     for r in range(rounds):
         limit = baseline_decode(settings, messages, f"limit-{r}") * per_line
         figures.setdefault("limit_consume_decode_lines_per_s", []).append(limit)
-        validated = (
-            baseline_decode(settings, messages, f"validate-{r}", RawDecoder(1 << 24).decode) * per_line
-        )
+        validated = baseline_decode(settings, messages, f"validate-{r}", decode_sessions) * per_line
         figures.setdefault("consume_validate_lines_per_s", []).append(validated)
         # JSON records end to end first (the headline figure), then the default Avro curated topic
         for fmt in ("json", "avro"):
@@ -118,7 +119,7 @@ def bench_worker(base: Settings, lines: list[Any], rounds: int) -> dict[str, Any
             figures.setdefault(f"worker_curated_{fmt}_to_limit_ratio", []).append(lines_per_s / limit)
     out: dict[str, Any] = {
         "publish_lines_per_s": rate(len(lines), publish_s),
-        "raw_messages": messages,
+        "sessions_messages": messages,
         "lines_per_message": per_line,
         "rounds": rounds,
     }
@@ -130,11 +131,37 @@ def bench_worker(base: Settings, lines: list[Any], rounds: int) -> dict[str, Any
     return out
 
 
-def run_worker(settings: Settings, per_line: float, label: str) -> float:
-    """Lines/s of `hindsight worker` over the whole raw topic, timed by its committed offsets from
-    a quarter of the way (start-up, rebalance and warm-up are behind) to the end."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id})
+def ingest_into_sessions(settings: Settings) -> None:
+    """Run `hindsight ingest` until it has committed the whole raw topic."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.ingest_group})
     parts = [TopicPartition(settings.raw_topic, p) for p in range(settings.partitions)]
+    end = sum(consumer.get_watermark_offsets(tp)[1] for tp in parts)
+    child = start_child("ingest", ["ingest"], settings, settings.home / "bench-logs")
+    try:
+        deadline = time.monotonic() + 600
+        while sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)) < end:
+            child.check()
+            if time.monotonic() > deadline:
+                raise SystemExit("ingest did not finish")
+            time.sleep(0.2)
+    finally:
+        child.stop()
+        consumer.close()
+
+
+def sessions_messages(settings: Settings) -> int:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "bench-end"})
+    parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
+    end = sum(consumer.get_watermark_offsets(tp)[1] for tp in parts)
+    consumer.close()
+    return end
+
+
+def run_worker(settings: Settings, per_line: float, label: str) -> float:
+    """Lines/s of `hindsight worker` over the whole canonical topic, timed by its committed offsets
+    from a quarter of the way (start-up, rebalance and warm-up are behind) to the end."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id})
+    parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
     end = sum(consumer.get_watermark_offsets(tp)[1] for tp in parts)
     child = start_child("worker", ["worker"], settings, settings.home / "bench-logs")
     first = done = None
@@ -164,8 +191,9 @@ def run_worker(settings: Settings, per_line: float, label: str) -> float:
 def baseline_decode(
     settings: Settings, expect: int, group: str, decode: Callable[[bytes], object] = orjson.loads
 ) -> float:
-    """Messages/s of a plain consumer that reads the raw topic and decodes each value: with orjson,
-    the limit; with the pipeline's own validating decoder, what of the gap is validation."""
+    """Messages/s of a plain consumer that reads the worker's input (logs.sessions) and decodes each
+    value: with orjson, the limit; with the worker's own validating decoder, what of the gap is
+    validation."""
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
@@ -175,7 +203,7 @@ def baseline_decode(
             "fetch.max.bytes": 52_428_800,
         }
     )
-    consumer.subscribe([settings.raw_topic])
+    consumer.subscribe([settings.sessions_topic])
     got = eof = 0
     started = None
     while got < expect and eof < settings.partitions:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined,unused-ignore]  # typed from 2.13
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.settings import Settings
@@ -184,8 +184,8 @@ def group_lag(settings: Settings, group: str, topic: str, timeout_s: float = 5.0
         futures = client.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout_s)
         return {tp.partition: f.result().offset for tp, f in futures.items()}
 
-    latest = offsets(OffsetSpec.latest())  # type: ignore[no-untyped-call]
-    earliest = offsets(OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+    latest = offsets(OffsetSpec.latest())  # type: ignore[no-untyped-call,unused-ignore]
+    earliest = offsets(OffsetSpec.earliest())  # type: ignore[no-untyped-call,unused-ignore]
     return {
         p: max(0, latest[p] - (committed[p] if committed.get(p, -1) >= 0 else earliest[p])) for p in latest
     }

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
+from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined,unused-ignore]  # typed from 2.13
 
 from pipeline import engine
 from pipeline.errors import HindsightError
@@ -39,10 +39,13 @@ def run_checks(settings: Settings, timeout_s: float = 3.0) -> list[Check]:
     broker = _guard("broker", lambda: _broker(settings, timeout_s))
     checks.append(broker)
     if broker.status == FAIL:
-        for name in ("topics", "worker group", "sink group"):
+        for name in ("topics", "ingest group", "worker group", "sink group"):
             checks.append(Check(name, SKIP, "broker unreachable"))
     else:
         checks.append(_guard("topics", lambda: _topics(settings, timeout_s)))
+        checks.append(
+            _guard("ingest group", lambda: _lag(settings, "ingest group", settings.ingest_group, timeout_s))
+        )
         checks.append(
             _guard("worker group", lambda: _lag(settings, "worker group", settings.app_id, timeout_s))
         )
@@ -146,8 +149,17 @@ def _topics(settings: Settings, timeout_s: float) -> Check:
     return Check("topics", OK, detail)
 
 
+# what each group reads, and the command that runs it
+_GROUPS: dict[str, tuple[Callable[[Settings], str], str]] = {
+    "ingest group": (lambda s: s.raw_topic, "hindsight ingest"),
+    "worker group": (lambda s: s.sessions_topic, "hindsight worker"),
+    "sink group": (lambda s: s.curated_topic, "hindsight sink clickhouse"),
+}
+
+
 def _lag(settings: Settings, name: str, group: str, timeout_s: float) -> Check:
-    topic = settings.raw_topic if name == "worker group" else settings.curated_topic
+    topic_of, command = _GROUPS[name]
+    topic = topic_of(settings)
     client = admin(settings, quiet=True)
     described = client.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
     members = len(described.members)
@@ -156,7 +168,6 @@ def _lag(settings: Settings, name: str, group: str, timeout_s: float) -> Check:
     except KafkaException as exc:
         return Check(name, WARN, f"{group}: lag unknown ({exc})", "check the broker's logs")
     detail = f"{group}: {members} member(s), lag {lag} message(s) on {topic}"
-    command = "hindsight worker" if name == "worker group" else "hindsight sink clickhouse"
     if members == 0:
         return Check(name, WARN, detail, f"start `{command}`")
     return Check(name, OK, detail)

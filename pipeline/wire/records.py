@@ -4,7 +4,7 @@ defaults filled. Every path into the pipeline (raw decoding, OTLP, the publisher
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -15,6 +15,8 @@ from pipeline.types import Level, LogRecord
 # Sanity window for event time: anything outside is a producer bug, not a log line.
 MIN_TS_US = 946_684_800_000_000  # 2000-01-01
 MAX_TS_US = 4_102_444_800_000_000  # 2100-01-01
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 _ALIASES = {
@@ -71,7 +73,7 @@ def to_micros(value: object, field: str = "timestamp") -> int:
             raise DecodeError("wrong_type", f"{field} is not an ISO-8601 time: {value[:64]!r}") from None
         if parsed.tzinfo is None:
             raise DecodeError("wrong_type", f"{field} has no time zone: {value[:64]!r}")
-        micros = int(parsed.timestamp() * 1_000_000)
+        micros = (parsed - _EPOCH) // _MICROSECOND  # exact: a float of seconds loses the last digit
     else:
         raise DecodeError("wrong_type", f"{field} must be a number or ISO-8601 string")
     if not MIN_TS_US <= micros < MAX_TS_US:

@@ -37,11 +37,15 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
 
 
-def test_worker_and_sink_expose_their_series(ns: Settings, tmp_path: Path) -> None:
+def test_worker_sink_and_ingest_expose_their_series(ns: Settings, tmp_path: Path) -> None:
     work = generate(sessions=30, requests_per_session=4, error_rate=0.2, lookback_s=ns.lookback_s, seed=5)
-    wport, sport = free_port(), free_port()
+    wport, sport, iport = free_port(), free_port(), free_port()
     with pipeline_running(
-        ns, tmp_path / "logs", ("--metrics-port", str(wport)), ("--metrics-port", str(sport))
+        ns,
+        tmp_path / "logs",
+        ("--metrics-port", str(wport)),
+        ("--metrics-port", str(sport)),
+        ("--metrics-port", str(iport)),
     ):
         publisher = Publisher(ns)
         for record in work.lines:
@@ -60,6 +64,11 @@ def test_worker_and_sink_expose_their_series(ns: Settings, tmp_path: Path) -> No
             30,
             "the worker to count every line",
         )
+        ingest = eventually(
+            lambda: (i := scrape(iport)) and total(i, "hindsight_ingest_dlq_records_total") == 1 and i,
+            30,
+            "ingest to count its dead letter",
+        )
         sink = eventually(
             lambda: (
                 (s := scrape(sport))
@@ -74,12 +83,20 @@ def test_worker_and_sink_expose_their_series(ns: Settings, tmp_path: Path) -> No
     assert total(worker, "hindsight_lines_out_total") == stored
     assert total(worker, "hindsight_trigger_lines_total", reason="error") > 0
     assert total(worker, "hindsight_triggers_total") >= len(work.incidents)
-    assert total(worker, "hindsight_dlq_records_total") == 1
+    # what cannot be decoded is dead-lettered by ingest, before the worker
+    assert total(ingest, "hindsight_ingest_dlq_records_total", error_type="not_json") == 1
+    assert total(worker, "hindsight_dlq_records_total") == 0
+    assert total(ingest, "hindsight_ingest_lines_out_total") == len(work.lines)
+    assert total(ingest, "hindsight_ingest_shape_lines_total", shape="canonical") == len(work.lines)
+    ingest_lag = [lab for lab, _ in ingest["hindsight_consumer_lag_messages"]]
+    assert {(lab["group"], lab["topic"]) for lab in ingest_lag} == {(ns.ingest_group, ns.raw_topic)}
     raw, curated = total(worker, "hindsight_raw_bytes_total"), total(worker, "hindsight_curated_bytes_total")
     assert raw > curated > 0 and total(worker, "hindsight_avoided_bytes_total") == raw - curated
     assert total(worker, "hindsight_sessions") > 0 and total(worker, "hindsight_buffer_bytes") > 0
     lag = [lab for lab, _ in worker["hindsight_consumer_lag_messages"]]
-    assert {lab["group"] for lab in lag} == {ns.app_id} and {lab["topic"] for lab in lag} == {ns.raw_topic}
+    assert {lab["group"] for lab in lag} == {ns.app_id} and {lab["topic"] for lab in lag} == {
+        ns.sessions_topic
+    }
     batches = total(sink, "hindsight_sink_batches_total", topic=ns.curated_topic)
     assert batches >= 1
     assert total(sink, "hindsight_sink_batch_seconds_count", topic=ns.curated_topic) >= 1

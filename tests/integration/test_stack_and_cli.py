@@ -36,7 +36,7 @@ def hindsight(settings: Settings, *args: str, stdin: bytes | None = None, env: d
 def test_topics_created_with_explicit_configs_idempotently(ns: Settings) -> None:
     created = ensure_topics(ns)
     assert sorted(created) == sorted(
-        [ns.raw_topic, ns.curated_topic, ns.dlq_topic, ns.rules_topic, ns.stats_topic]
+        [ns.raw_topic, ns.sessions_topic, ns.curated_topic, ns.dlq_topic, ns.rules_topic, ns.stats_topic]
     )
     assert ensure_topics(ns) == []
     client = admin(ns)

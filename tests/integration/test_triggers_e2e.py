@@ -89,9 +89,20 @@ def test_worker_killed_between_early_lines_and_error_still_emits_them(ns: Settin
         worker = children[0]
         for i in range(5):
             send(i, "DEBUG")
+        # ingest passes the early lines on to logs.sessions first; then the worker commits them
+        ingest = Consumer({**ns.kafka_client_config(), "group.id": ns.ingest_group})
+        raw = [TopicPartition(ns.raw_topic, p) for p in range(ns.partitions)]
+        raw_end = sum(ingest.get_watermark_offsets(tp, timeout=10)[1] for tp in raw)
+        eventually(
+            lambda: sum(max(tp.offset, 0) for tp in ingest.committed(raw, timeout=10)) >= raw_end,
+            30,
+            "ingest to pass the early lines on",
+        )
+        ingest.close()
         consumer = Consumer({**ns.kafka_client_config(), "group.id": ns.app_id})
-        parts = [TopicPartition(ns.raw_topic, p) for p in range(ns.partitions)]
+        parts = [TopicPartition(ns.sessions_topic, p) for p in range(ns.partitions)]
         end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+        assert end > 0
 
         def committed_all() -> bool:
             return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)) >= end

@@ -261,7 +261,7 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
     assert must <= set(keys) <= work.expected
     assert got
     assignments = [ln for ln in worker2_log.splitlines() if "Setting newly assigned partitions" in ln]
-    assert any(settings.raw_topic in ln for ln in assignments), "the second worker never got a raw partition"
+    assert any(settings.sessions_topic in ln for ln in assignments), "the second worker never got a partition"
 
 
 def group_owns(settings: Settings, group_id: str, topic: str) -> bool:

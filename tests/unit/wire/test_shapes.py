@@ -190,3 +190,11 @@ def test_malformed_variants_are_refused_with_a_reason_and_spare_their_neighbours
     assert len(records) == 2 and all(r["message"] == "payment declined" for r in records)
     [(index, error)] = errors
     assert index == 1 and error.error_type == error_type, error
+
+
+def test_iso_times_convert_to_the_exact_microsecond() -> None:
+    from pipeline.wire.records import to_micros
+
+    # through a float of seconds, about 1 in 85 microsecond times came out one microsecond early
+    assert to_micros("2004-08-18T21:38:28.398913+00:00") == 1_092_865_108_398_913
+    assert to_micros("2040-02-17T09:48:42.249860Z") == 2_213_084_922_249_860
