@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     ingest_batch: int = Field(
         default=5000, ge=1, le=100_000, description="Raw messages one ingest poll takes (consume(n))."
     )
+    ingest_session_timeout_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        description="Ingest's consumer session timeout: how soon a dead process's partitions move.",
+    )
     ingest_lines_per_message: int = Field(
         default=1000, ge=1, le=100_000, description="Most lines per logs.sessions message."
     )

@@ -60,6 +60,7 @@ class Session:
         "bucket",
         "buf",
         "bytes",
+        "follow_since",
         "follow_until",
         "lines",
         "slow_fired",
@@ -73,6 +74,7 @@ class Session:
         self.buf: deque[Chunk] = deque()
         self.lines = 0
         self.bytes = 0
+        self.follow_since = 0  # a line arriving late (older than the trigger's lookback) is not followed
         self.follow_until = -1
         self.trigger: Trigger | None = None
         self.bucket = Bucket(burst)

@@ -217,6 +217,9 @@ class Engine:
                 f"t-{line_id(chunk.line(self.topic, self.partition, pos))}", chunk.offset, tuple(all_reasons)
             )
             if reasons:
+                since = ts - lookback_us
+                # the session's capture window: this trigger's, joined to the last one's if they touch
+                st.follow_since = since if st.follow_until < since else min(st.follow_since, since)
                 st.trigger = trig
                 st.follow_until = max(st.follow_until, ts + follow_us)
                 self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay, since_us=ts - lookback_us)
@@ -234,7 +237,7 @@ class Engine:
                     em.captures.append(self.shared.capture(fieldname, value, since, until, rule_trig))
             if chunk.pending(pos):
                 self._emit(em, key, st, chunk, pos, all_reasons, trig, replay, verdict)
-        elif st.trigger is not None and ts <= st.follow_until:
+        elif st.trigger is not None and st.follow_since <= ts <= st.follow_until:
             self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay, verdict)
         else:
             cap = self.shared.capture_for(rec, ts)

@@ -56,6 +56,8 @@ class Ingest:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": int(settings.ingest_session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(settings.ingest_session_timeout_s * 1000 / 5),
                 "fetch.max.bytes": 64 * 1_048_576,
                 "max.partition.fetch.bytes": 8 * 1_048_576,
                 "queued.max.messages.kbytes": 256 * 1024,

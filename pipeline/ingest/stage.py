@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from pipeline.types import LogRecord, session_key
+from pipeline.types import session_key
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.sessions import encode_sessions
@@ -95,19 +95,25 @@ class IngestStage:
                     batch = pending[part] = []
                 batch.append(line)
                 if len(batch) >= self.max_lines:
-                    out.values.setdefault(part, []).append(encode_sessions(batch))
+                    out.values.setdefault(part, []).append(_encode(batch))
                     out.lines += len(batch)
                     pending[part] = []
         for part, batch in pending.items():
             if batch:
-                out.values.setdefault(part, []).append(encode_sessions(batch))
+                out.values.setdefault(part, []).append(_encode(batch))
                 out.lines += len(batch)
         self.lines_in += out.lines + len(out.rejected)
         self.lines_out += out.lines
         return out
 
 
-def origin_key(rec: LogRecord) -> tuple[int, int, int]:
-    """(raw partition, raw offset, raw index) of a canonical line."""
-    line: dict[str, Any] = rec  # type: ignore[assignment]
-    return line["raw_partition"], line["raw_offset"], line["raw_index"]
+def _timestamp(line: dict[str, Any]) -> int:
+    return int(line["timestamp"])
+
+
+def _encode(batch: list[dict[str, Any]]) -> bytes:
+    """One canonical message, its lines in event-time order: the lines of one poll come partition by
+    partition, and the worker's windows want them as they happened. Only within a message: across
+    messages each raw partition's lines stay in offset order, which the worker's dedup relies on."""
+    batch.sort(key=_timestamp)
+    return encode_sessions(batch)

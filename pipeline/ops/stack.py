@@ -142,7 +142,7 @@ class LocalBroker:
         self._write_config()
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         cmd = [
             self._java(),
             "-cp",
@@ -273,3 +273,12 @@ def stack_status(settings: Settings) -> StackStatus:
     broker = LocalBroker(settings)
     pid = broker.pid()
     return StackStatus(settings.bootstrap, True, pid is not None, pid, str(broker.log_file))
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka makes them: URL-safe base64 of a random UUID, never starting with
+    '-' (the storage tool would read it as an option: 1 id in 64 did, and formatting failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id

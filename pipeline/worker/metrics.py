@@ -35,6 +35,9 @@ class WorkerCollector(Collector):
             "hindsight_trigger_bytes", "Message bytes emitted per trigger reason", "reason", m.bytes_by_reason
         )
         yield labelled("hindsight_dlq_records", "Records sent to logs.dlq", "error_type", p.dlq_by_type)
+        yield counter(
+            "hindsight_repeated_lines", "Lines ingest sent again after a restart, dropped", p.repeated_lines
+        )
         yield counter("hindsight_raw_messages", "Messages read from logs.raw", p.raw_messages)
         yield counter(
             "hindsight_raw_bytes", "Bytes read from logs.raw (the cost of keeping all)", p.raw_bytes

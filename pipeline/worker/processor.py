@@ -63,6 +63,7 @@ class ProcessorStats:
     buffered_lines: int
     buffered_bytes: int
     memory_budget_bytes: int
+    repeated_lines: int  # canonical lines an ingest restart sent again, dropped
 
 
 class RawProcessor:
@@ -101,9 +102,14 @@ class RawProcessor:
         errors: list[tuple[int | None, DecodeError]] = []
         if topic == self.sessions_topic:
             try:
-                records = self.dedup.fresh(partition, decode_sessions(value))
+                decoded = decode_sessions(value)
             except DecodeError as exc:
-                records, errors = [], [(None, exc)]
+                decoded, errors = [], [(None, exc)]
+            records = self.dedup.fresh(partition, decoded)
+            if len(records) < len(decoded):
+                # rare: ingest restarted between producing these lines and committing their offsets
+                log.info("repeated lines dropped partition=%s offset=%s lines=%s", partition, offset,
+                         len(decoded) - len(records))  # fmt: skip
         else:
             records, errors = self.decoder.decode(value, timestamp_ms * 1000 if timestamp_ms else None)
         if errors and not replay:
@@ -159,4 +165,5 @@ class RawProcessor:
             windows.buffered_lines(),
             windows.buffered_bytes(),
             windows.config.memory_budget_bytes,
+            self.dedup.repeats,
         )

@@ -2,19 +2,20 @@
 producers (our publisher keyed by session with murmur2; structlog and Fluent Bit lines keyed by pod
 with librdkafka's default partitioner; ECS lines unkeyed; Vector events keyed by session with the Java
 hash), through ingest, worker and sink: the stored lines are exactly the ground truth, also when the
-ingest process is killed with SIGKILL mid-stream and restarted."""
+ingest process is killed with SIGKILL between producing lines and committing them, and restarted."""
 
 from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.ops.demo import start_child
 from pipeline.ops.workload import Workload, generate
@@ -23,6 +24,7 @@ from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_summary
 from pipeline.store.query import QueryFilters
 from pipeline.types import LogRecord
+from tests.conftest import free_port
 from tests.reliability.test_faults import group_owns
 
 from .helpers import eventually, pipeline_running
@@ -112,6 +114,7 @@ class Producers:
 
 
 def stored(settings: Settings, work: Workload) -> list[tuple[str, str, int]]:
+    """The stored lines; any beyond the ground truth are printed with why they were kept."""
     eventually(
         lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
         180,
@@ -119,6 +122,16 @@ def stored(settings: Settings, work: Workload) -> list[tuple[str, str, int]]:
     )
     time.sleep(3)  # anything extra would arrive now
     rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
+    for r in rows:
+        if (r["session_id"], r["message"], r["timestamp_us"]) not in work.expected:
+            print(
+                "extra:",
+                r["session_id"],
+                r["timestamp_us"],
+                r["message"],
+                r["trigger_reasons"],
+                r["trigger_id"],
+            )
     return [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
 
 
@@ -147,43 +160,79 @@ def test_any_producer_any_key_any_shape_stores_exactly_the_ground_truth(ns: Sett
     assert set(got) == work.expected
 
 
-def test_ingest_killed_mid_stream_loses_and_duplicates_nothing(ns: Settings, tmp_path: Path) -> None:
-    settings = ns.model_copy(update={"key_budget_lps": 1e6, "global_budget_lps": 1e7, "ingest_batch": 50})
+def test_ingest_killed_between_produce_and_commit_loses_and_duplicates_nothing(
+    ns: Settings, tmp_path: Path
+) -> None:
+    """The hard moment for at-least-once: ingest has produced lines but its commit is lost. The test
+    makes that moment certain: ingest is killed with SIGKILL after it passed the second third on,
+    and its group's offsets are rewound to where they stood before that third (what a crash between
+    produce and commit leaves); the restarted ingest produces those lines again. The worker must drop
+    every repeat (counted) and the stored lines must be exactly the ground truth."""
+    settings = ns.model_copy(update={"key_budget_lps": 1e6, "global_budget_lps": 1e7})
     work = workload(settings)
     third = len(work.lines) // 3
-    with pipeline_running(settings, tmp_path / "logs") as children:
+    port = free_port()
+    with pipeline_running(settings, tmp_path / "logs", ("--metrics-port", str(port))) as children:
         producers = Producers(settings)
-        wait = lambda: group_owns(settings, settings.ingest_group, settings.raw_topic)  # noqa: E731
-        eventually(lambda: wait() or None, 120, "ingest to own logs.raw")
+        eventually(lambda: group_owns(settings, settings.ingest_group, settings.raw_topic) or None, 120,
+                   "ingest to own logs.raw")  # fmt: skip
         for i, rec in enumerate(work.lines[:third]):
             producers.send(i, rec)
         producers.flush()
-        eventually(lambda: committed(settings) or None, 60, "ingest to commit progress")
+        first = eventually(lambda: all_committed(settings), 60, "ingest to pass the first third on")
         for i, rec in enumerate(work.lines[third : 2 * third], start=third):
             producers.send(i, rec)
         producers.flush()
-        before = committed(settings)
-        children[2].proc.send_signal(signal.SIGKILL)  # ingest, while it works through the second third
+        second = eventually(lambda: all_committed(settings), 60, "ingest to pass the second third on")
+        children[2].proc.send_signal(signal.SIGKILL)
         children[2].proc.wait(10)
-        print(f"ingest killed with {before} of {producers.sent} raw messages' offsets committed")
+        # the dead member leaves the group after its session timeout; then its commit is undone
+        eventually(lambda: rewind(settings, first) or None, 60, "the ingest group to be empty")
+        print(f"ingest killed at raw offsets {second}, rewound to {first}")
         for i, rec in enumerate(work.lines[2 * third :], start=2 * third):
             producers.send(i, rec)
         producers.flush()
         children[2] = start_child("ingest2", ["--log-level", "INFO", "ingest"], settings, tmp_path / "logs")
         got = stored(settings, work)
-    assert before > 0, "ingest had committed nothing: the kill did not land mid-stream"
+        repeated = scrape_counter(port, "hindsight_repeated_lines_total")
+    assert sum(second.values()) > sum(first.values()), "the rewind undid nothing"
+    assert repeated > 0, "no line was sent twice: the fault did not land"
     assert len(got) == len(set(got)), "duplicate rows after dedup"
     assert set(got) == work.expected
 
 
-def committed(settings: Settings) -> int:
-    """Raw offsets ingest has committed, summed over partitions."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+def all_committed(settings: Settings) -> dict[int, int] | None:
+    """Ingest's committed raw offsets per partition once they reach the topic's end, else None."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.ingest_group})
+    parts = [TopicPartition(settings.raw_topic, p) for p in range(settings.partitions)]
+    try:
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        done = {tp.partition: max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+    return done if done == ends else None
+
+
+def rewind(settings: Settings, offsets: dict[int, int]) -> bool:
+    """Set the ingest group's committed offsets (the group must have no live member)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.kafka_client_config())
-    request = ConsumerGroupTopicPartitions(
-        settings.ingest_group, [TopicPartition(settings.raw_topic, p) for p in range(settings.partitions)]
-    )
-    result = admin.list_consumer_group_offsets([request], request_timeout=10)[settings.ingest_group].result()
-    return sum(max(tp.offset, 0) for tp in result.topic_partitions)
+    parts = [TopicPartition(settings.raw_topic, p, o) for p, o in offsets.items()]
+    request = ConsumerGroupTopicPartitions(settings.ingest_group, parts)
+    try:
+        done = admin.alter_consumer_group_offsets([request], request_timeout=10)[
+            settings.ingest_group
+        ].result()
+    except KafkaException:  # the dead member is still in the group
+        return False
+    return all(tp.error is None for tp in done.topic_partitions)
+
+
+def scrape_counter(port: int, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)

@@ -299,3 +299,21 @@ def test_memory_budget_keeps_a_recently_active_old_session() -> None:
     sessions = next(iter(hs.engines.values())).sessions
     assert hs.metrics.evicted_sessions >= 1
     assert "s0" in sessions and "s1" not in sessions  # least recently active leaves first, not oldest
+
+
+def test_lines_arriving_after_their_trigger_are_kept_only_inside_its_window() -> None:
+    # producers that key by pod deliver a session's lines out of order: a line from before the error
+    # can arrive after it. Inside the lookback it is kept (as follow-up); older ones never were.
+    feed = Feed()
+    hs = Hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
+    got = messages(
+        hs,
+        [
+            feed("s", 100, level="ERROR", message="boom"),
+            feed("s", 95, message="late, in lookback"),
+            feed("s", 89, message="late, before lookback"),
+            feed("s", 104, message="after, in follow"),
+            feed("s", 106, message="after follow"),
+        ],
+    )
+    assert [m for m, _ in got["s"]] == ["boom", "late, in lookback", "after, in follow"]
