@@ -222,7 +222,7 @@ class Engine:
                 st.follow_since = since if st.follow_until < since else min(st.follow_since, since)
                 st.trigger = trig
                 st.follow_until = max(st.follow_until, ts + follow_us)
-                self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay, since_us=ts - lookback_us)
+                self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay, since, st.follow_until)
             if endpoint and any(r in reasons for r in ENDPOINT_CAPTURE_REASONS):
                 security = Trigger(trig.id, trig.offset, ("security",))
                 em.captures.append(
@@ -262,15 +262,18 @@ class Engine:
         trig: Trigger,
         replay: bool,
         since_us: int,
+        until_us: int,
     ) -> None:
-        """A trigger: every buffered line of the session since `since_us` not yet emitted, up to it."""
+        """A trigger: every buffered line of the session in [since_us, until_us] not yet emitted, up to
+        it. The upper bound matters when lines arrive out of order: a line buffered before the
+        trigger can be later than its follow-up window."""
         for chunk in st.buf:
             if chunk.max_ts and chunk.max_ts < since_us:
                 continue
             recs = chunk.recs
             end = upto_pos + 1 if chunk is upto else len(recs)
             for pos in range(chunk.start, end):
-                if recs[pos]["timestamp"] >= since_us and chunk.pending(pos):
+                if since_us <= recs[pos]["timestamp"] <= until_us and chunk.pending(pos):
                     self._emit(em, key, st, chunk, pos, reasons, trig, replay)
             if chunk is upto:
                 break

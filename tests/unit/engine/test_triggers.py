@@ -317,3 +317,18 @@ def test_lines_arriving_after_their_trigger_are_kept_only_inside_its_window() ->
         ],
     )
     assert [m for m, _ in got["s"]] == ["boom", "late, in lookback", "after, in follow"]
+
+
+def test_lines_arriving_before_their_trigger_but_later_than_its_window_are_not_kept() -> None:
+    feed = Feed()
+    hs = Hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
+    got = messages(
+        hs,
+        [
+            feed("s", 112, message="early arrival, after the follow-up"),
+            feed("s", 103, message="early arrival, in the follow-up"),
+            feed("s", 92, message="before, in lookback"),
+            feed("s", 100, level="ERROR", message="boom"),
+        ],
+    )
+    assert [m for m, _ in got["s"]] == ["early arrival, in the follow-up", "before, in lookback", "boom"]
