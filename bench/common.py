@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, KafkaError
 
 from pipeline.ops.stack import LocalBroker
 from pipeline.settings import Settings
@@ -38,3 +42,34 @@ def bench_broker() -> Iterator[Settings]:
 
 def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"
+
+
+def consume_rate(
+    settings: Settings, topic: str, expect: int, group: str, decode: Callable[[bytes], object] = orjson.loads
+) -> float:
+    """Messages/s of a plain confluent-kafka consumer that reads a topic from the start and decodes
+    each value: the limit a pipeline stage is measured against."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    consumer.subscribe([topic])
+    got = eof = 0
+    started = None
+    while got < expect and eof < settings.partitions:
+        for msg in consumer.consume(10_000, timeout=1.0):
+            error = msg.error()
+            if error is not None:
+                eof += error.code() == KafkaError._PARTITION_EOF
+                continue
+            started = started or time.perf_counter()
+            decode(msg.value() or b"[]")
+            got += 1
+    consumer.close()
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    return got / elapsed if elapsed > 0 else float("inf")

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import bench_broker, machine
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from common import bench_broker, consume_rate, machine
+from confluent_kafka import Consumer, Producer, TopicPartition
 from tqdm import tqdm
 
 from pipeline.kafka import ensure_topics
@@ -116,22 +116,7 @@ def publish(settings: Settings, values: list[bytes]) -> float:
 
 def limit(settings: Settings, expect: int) -> float:
     """Messages/s of a plain consumer that reads the raw topic and parses each value."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"limit-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "enable.partition.eof": True,
-                         "fetch.max.bytes": 52_428_800})  # fmt: skip
-    consumer.subscribe([settings.raw_topic])
-    got = eof = 0
-    started = None
-    while got < expect and eof < settings.partitions:
-        for msg in consumer.consume(10_000, timeout=1.0):
-            if msg.error() is not None:
-                eof += msg.error().code() == KafkaError._PARTITION_EOF
-                continue
-            started = started or time.perf_counter()
-            orjson.loads(msg.value() or b"{}")
-            got += 1
-    consumer.close()
-    return rate(got, time.perf_counter() - (started or time.perf_counter()))
+    return consume_rate(settings, settings.raw_topic, expect, f"limit-{uuid.uuid4().hex[:6]}")
 
 
 def end_of(settings: Settings, topic: str) -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import bench_broker, machine
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from common import bench_broker, consume_rate, machine
+from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
 from pipeline import engine
@@ -194,29 +194,7 @@ def baseline_decode(
     """Messages/s of a plain consumer that reads the worker's input (logs.sessions) and decodes each
     value: with orjson, the limit; with the worker's own validating decoder, what of the gap is
     validation."""
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"{settings.app_id}-{group}",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 52_428_800,
-        }
-    )
-    consumer.subscribe([settings.sessions_topic])
-    got = eof = 0
-    started = None
-    while got < expect and eof < settings.partitions:
-        for msg in consumer.consume(10_000, timeout=1.0):
-            if msg.error() is not None:
-                eof += msg.error().code() == KafkaError._PARTITION_EOF
-                continue
-            started = started or time.perf_counter()
-            decode(msg.value() or b"[]")
-            got += 1
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.close()
-    return rate(got, elapsed)
+    return consume_rate(settings, settings.sessions_topic, expect, f"{settings.app_id}-{group}", decode)
 
 
 def bench_memory(lines: list[Any]) -> dict[str, float]:

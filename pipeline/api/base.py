@@ -190,6 +190,8 @@ class Api:
         self.limits = limits
         self.components = components or {}
         self.error_response = error_response or _json_error
+        # every API answers these two without a token: liveness probes and tools need no secret
+        self.endpoints.append(Endpoint("GET", "/health", _health, "Liveness", public=True, errors=()))
         self.endpoints.append(Endpoint("GET", "/openapi.json", self._openapi, "This document", public=True))
 
     def _openapi(self, call: Call) -> Response:
@@ -366,6 +368,10 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _health(call: Call) -> Response:
+    return json_response({"status": "ok"})
 
 
 def _json_error(exc: ApiError, request: Request) -> Response:

@@ -153,9 +153,6 @@ def control_api(settings: Settings, view: RulesView) -> Api:
     by_id = {"id": RULE_ID}
     endpoints = [
         Endpoint(
-            "GET", "/health", lambda call: json_response({"status": "ok"}), "Liveness", public=True, errors=()
-        ),
-        Endpoint(
             "GET",
             "/rules",
             list_rules,

@@ -82,9 +82,6 @@ def query_api(
 
     endpoints = [
         Endpoint(
-            "GET", "/health", lambda call: json_response({"status": "ok"}), "Liveness", public=True, errors=()
-        ),
-        Endpoint(
             "GET",
             "/logs",
             logs,

@@ -7,42 +7,25 @@ in one msgspec pass (C), as it does canonical raw JSON."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 import msgspec
 import orjson
 
 from pipeline.errors import DecodeError
 from pipeline.types import LogRecord
-from pipeline.wire.records import MAX_TS_US, MIN_TS_US
+from pipeline.wire.raw import _Canonical
 
-_Micros = Annotated[int, msgspec.Meta(ge=MIN_TS_US, lt=MAX_TS_US)]
 ORIGIN_FIELDS = ("raw_topic", "raw_partition", "raw_offset", "raw_index")
 
 
-class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """One line of logs.sessions: a complete canonical record and its origin."""
+class _Line(_Canonical, kw_only=True):
+    """One line of logs.sessions: a canonical record and its origin (ingest fills every field)."""
 
-    timestamp: _Micros
-    observed_timestamp: _Micros
-    service: str
-    level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
-    severity_number: Annotated[int, msgspec.Meta(ge=0, le=24)]
-    message: str
     raw_topic: str
     raw_partition: Annotated[int, msgspec.Meta(ge=0)]
     raw_offset: Annotated[int, msgspec.Meta(ge=0)]
     raw_index: Annotated[int, msgspec.Meta(ge=0)]
-    session_id: str | None = None
-    user_id: str | None = None
-    endpoint: str | None = None
-    transaction_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    latency_ms: float | None = None
-    status_code: int | None = None
-    security_flags: list[str] = msgspec.field(default_factory=list)
-    attributes: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 _DECODER = msgspec.json.Decoder(list[_Line])
