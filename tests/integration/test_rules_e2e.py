@@ -146,6 +146,8 @@ def test_rule_put_over_http_takes_effect_on_the_running_worker_within_5s(control
     service = f"checkout-{uuid.uuid4().hex[:6]}"
     pub.publish_obj(line(service, "before the rule"))
     pub.flush(10)
+    # rules act on lines as the worker processes them: the line goes through ingest and the worker first
+    wait_processed(control)
     rule = {"id": f"debug-{service}", "priority": 5, "match": {"all": [{"service": service}]},
             "actions": {"level": "DEBUG", "tag": {"tags": ["debugging"]}}}  # fmt: skip
     status, stored = call(control, "PUT", f"/rules/{rule['id']}", rule)
@@ -266,3 +268,25 @@ def test_invalid_record_in_the_rules_topic_is_dead_lettered_with_its_reason(cont
     assert headers["hindsight.source_topic"] == control.rules_topic
     assert "actions.level" in headers["hindsight.reason"]
     assert call(control, "GET", "/rules/junk")[0] == 404
+
+
+def wait_processed(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Until ingest has passed everything in logs.raw on and the worker has committed all of it."""
+    from confluent_kafka import TopicPartition
+
+    def caught_up(group: str, topic: str) -> bool:
+        consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
+        parts = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        try:
+            end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+            done = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+        finally:
+            consumer.close()
+        return done >= end
+
+    deadline = time.monotonic() + timeout_s
+    stages = ((settings.ingest_group, settings.raw_topic), (settings.app_id, settings.sessions_topic))
+    for group, topic in stages:
+        while not caught_up(group, topic):
+            assert time.monotonic() < deadline, f"{group} did not catch up on {topic} in {timeout_s:.0f} s"
+            time.sleep(0.2)
