@@ -259,9 +259,10 @@ def main() -> int:
             # from the moment ingest has a quarter of the raw topic behind it to the moment the sink
             # has stored everything: the downstream stages then still have more than 3/4 to do
             quarter = reached(whole, whole.ingest_group, whole.raw_topic, len(values) // 4, children)
-            timed(whole, whole.ingest_group, whole.raw_topic, "pipeline: ingest", children)
-            timed(whole, whole.app_id, whole.sessions_topic, "pipeline: worker", children)
-            timed(whole, f"{whole.sink_group}-clickhouse", whole.curated_topic, "pipeline: sink", children)
+            reached(whole, whole.ingest_group, whole.raw_topic, len(values), children)
+            reached(whole, whole.app_id, whole.sessions_topic, end_of(whole, whole.sessions_topic), children)
+            sink_group = f"{whole.sink_group}-clickhouse"
+            reached(whole, sink_group, whole.curated_topic, end_of(whole, whole.curated_topic), children)
             out["pipeline_lines_per_s"] = rate(len(lines) * 3 / 4, time.perf_counter() - quarter)
         finally:
             for child in reversed(children):

