@@ -16,8 +16,8 @@ from connectors.base.protocols import Sink
 from pipeline.errors import BadDataError, DecodeError, RetryableSinkError
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
-from pipeline.wire.deadletter import Rejected, dlq_headers
 from pipeline.wire.curated import decode_curated
+from pipeline.wire.deadletter import Rejected, dlq_headers
 
 log = logging.getLogger(__name__)
 
