@@ -31,8 +31,9 @@ def fmt(value: Any, unit: str = "") -> str:
 
 
 def main() -> None:
-    w, r, s, lat, soak = (
-        load(n) for n in ("worker_throughput", "rules_eval", "store_bench", "latency", "soak")
+    w, r, s, lat, soak, ing = (
+        load(n)
+        for n in ("worker_throughput", "rules_eval", "store_bench", "latency", "soak", "ingest_throughput")
     )
     cpu = next(
         (
@@ -44,6 +45,24 @@ def main() -> None:
     )
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     rows = [
+        (
+            "Ingest, single-line JSON messages (lines/s, one process)",
+            fmt(ing.get("ingest_lines_per_s")),
+            f"limit: plain consume + parse {fmt(ing.get('limit_consume_parse_lines_per_s'))}; ratio "
+            f"{fmt(ing.get('ingest_to_limit_ratio'))} (target 0.5); mixed shapes "
+            f"{fmt(ing.get('ingest_mixed_shapes_lines_per_s'))}",
+        ),
+        (
+            "Worker on logs.sessions, single-line input (lines/s)",
+            fmt(ing.get("worker_lines_per_s")),
+            f"target 150k; {fmt(ing.get('canonical_lines_per_message'))} lines per canonical message",
+        ),
+        (
+            "Whole pipeline, ingest + worker + ClickHouse sink together (lines/s)",
+            fmt(ing.get("pipeline_lines_per_s")),
+            f"target 50k; the peer (quix-streams: group_by session, 60 s state buffer) "
+            f"{fmt(ing.get('peer_quixstreams_lines_per_s'))} in the same run",
+        ),
         (
             "Worker throughput (JSON lines/s, JSON curated, one process)",
             fmt(w.get("worker_lines_per_s")),
