@@ -63,6 +63,7 @@ class Session:
         "follow_since",
         "follow_until",
         "lines",
+        "slow_at",
         "slow_fired",
         "slow_pending",
         "stats",
@@ -83,6 +84,7 @@ class Session:
         self.slow_fired = False
         # a slow line came before the window had slow_session_min_lines: check each line until it has
         self.slow_pending = False
+        self.slow_at = 0  # event time of the slow line a pending slow-session check started from
 
     def enter_window(self, win: int, stats: Stats) -> None:
         """The session's lines now fall in statistics window `win`."""
@@ -90,6 +92,7 @@ class Session:
         self.stats = stats
         self.slow_fired = False
         self.slow_pending = False
+        self.slow_at = 0
 
 
 class Buffers:

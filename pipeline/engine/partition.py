@@ -85,7 +85,10 @@ class Engine:
         buffers = self.buffers
         st = buffers.session(key)
         chunk = Chunk(offset, recs, idx)
-        buffers.expire(st, recs[0]["timestamp"] - cfg.lookback_us)
+        newest = recs[0]["timestamp"]
+        if st.slow_pending:  # a pending slow-session check may still centre a window on the slow line
+            newest = min(newest, st.slow_at)
+        buffers.expire(st, newest - cfg.lookback_us)
         st.buf.append(chunk)
         st.lines += len(recs)
         window = cfg.stats_window_us
@@ -217,11 +220,12 @@ class Engine:
                 f"t-{line_id(chunk.line(self.topic, self.partition, pos))}", chunk.offset, tuple(all_reasons)
             )
             if reasons:
-                since = ts - lookback_us
+                anchor = self.triggers.anchor(st, ts, reasons)
+                since = anchor - lookback_us
                 # the session's capture window: this trigger's, joined to the last one's if they touch
                 st.follow_since = since if st.follow_until < since else min(st.follow_since, since)
                 st.trigger = trig
-                st.follow_until = max(st.follow_until, ts + follow_us)
+                st.follow_until = max(st.follow_until, anchor + follow_us)
                 self._emit_buffered(em, key, st, chunk, pos, reasons, trig, replay, since, st.follow_until)
             if endpoint and any(r in reasons for r in ENDPOINT_CAPTURE_REASONS):
                 security = Trigger(trig.id, trig.offset, ("security",))
@@ -235,7 +239,7 @@ class Engine:
                     since, until = ts - int(action.lookback_s * 1e6), ts + int(action.follow_s * 1e6)
                     rule_trig = Trigger(trig.id, trig.offset, (f"rule:{rule_id}",))
                     em.captures.append(self.shared.capture(fieldname, value, since, until, rule_trig))
-            if chunk.pending(pos):
+            if chunk.pending(pos) and (not reasons or st.follow_since <= ts <= st.follow_until):
                 self._emit(em, key, st, chunk, pos, all_reasons, trig, replay, verdict)
         elif st.trigger is not None and st.follow_since <= ts <= st.follow_until:
             self._emit(em, key, st, chunk, pos, list(st.trigger.reasons), st.trigger, replay, verdict)

@@ -46,6 +46,14 @@ class Triggers:
             or st.slow_pending
         )
 
+    def anchor(self, st: Session, ts: int, reasons: list[str]) -> int:
+        """The event time a trigger's window is centred on: the line's own, except for a slow session
+        decided on a later line (its window had too few lines when the slow line came, which happens
+        when lines arrive out of order): then the slow line's, whichever line completed the check."""
+        if st.slow_at and len(reasons) == 1 and reasons[0] == "slow_session":
+            return st.slow_at
+        return ts
+
     def reasons(
         self, st: Session, rec: LogRecord, ts: int, severity: int, endpoint: str | None, latency: float | None
     ) -> list[str]:
@@ -63,6 +71,8 @@ class Triggers:
             and latency is not None
             and (latency > cfg.slow_session_p95_ms or st.slow_pending)
         ):
+            if not st.slow_pending:
+                st.slow_at = ts  # the session's window is judged from this slow line
             if st.stats.count < cfg.slow_session_min_lines:
                 st.slow_pending = True
             else:

@@ -332,3 +332,21 @@ def test_lines_arriving_before_their_trigger_but_later_than_its_window_are_not_k
         ],
     )
     assert [m for m, _ in got["s"]] == ["early arrival, in the follow-up", "before, in lookback", "boom"]
+
+
+def test_a_slow_session_decided_on_a_later_line_keeps_the_slow_lines_window() -> None:
+    # the slow line arrives before its window has enough lines (out of order); a later line completes
+    # the check: the capture is the slow line's window, not the completing line's
+    feed = Feed()
+    config = WindowConfig(slow_session_p95_ms=500, slow_session_min_lines=3, latency_floor_ms=10**9,
+                          lookback_us=10 * S, follow_us=5 * S)  # fmt: skip
+    hs = Hindsight(config)
+    got = messages(
+        hs,
+        [
+            feed("s", 15, latency_ms=900.0, message="slow"),
+            feed("s", 10, latency_ms=900.0, message="before it, arriving late"),
+            feed("s", 30, latency_ms=10.0, message="completes the check, after the window"),
+        ],
+    )
+    assert got["s"] == [("slow", ("slow_session",)), ("before it, arriving late", ("slow_session",))]
