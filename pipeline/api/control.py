@@ -165,9 +165,9 @@ def control_api(settings: Settings, view: RulesView) -> Api:
             "PUT",
             "/rules/{id:path}",
             _answers(put_rule),
-            "Create or replace a rule",
+            "Create or replace a rule (the body's id, when given, must be the URL's)",
             one_rule,
-            body=rule,
+            body={"$ref": "#/components/schemas/RuleAtId"},
             path_params=by_id,
         ),
         Endpoint(
@@ -200,6 +200,8 @@ def control_api(settings: Settings, view: RulesView) -> Api:
     schema = Rule.model_json_schema(ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = dict(schema.pop("$defs", {}))
     components["Rule"] = schema
+    # PUT /rules/{id} takes the id from the URL: in its body the id may be left out
+    components["RuleAtId"] = {**schema, "required": [f for f in schema.get("required", []) if f != "id"]}
     components["CaptureRequest"] = CAPTURE_REQUEST
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     return Api("log-hindsight rules and captures", endpoints, token, components=components)
