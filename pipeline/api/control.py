@@ -160,10 +160,10 @@ def control_api(settings: Settings, view: RulesView) -> Api:
             Ok(200, "Rules", schema={"type": "array", "items": rule}),
             errors=(),
         ),
-        Endpoint("GET", "/rules/{id:path}", get_rule, "One rule", one_rule, errors=(404,), path_params=by_id),
+        Endpoint("GET", "/rules/{id:any}", get_rule, "One rule", one_rule, errors=(404,), path_params=by_id),
         Endpoint(
             "PUT",
-            "/rules/{id:path}",
+            "/rules/{id:any}",
             _answers(put_rule),
             "Create or replace a rule (the body's id, when given, must be the URL's)",
             one_rule,
@@ -172,7 +172,7 @@ def control_api(settings: Settings, view: RulesView) -> Api:
         ),
         Endpoint(
             "DELETE",
-            "/rules/{id:path}",
+            "/rules/{id:any}",
             delete_rule,
             "Delete a rule (tombstone)",
             Ok(204, "Deleted", schema=None),
