@@ -41,10 +41,13 @@ class Hindsight:
         eng.active = True
         em = eng.process(offset, records, idx, replay)
         for cap in em.captures:
-            # lines of that endpoint already buffered in other partitions, since the capture began
+            # Lines of that endpoint already buffered in other partitions, since the capture began.
+            # Those partitions are live even when this one is being rebuilt: they may hold lines the
+            # previous owner of this one never saw, so their matches are emitted (a repeat of a line
+            # the previous owner did send is one row in the store, which dedups by line id).
             for other in self.engines.values():
                 if other is not eng:
-                    other.apply_capture(cap, em, replay)
+                    other.apply_capture(cap, em, False)
             eng.apply_capture(cap, em, replay)
         return em
 

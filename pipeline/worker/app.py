@@ -95,19 +95,22 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     warm: set[int] = set()
 
     async def rebuild(partition: int, offset: int, timestamp_s: float | None) -> None:
-        """Before a newly assigned partition's first message: replay its recent past, emitting nothing."""
+        """Before a newly assigned partition's first message: replay its recent past
+        (RawProcessor.rebuild); what that emits for partitions already live here is sent."""
         ts_ms = int((timestamp_s or time.time()) * 1000)
         loop = asyncio.get_running_loop()
         past = await loop.run_in_executor(
             None, read_back, settings, settings.sessions_topic, partition, offset, ts_ms
         )
-        for past_offset, value in past:
-            processor.handle(settings.sessions_topic, partition, past_offset, value, replay=True)
+        # what the replay emits is for partitions already live here (a capture it reopened)
+        await send(processor.rebuild(settings.sessions_topic, partition, past))
         warm.add(partition)
 
     async def send(outcome: Outcome) -> None:
         # One curated message per input message (in slices), not one per session: a message
         # carries many sessions, and each send costs Faust ~50 us and fastavro a call.
+        if not outcome.curated and not outcome.stats:
+            return
         rows = [row for batch in outcome.curated.values() for row in batch]
         key = next(iter(outcome.curated)).encode() if len(outcome.curated) == 1 else None
         for value in curated_messages(rows, settings.curated_format):

@@ -133,6 +133,20 @@ class RawProcessor:
             outcome.stats = emission.stats
         return outcome
 
+    def rebuild(self, topic: str, partition: int, past: list[tuple[int, bytes | None]]) -> Outcome:
+        """A newly assigned partition's recent past (offset, value), replayed before its first live
+        message: its own lines only rebuild state (the previous owner sent them), but a capture the
+        replay reopens (a security flag, a scoped rule) also covers lines that partitions live in this
+        process already hold and the previous owner never saw. Those are emitted: the caller sends
+        them (a line sent twice is one row in the store, whose dedup is by the raw line's id)."""
+        out = Outcome()
+        for offset, value in past:
+            got = self.handle(topic, partition, offset, value, replay=True)
+            for key, rows in got.curated.items():
+                out.curated.setdefault(key, []).extend(rows)
+            out.stats.extend(got.stats)
+        return out
+
     def tick(self, now_us: int) -> Outcome:
         """Wall-clock housekeeping (about once a second): idle windows close, summaries go out."""
         emission = self._windows.tick(now_us)
