@@ -25,8 +25,6 @@ from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
 from pipeline import engine
-from pipeline.engine.hindsight import Hindsight
-from pipeline.engine.model import WindowConfig
 from pipeline.kafka import ensure_topics
 from pipeline.ops.demo import start_child
 from pipeline.ops.workload import generate
@@ -34,7 +32,7 @@ from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
 from pipeline.wire.raw import RawDecoder, RawEncoder
-from pipeline.wire.sessions import decode_sessions
+from pipeline.wire.sessions import decode_sessions, encode_sessions
 from pipeline.worker.processor import RawProcessor, tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -198,34 +196,47 @@ def baseline_decode(
 
 
 def bench_memory(lines: list[Any]) -> dict[str, float]:
-    """Bytes of window state per buffered line and per idle session (tracemalloc).
+    """Bytes of window state per buffered line and per idle session (tracemalloc), on the worker's
+    path: canonical lines of logs.sessions, buffered as their encoded bytes (target: at most 1.5x
+    the encoded size).
 
-    The records are decoded inside the measurement, so a buffered line is charged for its own
-    record and strings, as in the worker.
+    The values are decoded inside the measurement, so a buffered line is charged for everything the
+    worker keeps of it.
     """
-    out = {}
+    out: dict[str, float] = {}
     for label, per_session, sessions in (("line", 200, 20), ("idle_session", 1, 2000)):
         recs = [
-            dict(rec, session_id=f"m{i % sessions}") for i, rec in enumerate(lines[: sessions * per_session])
+            {
+                **rec,
+                "session_id": f"m{i % sessions}",
+                "raw_topic": "logs.raw",
+                "raw_partition": 0,
+                "raw_offset": i,
+                "raw_index": 0,
+            }
+            for i, rec in enumerate(lines[: sessions * per_session])
         ]
-        by_session: dict[str, list[Any]] = {}
-        for rec in recs:
-            by_session.setdefault(rec["session_id"], []).append(rec)
-        # messages of up to 20 lines of one session, as the publisher groups them
-        payloads = [
-            orjson.dumps(group[i : i + 20]) for group in by_session.values() for i in range(0, len(group), 20)
-        ]
+        # messages of up to 500 lines, sessions interleaved, as ingest writes them
+        payloads = [encode_sessions(recs[i : i + 500]) for i in range(0, len(recs), 500)]
+        encoded = sum(len(orjson.dumps(r)) for r in recs) / len(recs)
+        settings = Settings(lookback_s=10**6, key_budget_lps=1e9, global_budget_lps=1e9)
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        hs = Hindsight(WindowConfig(lookback_us=10**12, key_budget_lps=1e9, global_budget_lps=1e9))
+        proc = RawProcessor(settings)
         for offset, payload in enumerate(payloads):
-            hs.process_message("logs.raw", 0, offset, orjson.loads(payload))
+            proc.handle(settings.sessions_topic, 0, offset, payload)
         gc.collect()
         used = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
-        out[f"memory_per_{label}_bytes"] = used / (len(recs) if label == "line" else sessions)
-        del hs
+        if label == "line":
+            out["memory_per_line_bytes"] = used / len(recs)
+            out["encoded_bytes_per_line"] = encoded
+            out["memory_to_encoded_ratio"] = used / len(recs) / encoded
+            out["accounted_bytes_per_line"] = proc.stats().buffered_bytes / len(recs)
+        else:
+            out["memory_per_idle_session_bytes"] = used / sessions
+        del proc
     return out
 
 

@@ -4,6 +4,7 @@ per-session bounds, lookback expiry and the process memory budget (least recentl
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from pipeline.engine.budget import Bucket, Suppressed
 from pipeline.engine.model import Trigger, WindowConfig, WindowMetrics
@@ -11,29 +12,109 @@ from pipeline.engine.shared import Shared
 from pipeline.engine.stats import Stats
 from pipeline.types import LogRecord, RawLine
 
-# Bytes a buffered line costs beyond its message text: the record dict and its values (the worker
-# benchmark measures ~1.7 KB per buffered line in all).
+# Bytes a buffered line costs beyond its message text when it is kept as its record dict (lines
+# handed over without their encoded form): the dict and its values, ~1.7 KB in all (measured by the
+# worker benchmark).
 ENTRY_OVERHEAD = 1600
+# Bytes a line kept as its encoded form costs beyond that form's length: the bytes object's header,
+# its slot in the chunk's list, its timestamp (an int and a slot), and its share of the chunk and
+# of its session's statistics (tracemalloc: 726 B per line of 540 encoded, 1.35x; it was 1.7 KB).
+COMPACT_OVERHEAD = 180
 
 
 class Chunk:
-    """The lines of one raw message for one key, buffered together: no object per line."""
+    """The lines of one raw message for one key, buffered together: no object per line. While the
+    message is processed they are records; then (`seal`), when their encoded forms were given, only
+    those bytes and the timestamps stay, and a line is decoded again when it is emitted."""
 
-    __slots__ = ("bytes", "emitted", "idx", "max_ts", "offset", "recs", "start")
+    __slots__ = (
+        "bytes",
+        "count",
+        "data",
+        "decode",
+        "emitted",
+        "idx",
+        "keys",
+        "max_ts",
+        "offset",
+        "recs",
+        "start",
+        "ts",
+    )
 
-    def __init__(self, offset: int, recs: list[LogRecord], idx: list[int] | None) -> None:
+    def __init__(
+        self,
+        offset: int,
+        recs: list[LogRecord],
+        idx: list[int] | None,
+        data: list[bytes] | None = None,
+        decode: Callable[[bytes], LogRecord] | None = None,
+    ) -> None:
         self.offset = offset
-        self.recs = recs
+        self.recs: list[LogRecord] | None = recs
+        self.count = len(recs)
+        self.data = data if decode is not None else None  # encoded lines, beside recs
+        self.decode = decode
+        self.ts: list[int] = []  # timestamps, once sealed
+        # (endpoint, user_id, service) when every line has the same ones: captures skip the chunk
+        # or take it whole without decoding its lines
+        self.keys: tuple[str | None, str | None, str | None] | None = None
         self.idx = idx  # positions in the raw message; None when they are 0..n-1
         self.start = 0  # lines before this position were expired or evicted
         self.emitted: set[int] | None = None
         self.max_ts = 0
         self.bytes = 0
 
+    @property
+    def compact(self) -> bool:
+        return self.data is not None
+
+    def encoded_bytes(self) -> int:
+        """What the chunk will cost once sealed, when it keeps encoded lines."""
+        data = self.data
+        return sum(map(len, data)) + COMPACT_OVERHEAD * len(data) if data is not None else 0
+
+    def seal(self) -> None:
+        """The message was processed: keep only the encoded lines and what captures look up."""
+        recs = self.recs
+        if self.data is None or recs is None:
+            return
+        self.ts = [r["timestamp"] for r in recs]
+        first = recs[0]
+        ep, user, svc = first["endpoint"], first["user_id"], first["service"]
+        uniform = True
+        for r in recs:
+            if r["endpoint"] != ep or r["user_id"] != user or r["service"] != svc:
+                uniform = False
+                break
+        self.keys = (ep, user, svc) if uniform else None
+        self.recs = None
+
+    def rec(self, pos: int) -> LogRecord:
+        """The record of the line at `pos` (decoded again if the chunk is sealed)."""
+        recs = self.recs
+        if recs is not None:
+            return recs[pos]
+        assert self.data is not None and self.decode is not None
+        return self.decode(self.data[pos])
+
+    def timestamp(self, pos: int) -> int:
+        recs = self.recs
+        return recs[pos]["timestamp"] if recs is not None else self.ts[pos]
+
+    def size(self, pos: int) -> int:
+        """What the line at `pos` counts against the memory budget."""
+        data = self.data
+        if data is not None:
+            return len(data[pos]) + COMPACT_OVERHEAD
+        recs = self.recs
+        assert recs is not None
+        return len(recs[pos]["message"]) + ENTRY_OVERHEAD
+
     def line(self, topic: str, partition: int, pos: int) -> RawLine:
         """The line at `pos` with its id: its origin in logs.raw when it carries one (lines read from
         logs.sessions), else its place in the message it came in."""
-        rec = self.recs[pos]
+        rec = self.rec(pos)
         if "raw_offset" in rec:
             return RawLine(rec, rec["raw_topic"], rec["raw_partition"], rec["raw_offset"], rec["raw_index"])
         index = pos if self.idx is None else self.idx[pos]
@@ -47,10 +128,6 @@ class Chunk:
         if self.emitted is None:
             self.emitted = set()
         self.emitted.add(pos)
-
-
-def line_size(rec: LogRecord) -> int:
-    return len(rec["message"]) + ENTRY_OVERHEAD
 
 
 class Session:
@@ -112,6 +189,12 @@ class Buffers:
         self.burst = burst
         self.suppressed = suppressed  # the budget's: a session awaiting its summary is never evicted
         self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self.now_us = 0  # the partition's event-time watermark (the engine keeps it current)
+        # The last eviction of a session that still held lines: when (event time) and how long it had
+        # been idle. Sessions leave least recently active first, so that idle time is how far back a
+        # trigger's lookback still reaches for a session that was quiet that long.
+        self.cut_at_us = -1
+        self.cut_idle_us = 0
 
     def session(self, key: str) -> Session:
         st = self.sessions.get(key)
@@ -131,6 +214,20 @@ class Buffers:
         self.metrics.evicted_sessions += 1
         self.metrics.evicted_lines += st.lines
         self.shared.buffered_bytes -= st.bytes
+        self._cut(st)
+
+    def _cut(self, st: Session) -> None:
+        if st.lines and st.buf:
+            self.cut_at_us = self.now_us
+            self.cut_idle_us = max(self.now_us - st.buf[-1].max_ts, 0)
+
+    def effective_lookback_us(self) -> int:
+        """The lookback a trigger can count on: the configured one, or shorter while sessions that
+        still held lines are being evicted (within the last lookback of event time)."""
+        lookback = self.config.lookback_us
+        if self.cut_at_us < 0 or self.now_us - self.cut_at_us > lookback:
+            return lookback
+        return min(lookback, self.cut_idle_us)
 
     def bound(self, st: Session) -> None:
         """Per-session line and byte bounds, then the process memory budget (idle sessions first)."""
@@ -154,18 +251,19 @@ class Buffers:
             evicted += 1
             lines += oldest.lines
             shared.buffered_bytes -= oldest.bytes
+            self._cut(oldest)
         self.metrics.evicted_sessions += evicted
         self.metrics.evicted_lines += lines
 
     def drop_first(self, st: Session) -> None:
         chunk = st.buf[0]
-        size = line_size(chunk.recs[chunk.start])
+        size = chunk.size(chunk.start)
         chunk.start += 1
         chunk.bytes -= size
         st.lines -= 1
         st.bytes -= size
         self.shared.buffered_bytes -= size
-        if chunk.start == len(chunk.recs):
+        if chunk.start == chunk.count:
             st.buf.popleft()
 
     def expire(self, st: Session, oldest_us: int) -> None:
@@ -175,12 +273,11 @@ class Buffers:
             chunk = buf[0]
             if chunk.max_ts and chunk.max_ts < oldest_us:
                 buf.popleft()
-                st.lines -= len(chunk.recs) - chunk.start
+                st.lines -= chunk.count - chunk.start
                 st.bytes -= chunk.bytes
                 self.shared.buffered_bytes -= chunk.bytes
                 continue
-            recs = chunk.recs
-            while chunk.start < len(recs) and recs[chunk.start]["timestamp"] < oldest_us:
+            while chunk.start < chunk.count and chunk.timestamp(chunk.start) < oldest_us:
                 self.drop_first(st)
                 if not buf or buf[0] is not chunk:
                     break

@@ -3,6 +3,7 @@ records' timestamps), so re-reading logs.raw after a restart rebuilds the same s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pipeline.engine.model import Emission, WindowConfig, WindowMetrics
@@ -15,9 +16,11 @@ from pipeline.types import LogRecord
 class Hindsight:
     """The engines of one process (one per raw partition) and their shared state."""
 
-    def __init__(self, config: WindowConfig) -> None:
+    def __init__(self, config: WindowConfig, decode_line: Callable[[bytes], LogRecord] | None = None) -> None:
+        """`decode_line` turns a line's encoded form (given to process_message) back into its record:
+        with it, buffered lines are kept encoded and decoded only when emitted."""
         self.config = config
-        self.shared = Shared(config)
+        self.shared = Shared(config, decode_line)
         self.engines: dict[tuple[str, int], Engine] = {}
         self.retired = WindowMetrics()  # counters of engines whose partition moved away: they stay monotonic
 
@@ -35,11 +38,13 @@ class Hindsight:
         records: list[LogRecord],
         idx: list[int] | None = None,
         replay: bool = False,
+        encoded: list[bytes] | None = None,
     ) -> Emission:
-        """The decoded lines of one raw message; idx gives their positions when some were rejected."""
+        """The decoded lines of one raw message; idx gives their positions when some were rejected;
+        `encoded`, beside `records`, their encoded forms (buffered instead of the records)."""
         eng = self.engine(topic, partition)
         eng.active = True
-        em = eng.process(offset, records, idx, replay)
+        em = eng.process(offset, records, idx, replay, encoded)
         for cap in em.captures:
             # Lines of that endpoint already buffered in other partitions, since the capture began.
             # Those partitions are live even when this one is being rebuilt: they may hold lines the
@@ -93,6 +98,13 @@ class Hindsight:
 
     def buffered_lines(self) -> int:
         return sum(e.buffers.lines() for e in list(self.engines.values()))
+
+    def effective_lookback_us(self) -> int:
+        """The shortest lookback a trigger in any partition can count on now (evictions cut it)."""
+        engines = list(self.engines.values())
+        if not engines:
+            return self.config.lookback_us
+        return min(e.buffers.effective_lookback_us() for e in engines)
 
     def buffered_bytes(self) -> int:
         return self.shared.buffered_bytes

@@ -49,42 +49,65 @@ class Engine:
 
     # ---- the line loop ---------------------------------------------------------------------
     def process(
-        self, offset: int, records: list[LogRecord], idx: list[int] | None = None, replay: bool = False
+        self,
+        offset: int,
+        records: list[LogRecord],
+        idx: list[int] | None = None,
+        replay: bool = False,
+        encoded: list[bytes] | None = None,
     ) -> Emission:
-        """The lines of one raw message, in order; idx gives their positions when some were rejected."""
+        """The lines of one raw message, in order; idx gives their positions when some were rejected;
+        `encoded` (beside `records`) their encoded forms, which the buffers keep instead of records."""
         em = Emission()
         if not records:
             return em
+        if self.shared.decode_line is None:
+            encoded = None
         sid = records[0]["session_id"]
         if sid and all(r["session_id"] == sid for r in records):
-            self._group(em, sid, offset, records, idx, replay)  # one session per message: the usual case
+            self._group(em, sid, offset, records, idx, replay, encoded)  # one session per message
         else:
-            # lines of many sessions: the publisher batches per partition
+            # lines of many sessions: ingest and the publisher batch per partition
             groups: dict[str, list[LogRecord]] = {}
             where: dict[str, list[int]] = {}
+            data: dict[str, list[bytes]] = {}
             positions = range(len(records)) if idx is None else idx
-            for pos, rec in zip(positions, records, strict=True):
+            for i, (pos, rec) in enumerate(zip(positions, records, strict=True)):
                 key = rec["session_id"] or session_key(rec)
                 group = groups.get(key)
                 if group is None:
                     groups[key] = [rec]
                     where[key] = [pos]
+                    if encoded is not None:
+                        data[key] = [encoded[i]]
                 else:
                     group.append(rec)
                     where[key].append(pos)
+                    if encoded is not None:
+                        data[key].append(encoded[i])
             for key, recs in groups.items():
-                self._group(em, key, offset, recs, where[key], replay)
+                self._group(
+                    em, key, offset, recs, where[key], replay, data[key] if encoded is not None else None
+                )
         self.budget.flush(em, self.watermark, replay, force=False)
         return em
 
     def _group(
-        self, em: Emission, key: str, offset: int, recs: list[LogRecord], idx: list[int] | None, replay: bool
+        self,
+        em: Emission,
+        key: str,
+        offset: int,
+        recs: list[LogRecord],
+        idx: list[int] | None,
+        replay: bool,
+        encoded: list[bytes] | None,
     ) -> None:
         cfg = self.config
         self.metrics.lines_in += len(recs)
         buffers = self.buffers
+        buffers.now_us = self.watermark
         st = buffers.session(key)
-        chunk = Chunk(offset, recs, idx)
+        chunk = Chunk(offset, recs, idx, encoded, self.shared.decode_line)
         newest = recs[0]["timestamp"]
         if st.slow_pending:  # a pending slow-session check may still centre a window on the slow line
             newest = min(newest, st.slow_at)
@@ -154,9 +177,11 @@ class Engine:
         if run_n:
             self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
         chunk.max_ts = max_ts
-        chunk.bytes = chunk_bytes + ENTRY_OVERHEAD * len(recs)
+        chunk.bytes = chunk.encoded_bytes() if chunk.compact else chunk_bytes + ENTRY_OVERHEAD * len(recs)
+        chunk.seal()
         st.bytes += chunk.bytes
         self.shared.buffered_bytes += chunk.bytes
+        buffers.now_us = self.watermark
         buffers.bound(st)
 
     def _floor(self, rules: RuleSet) -> int:
@@ -177,7 +202,7 @@ class Engine:
     ) -> None:
         """One line that may trigger, match rules (`found`) or be emitted, with exact per-line semantics."""
         cfg = self.config
-        rec = chunk.recs[pos]
+        rec = chunk.rec(pos)
         ts = rec["timestamp"]
         severity = LEVEL_VALUE[rec["level"]]
         endpoint = rec["endpoint"]
@@ -274,10 +299,9 @@ class Engine:
         for chunk in st.buf:
             if chunk.max_ts and chunk.max_ts < since_us:
                 continue
-            recs = chunk.recs
-            end = upto_pos + 1 if chunk is upto else len(recs)
+            end = upto_pos + 1 if chunk is upto else chunk.count
             for pos in range(chunk.start, end):
-                if since_us <= recs[pos]["timestamp"] <= until_us and chunk.pending(pos):
+                if since_us <= chunk.timestamp(pos) <= until_us and chunk.pending(pos):
                     self._emit(em, key, st, chunk, pos, reasons, trig, replay)
             if chunk is upto:
                 break
@@ -296,7 +320,7 @@ class Engine:
     ) -> None:
         """Emit one buffered line (within budget); `verdict` when the caller already evaluated the rules."""
         chunk.mark(pos)
-        ts = chunk.recs[pos]["timestamp"]
+        ts = chunk.timestamp(pos)
         line = chunk.line(self.topic, self.partition, pos)
         if not self.budget.allow(st.bucket, ts):
             self.budget.suppress(key, line, reasons, replay)
@@ -339,19 +363,22 @@ class Engine:
     def apply_capture(self, cap: Capture, em: Emission, replay: bool = False) -> None:
         """A new capture: emit this partition's buffered lines of its endpoint/user/service since it began."""
         fieldname, value = cap.field, cap.value
+        which = CAPTURE_FIELDS.index(fieldname)
+        since, until = cap.since_us, cap.until_us
         for key, st in self.sessions.items():
             for chunk in st.buf:
-                if chunk.max_ts and chunk.max_ts < cap.since_us:
+                if chunk.max_ts and chunk.max_ts < since:
                     continue
-                recs = chunk.recs
-                for pos in range(chunk.start, len(recs)):
-                    rec = recs[pos]
-                    if (
-                        rec[fieldname] == value  # type: ignore[literal-required]
-                        and cap.since_us <= rec["timestamp"] <= cap.until_us
-                        and chunk.pending(pos)
-                    ):
-                        self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay)
+                # a sealed chunk whose lines share the field: skipped or taken whole, nothing decoded
+                keys = chunk.keys
+                if keys is not None and keys[which] != value:
+                    continue
+                for pos in range(chunk.start, chunk.count):
+                    if not (since <= chunk.timestamp(pos) <= until and chunk.pending(pos)):
+                        continue
+                    if keys is None and chunk.rec(pos)[fieldname] != value:  # type: ignore[literal-required]
+                        continue
+                    self._emit(em, key, st, chunk, pos, list(cap.trigger.reasons), cap.trigger, replay)
 
     # ---- window statistics -------------------------------------------------------------------
     def _line_stats(

@@ -3,6 +3,8 @@ budget's count and the process-wide emission bucket."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipeline.engine.budget import Bucket
 from pipeline.engine.model import CAPTURE_FIELDS, Capture, Trigger, WindowConfig
 from pipeline.engine.sketch import LatencySketch
@@ -13,8 +15,9 @@ from pipeline.types import LogRecord
 class Shared:
     """State every partition of one process reads and writes."""
 
-    def __init__(self, config: WindowConfig) -> None:
+    def __init__(self, config: WindowConfig, decode_line: Callable[[bytes], LogRecord] | None = None) -> None:
         self.config = config
+        self.decode_line = decode_line  # a buffered line's encoded form back to its record
         # captures by record field, then value: endpoint (security, rules), user_id and service (rules)
         self.captures: dict[str, dict[str, Capture]] = {f: {} for f in CAPTURE_FIELDS}
         self.rules = RuleSet()

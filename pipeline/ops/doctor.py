@@ -3,6 +3,7 @@ line per check with a fix hint. Each check has a short timeout; a failure never 
 
 from __future__ import annotations
 
+import math
 import time
 import urllib.error
 import urllib.request
@@ -245,6 +246,26 @@ def _metrics(settings: Settings, timeout_s: float) -> Check:
     except (urllib.error.URLError, OSError) as exc:
         return Check("metrics", WARN, f"nothing on {url} ({exc})", "start a worker or sink with that port")
     series = sum(1 for line in text.splitlines() if line.startswith("hindsight_"))
+    samples = dict(
+        line.split(" ", 1) for line in text.splitlines() if line.startswith("hindsight_") and " " in line
+    )
+    try:
+        effective = float(samples.get("hindsight_effective_lookback_seconds", "nan"))
+        lookback = float(samples.get("hindsight_lookback_seconds", "nan"))
+    except ValueError:
+        effective = lookback = float("nan")
+    if effective < lookback:  # False for NaN: a sink's metrics have no lookback
+        return Check(
+            "metrics",
+            WARN,
+            f"{url}: the worker is evicting buffered sessions: effective lookback {effective:.0f} s "
+            f"of {lookback:.0f} s",
+            "raise HINDSIGHT_MEMORY_BUDGET_MB (or MAX_SESSIONS), or run more workers",
+        )
+    if not math.isnan(lookback):
+        return Check(
+            "metrics", OK, f"{url}: {series} hindsight_* samples; lookback {lookback:.0f} s kept whole"
+        )
     return Check("metrics", OK, f"{url}: {series} hindsight_* samples")
 
 

@@ -30,6 +30,8 @@ class _Line(_Canonical, kw_only=True):
 
 
 _DECODER = msgspec.json.Decoder(list[_Line])
+_ONE = msgspec.json.Decoder(_Line)
+_SPLIT = msgspec.json.Decoder(list[msgspec.Raw])
 _asdict = msgspec.structs.asdict
 
 
@@ -70,3 +72,18 @@ def decode_sessions(value: bytes | None) -> list[LogRecord]:
             rec["severity_number"] = _LEVEL_NAMES[line.level]
         records.append(rec)
     return records
+
+
+def split_sessions(value: bytes) -> list[bytes]:
+    """The encoded form of each line of a logs.sessions value that decode_sessions accepted, in order:
+    what the worker buffers instead of the decoded dicts (~0.6 us per line to split)."""
+    return [bytes(raw) for raw in _SPLIT.decode(value)]
+
+
+def decode_line(line: bytes) -> LogRecord:
+    """One line of split_sessions back as its record (a buffered line, decoded when it is emitted)."""
+    item = _ONE.decode(line)
+    rec = cast(LogRecord, _asdict(item))
+    if not item.severity_number:
+        rec["severity_number"] = _LEVEL_NAMES[item.level]
+    return rec

@@ -152,9 +152,23 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
 
     app.timer(1.0)(tick)
 
+    evicted_before = [0]
+
     async def report() -> None:
         s = processor.stats()
         m = s.windows
+        if m.evicted_lines > evicted_before[0]:
+            # silent evictions were the old failure: a trigger then finds no lookback
+            log.warning(
+                "buffers evicting lines=%s effective_lookback_s=%.1f lookback_s=%.1f buffered_bytes=%s "
+                "budget_bytes=%s hint=raise HINDSIGHT_MEMORY_BUDGET_MB or add workers",
+                m.evicted_lines - evicted_before[0],
+                s.effective_lookback_us / 1e6,
+                s.lookback_us / 1e6,
+                s.buffered_bytes,
+                s.memory_budget_bytes,
+            )
+            evicted_before[0] = m.evicted_lines
         log.info(
             "worker stats lines_in=%s lines_emitted=%s triggers=%s sessions=%s evicted_lines=%s "
             "evicted_sessions=%s dlq_records=%s",

@@ -22,8 +22,11 @@ class OriginDedup:
         self.seen: dict[int, dict[int, tuple[int, int]]] = {}
         self.repeats = 0
 
-    def fresh(self, partition: int, records: list[LogRecord]) -> list[LogRecord]:
-        """The records of one message not seen before on this canonical partition, in order.
+    def fresh(
+        self, partition: int, records: list[LogRecord], encoded: list[bytes]
+    ) -> tuple[list[LogRecord], list[bytes]]:
+        """The records of one message not seen before on this canonical partition, in order, with their
+        encoded forms (`encoded` runs beside `records`).
 
         A message's lines are in event-time order, not raw-offset order (ingest sorts each message),
         so each is compared with what earlier messages brought, and the message's highest positions
@@ -32,8 +35,9 @@ class OriginDedup:
         if seen is None:
             seen = self.seen[partition] = {}
         out: list[LogRecord] = []
+        out_encoded: list[bytes] = []
         highest: dict[int, tuple[int, int]] = {}
-        for rec in records:
+        for rec, enc in zip(records, encoded, strict=True):
             line: dict[str, Any] = rec  # type: ignore[assignment]
             raw_partition = line["raw_partition"]
             position = (line["raw_offset"], line["raw_index"])
@@ -45,8 +49,9 @@ class OriginDedup:
             if top is None or position > top:
                 highest[raw_partition] = position
             out.append(rec)
+            out_encoded.append(enc)
         seen.update(highest)
-        return out
+        return out, out_encoded
 
     def drop(self, partition: int) -> None:
         """The canonical partition moved to another worker."""

@@ -80,6 +80,12 @@ class WorkerCollector(Collector):
         )
         yield gauge("hindsight_buffer_lines", "Lines held in the lookback buffers", p.buffered_lines)
         yield gauge("hindsight_sessions", "Sessions with state in this worker", p.sessions)
+        yield gauge("hindsight_lookback_seconds", "Configured lookback", p.lookback_us / 1e6)
+        yield gauge(
+            "hindsight_effective_lookback_seconds",
+            "Lookback a trigger can count on (shorter while sessions holding lines are evicted)",
+            p.effective_lookback_us / 1e6,
+        )
         yield gauge(
             "hindsight_buffer_budget_bytes",
             "Memory budget of the buffers",

@@ -9,7 +9,7 @@ from pipeline.engine.model import WindowConfig
 from pipeline.ops.workload import Workload, generate, incident_workload
 from pipeline.types import RawLine
 from pipeline.wire.records import normalize
-from tests.unit.engine.support import process
+from tests.unit.engine.support import encode, new_hindsight, process
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -43,7 +43,7 @@ def messages(hs: Hindsight, lines: list[RawLine]) -> dict[str, list[tuple[str, t
 
 def test_follow_up_captures_lines_after_the_trigger_and_extends() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
+    hs = new_hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
     lines = [
         feed("a", 0),
         feed("a", 1, level="ERROR", message="e1"),
@@ -66,7 +66,7 @@ def test_latency_spike_against_floor_and_endpoint_baseline() -> None:
         stats_grace_us=1 * S,
         slow_session_p95_ms=10**9,
     )
-    hs = Hindsight(cfg)
+    hs = new_hindsight(cfg)
     warmup = [feed(f"w{i}", i * 0.5, latency_ms=90.0) for i in range(20)]  # window [0,10): p95 90 ms
     assert messages(hs, warmup) == {}  # below the floor
     later = [
@@ -80,7 +80,9 @@ def test_latency_spike_against_floor_and_endpoint_baseline() -> None:
 
 def test_slow_session_fires_once_per_window() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(slow_session_p95_ms=500, slow_session_min_lines=3, latency_floor_ms=10**9))
+    hs = new_hindsight(
+        WindowConfig(slow_session_p95_ms=500, slow_session_min_lines=3, latency_floor_ms=10**9)
+    )
     lines = [feed("s", i, latency_ms=900.0, message=f"slow{i}") for i in range(6)]
     got = messages(hs, lines)["s"]
     assert got[0:3] == [
@@ -94,7 +96,7 @@ def test_slow_session_fires_once_per_window() -> None:
 
 def test_timeout_by_status_and_attribute() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig())
+    hs = new_hindsight(WindowConfig())
     got = messages(
         hs,
         [
@@ -107,7 +109,7 @@ def test_timeout_by_status_and_attribute() -> None:
 
 def test_security_flag_captures_the_whole_endpoint_across_partitions() -> None:
     feed = Feed(partitions=2)
-    hs = Hindsight(WindowConfig(follow_us=10 * S))
+    hs = new_hindsight(WindowConfig(follow_us=10 * S))
     before = [
         feed("other", 2, partition=1, message="other-before"),
         feed("other", 4, partition=1, endpoint="/x", message="other-elsewhere"),
@@ -127,7 +129,7 @@ def test_security_flag_captures_the_whole_endpoint_across_partitions() -> None:
 
 def test_repeated_auth_failures_of_one_user() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(auth_fail_count=3))
+    hs = new_hindsight(WindowConfig(auth_fail_count=3))
     lines = [feed("a", i, status_code=401, user_id="mallory", message=f"fail{i}") for i in range(3)]
     got = messages(hs, lines)["a"]
     assert [m for m, _ in got] == ["fail0", "fail1", "fail2"] and got[-1][1] == ("auth_failures",)
@@ -135,7 +137,7 @@ def test_repeated_auth_failures_of_one_user() -> None:
 
 def test_window_stats_and_slowest_sessions() -> None:
     feed = Feed()
-    hs = Hindsight(
+    hs = new_hindsight(
         WindowConfig(
             stats_window_us=10 * S,
             stats_grace_us=S,
@@ -161,7 +163,7 @@ def test_window_stats_and_slowest_sessions() -> None:
 
 def test_storm_is_summarised_not_dropped() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(key_budget_lps=10, budget_burst_s=1, follow_us=60 * S))
+    hs = new_hindsight(WindowConfig(key_budget_lps=10, budget_burst_s=1, follow_us=60 * S))
     out: list[dict[str, Any]] = []
     lines = [feed("storm", 0, level="ERROR", message="first")] + [
         feed("storm", 0.001 * i) for i in range(1, 200)
@@ -179,7 +181,7 @@ def test_storm_is_summarised_not_dropped() -> None:
 
 def test_memory_budget_evicts_idle_sessions_and_counts() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
+    hs = new_hindsight(WindowConfig(memory_budget_bytes=20_000))
     for i in range(100):
         process(hs, [feed(f"s{i}", i * 0.01, message="x" * 100)])
     assert hs.shared.buffered_bytes <= 20_000
@@ -190,7 +192,7 @@ def test_ground_truth_workload_in_memory() -> None:
     work = incident_workload(sessions=80, seed=21)
     assert {i.kind for i in work.injected} == {"error", "latency", "timeout", "security", "auth_failures"}
     cfg = WindowConfig(key_budget_lps=10**6, global_budget_lps=10**7)
-    hs = Hindsight(cfg)
+    hs = new_hindsight(cfg)
     got: set[tuple[str, str, int]] = set()
     for offset, record in enumerate(work.lines):  # two partitions, by session, as the publisher keys them
         partition = hash(record["session_id"]) % 2
@@ -239,7 +241,9 @@ def run_messages(hs: Hindsight, lines: list[RawLine]) -> set[tuple[str, str, int
         ):
             j += 1
         run = lines[i:j]
-        em = hs.process_message("logs.raw", run[0].partition, run[0].offset, [ln.record for ln in run])
+        records = [ln.record for ln in run]
+        encoded = encode(records) if hs.shared.decode_line is not None else None
+        em = hs.process_message("logs.raw", run[0].partition, run[0].offset, records, None, False, encoded)
         for rows in em.curated.values():
             for r in rows:
                 key = Workload.key(r)
@@ -255,24 +259,32 @@ def test_ground_truth_with_batched_messages() -> None:
     lines = published(work.lines, linger_us=6_000_000)  # a slow trickle: ~7 lines per message
     assert len(lines) == len(work.lines) and max(ln.index for ln in lines) >= 5
     cfg = WindowConfig(key_budget_lps=10**6, global_budget_lps=10**7)
-    assert run_messages(Hindsight(cfg), lines) == work.expected
+    assert run_messages(new_hindsight(cfg), lines) == work.expected
 
 
 def test_generated_workload_batched_equals_line_by_line() -> None:
     work = generate(sessions=60, requests_per_session=5, error_rate=0.1, spike_rate=0.1, seed=4)
     cfg = WindowConfig(key_budget_lps=10**6, global_budget_lps=10**7, stats_window_us=10 * S)
-    batched = Hindsight(cfg)
+    batched = new_hindsight(cfg)
     got = run_messages(batched, published(work.lines))
     assert got == work.expected
-    single = Hindsight(cfg)
+    single = new_hindsight(cfg)
     one_by_one = run_messages(single, [RawLine(r, "logs.raw", 0, i) for i, r in enumerate(work.lines)])
     assert one_by_one == got
     assert batched.metrics.lines_in == single.metrics.lines_in == len(work.lines)
 
 
+def budget_of(lines: float) -> int:
+    """A memory budget that holds about this many of the tests' lines, as this mode buffers them."""
+    probe = new_hindsight(WindowConfig())
+    process(probe, [Feed()("p", 0, message="x" * 100)])
+    return int(probe.shared.buffered_bytes * lines)
+
+
 def test_memory_budget_evicts_least_recently_active_first_with_exact_counts() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
+    budget = budget_of(11.7)
+    hs = new_hindsight(WindowConfig(memory_budget_bytes=budget))
     for i in range(5):
         process(hs, [feed(f"s{i}", i * 0.01, message="x" * 100)])
     process(hs, [feed("s0", 0.5, message="x" * 100)])  # s0 active again: now the most recent
@@ -282,7 +294,7 @@ def test_memory_budget_evicts_least_recently_active_first_with_exact_counts() ->
     sessions = next(iter(hs.engines.values())).sessions
     kept = list(sessions)
     m = hs.metrics
-    assert hs.shared.buffered_bytes <= 20_000 and before <= 20_000
+    assert hs.shared.buffered_bytes <= budget and before <= budget
     assert kept == [f"s{i}" for i in range(40 - len(kept), 40)]  # the most recently active stay
     assert m.evicted_sessions == 40 - len(kept)  # 40 sessions seen
     assert m.evicted_lines == 41 - sum(st.lines for st in sessions.values())  # s0 held two lines
@@ -290,7 +302,7 @@ def test_memory_budget_evicts_least_recently_active_first_with_exact_counts() ->
 
 def test_memory_budget_keeps_a_recently_active_old_session() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(memory_budget_bytes=20_000))
+    hs = new_hindsight(WindowConfig(memory_budget_bytes=budget_of(11.7)))
     for i in range(5):
         process(hs, [feed(f"s{i}", i * 0.01, message="x" * 100)])
     process(hs, [feed("s0", 0.5, message="x" * 100)])
@@ -305,7 +317,7 @@ def test_lines_arriving_after_their_trigger_are_kept_only_inside_its_window() ->
     # producers that key by pod deliver a session's lines out of order: a line from before the error
     # can arrive after it. Inside the lookback it is kept (as follow-up); older ones never were.
     feed = Feed()
-    hs = Hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
+    hs = new_hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
     got = messages(
         hs,
         [
@@ -321,7 +333,7 @@ def test_lines_arriving_after_their_trigger_are_kept_only_inside_its_window() ->
 
 def test_lines_arriving_before_their_trigger_but_later_than_its_window_are_not_kept() -> None:
     feed = Feed()
-    hs = Hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
+    hs = new_hindsight(WindowConfig(lookback_us=10 * S, follow_us=5 * S))
     got = messages(
         hs,
         [
@@ -340,7 +352,7 @@ def test_a_slow_session_decided_on_a_later_line_keeps_the_slow_lines_window() ->
     feed = Feed()
     config = WindowConfig(slow_session_p95_ms=500, slow_session_min_lines=3, latency_floor_ms=10**9,
                           lookback_us=10 * S, follow_us=5 * S)  # fmt: skip
-    hs = Hindsight(config)
+    hs = new_hindsight(config)
     got = messages(
         hs,
         [

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.engine.hindsight import Hindsight
 from pipeline.engine.model import WindowConfig
 from pipeline.types import Level, RawLine
 from pipeline.wire.records import normalize
-from tests.unit.engine.support import buffered, process
+from tests.unit.engine.support import buffered, new_hindsight, process
 
 T0 = 1_790_000_000_000_000
 S = 1_000_000
@@ -36,7 +35,7 @@ class SessionWindows:
     """The engine, returning curated records by key (what these tests look at)."""
 
     def __init__(self, config: WindowConfig) -> None:
-        self.hs = Hindsight(config)
+        self.hs = new_hindsight(config)
 
     def process(self, lines: list[RawLine]) -> dict[str, list]:
         return process(self.hs, lines).curated

@@ -12,10 +12,10 @@ import pytest
 
 from pipeline.ops.workload import Workload, incident_workload
 from pipeline.settings import Settings
+from pipeline.wire.sessions import encode_sessions
 from pipeline.worker.processor import Outcome, RawProcessor
 
 PARTITIONS = 4
-TOPIC = "logs.raw"
 
 
 @dataclass
@@ -26,14 +26,26 @@ class Message:
     value: bytes
 
 
-def published() -> tuple[list[Message], set[tuple[str, str, int]]]:
-    """One JSON line per message (kcat-like), keyed by session over four partitions, in time order."""
+def published(topic: str) -> tuple[list[Message], set[tuple[str, str, int]]]:
+    """One line per message keyed by session over four partitions, in time order: as kcat writes
+    logs.raw, or as canonical lines of logs.sessions (which the worker buffers encoded)."""
     work = incident_workload(sessions=90, seed=8)
     offsets = [0] * PARTITIONS
     messages = []
     for rec in sorted(work.lines, key=lambda r: r["timestamp"]):
         partition = zlib.crc32(str(rec["session_id"]).encode()) % PARTITIONS
-        messages.append(Message(partition, offsets[partition], rec["timestamp"], orjson.dumps(rec)))
+        offset = offsets[partition]
+        if topic == "logs.sessions":
+            origin = {
+                "raw_topic": "logs.raw",
+                "raw_partition": partition,
+                "raw_offset": offset,
+                "raw_index": 0,
+            }
+            value = encode_sessions([{**rec, **origin}])
+        else:
+            value = orjson.dumps(rec)
+        messages.append(Message(partition, offset, rec["timestamp"], value))
         offsets[partition] += 1
     assert any(i.kind == "security" for i in work.injected)
     return messages, work.expected
@@ -49,7 +61,7 @@ def collect(got: set[tuple[str, str, int]], outcome: Outcome) -> None:
 
 
 def restart(
-    messages: list[Message], kill_at: int, first: set[int], live_s: float
+    topic: str, messages: list[Message], kill_at: int, first: set[int], live_s: float
 ) -> set[tuple[str, str, int]]:
     """The old owner handles messages[:kill_at] (and committed them), then dies. The new owner is assigned
     every partition, but the fetches bring `first`'s backlog before the others' first message: it rebuilds
@@ -57,38 +69,43 @@ def restart(
     got: set[tuple[str, str, int]] = set()
     old = RawProcessor(settings())
     for m in messages[:kill_at]:
-        collect(got, old.handle(TOPIC, m.partition, m.offset, m.value))
+        collect(got, old.handle(topic, m.partition, m.offset, m.value))
     done, backlog = messages[:kill_at], messages[kill_at:]
     new = RawProcessor(settings())
 
     def rebuild(partitions: set[int]) -> None:
         for p in sorted(partitions):
             past = [(m.offset, m.value) for m in done if m.partition == p]
-            collect(got, new.rebuild(TOPIC, p, past))
+            collect(got, new.rebuild(topic, p, past))
 
     rebuild(first)
     until = backlog[0].timestamp + int(live_s * 1e6) if backlog else 0
     early = [m for m in backlog if m.partition in first and m.timestamp <= until]
     for m in early:
-        collect(got, new.handle(TOPIC, m.partition, m.offset, m.value))
+        collect(got, new.handle(topic, m.partition, m.offset, m.value))
     rebuild(set(range(PARTITIONS)) - first)
     for m in backlog:
         if m not in early:
-            collect(got, new.handle(TOPIC, m.partition, m.offset, m.value))
+            collect(got, new.handle(topic, m.partition, m.offset, m.value))
     return got
 
 
+TOPICS = ["logs.raw", "logs.sessions"]
+
+
+@pytest.mark.parametrize("topic", TOPICS)
 @pytest.mark.parametrize("kill_share", [0.35, 0.5, 0.65])
 @pytest.mark.parametrize("first", [{0, 1}, {2, 3}, {0, 2}, {1, 3}, {3}, {0, 1, 2}])
-def test_staggered_rebuild_after_a_kill_is_exact(kill_share: float, first: set[int]) -> None:
-    messages, expected = published()
-    assert restart(messages, int(len(messages) * kill_share), first, live_s=15) == expected
+def test_staggered_rebuild_after_a_kill_is_exact(topic: str, kill_share: float, first: set[int]) -> None:
+    messages, expected = published(topic)
+    assert restart(topic, messages, int(len(messages) * kill_share), first, live_s=15) == expected
 
 
-def test_without_a_restart_the_same_messages_are_exact() -> None:
-    messages, expected = published()
+@pytest.mark.parametrize("topic", TOPICS)
+def test_without_a_restart_the_same_messages_are_exact(topic: str) -> None:
+    messages, expected = published(topic)
     got: set[tuple[str, str, int]] = set()
     proc = RawProcessor(settings())
     for m in messages:
-        collect(got, proc.handle(TOPIC, m.partition, m.offset, m.value))
+        collect(got, proc.handle(topic, m.partition, m.offset, m.value))
     assert got == expected
