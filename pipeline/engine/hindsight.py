@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from pipeline.engine.model import Emission, WindowConfig, WindowMetrics
+from pipeline.engine.model import Emission, Trigger, WindowConfig, WindowMetrics
 from pipeline.engine.partition import Engine
 from pipeline.engine.shared import Shared
+from pipeline.engine.sketch import LatencySketch
 from pipeline.rules.compiled import RuleSet
 from pipeline.types import LogRecord
 
@@ -16,11 +18,17 @@ from pipeline.types import LogRecord
 class Hindsight:
     """The engines of one process (one per raw partition) and their shared state."""
 
-    def __init__(self, config: WindowConfig, decode_line: Callable[[bytes], LogRecord] | None = None) -> None:
+    def __init__(
+        self,
+        config: WindowConfig,
+        decode_line: Callable[[bytes], LogRecord] | None = None,
+        origin: str | None = None,
+    ) -> None:
         """`decode_line` turns a line's encoded form (given to process_message) back into its record:
-        with it, buffered lines are kept encoded and decoded only when emitted."""
+        with it, buffered lines are kept encoded and decoded only when emitted. `origin` names this
+        process on a log shared with other worker processes (see apply_shared)."""
         self.config = config
-        self.shared = Shared(config, decode_line)
+        self.shared = Shared(config, decode_line, origin)
         self.engines: dict[tuple[str, int], Engine] = {}
         self.retired = WindowMetrics()  # counters of engines whose partition moved away: they stay monotonic
 
@@ -45,6 +53,11 @@ class Hindsight:
         eng = self.engine(topic, partition)
         eng.active = True
         em = eng.process(offset, records, idx, replay, encoded)
+        self._spread(em, eng, replay)
+        return em
+
+    def _spread(self, em: Emission, eng: Engine | None, replay: bool) -> None:
+        """Captures `eng` opened, applied to every partition of the process."""
         for cap in em.captures:
             # Lines of that endpoint already buffered in other partitions, since the capture began.
             # Those partitions are live even when this one is being rebuilt: they may hold lines the
@@ -53,8 +66,48 @@ class Hindsight:
             for other in self.engines.values():
                 if other is not eng:
                     other.apply_capture(cap, em, False)
-            eng.apply_capture(cap, em, replay)
+            if eng is not None:
+                eng.apply_capture(cap, em, replay)
+
+    def apply_shared(self, events: list[dict[str, Any]]) -> Emission:
+        """Changes read from the log shared by all worker processes, in its order (each process reads
+        all of it, its own changes included):
+        - capture (endpoint, user or service, from another process): this process's buffered and
+          coming lines of it, by event time, are emitted as if it had opened it;
+        - baseline: another process's part of an endpoint's latency window;
+        - auth: one auth failure of a user, from any process. Every process counts them in the
+          log's order, so all reach the same decision at the same event; only the process whose
+          line completed the count fires, so the trigger fires once for all of them."""
+        em = Emission()
+        shared = self.shared
+        for ev in events:
+            kind = ev["kind"]
+            own = ev["origin"] == shared.origin
+            if kind == "auth":
+                if shared.auth_failure(ev["user"], ev["ts"]) and own:
+                    eng = self.engines.get((ev["topic"], ev["partition"]))
+                    if eng is not None:
+                        eng.fire_reported(ev["ref"], em)
+            elif own:
+                continue  # applied here when it happened
+            elif kind == "capture":
+                trig = Trigger(ev["trigger_id"], ev["trigger_offset"], tuple(ev["reasons"]))
+                cap = shared.capture(ev["field"], ev["value"], ev["since"], ev["until"], trig, False)
+                for eng in self.engines.values():
+                    eng.apply_capture(cap, em, False)
+            elif kind == "baseline":
+                sketch = LatencySketch.from_dict(ev["sketch"])
+                shared.close_baseline(ev["endpoint"], ev["window"], sketch, False)
+        captures, em.captures = em.captures, []
+        for cap in captures:  # opened by an auth-failure trigger fired here
+            for eng in self.engines.values():
+                eng.apply_capture(cap, em, False)
+        em.captures = captures
         return em
+
+    def take_outbox(self) -> list[dict[str, Any]]:
+        """What changed here since the last call, for the shared log (empty without an origin)."""
+        return self.shared.take_outbox()
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a partition that moved away; its counters stay in the totals."""

@@ -46,6 +46,8 @@ class Engine:
         self.watermark = 0
         self.active = False
         self.idle_ticks = 0
+        # auth failures reported to the shared log, awaiting its count: id -> (key, chunk, pos, time)
+        self.reported: dict[str, tuple[str, Chunk, int, int]] = {}
 
     # ---- the line loop ---------------------------------------------------------------------
     def process(
@@ -225,7 +227,12 @@ class Engine:
                 return
             if verdict.level is not None:
                 floor = verdict.level
-        reasons = self.triggers.reasons(st, rec, ts, severity, endpoint, latency)
+        triggers = self.triggers
+        reasons = triggers.reasons(st, rec, ts, severity, endpoint, latency)
+        if triggers.auth_to_report:
+            triggers.auth_to_report = False
+            if not replay:  # the previous owner reported the lines a rebuild replays
+                self._report_auth(key, chunk, pos, rec, ts)
         lookback_us, follow_us = cfg.lookback_us, cfg.follow_us
         scoped: list[tuple[str, CaptureAction]] = []
         if verdict is not None and verdict.captures:
@@ -255,7 +262,7 @@ class Engine:
             if endpoint and any(r in reasons for r in ENDPOINT_CAPTURE_REASONS):
                 security = Trigger(trig.id, trig.offset, ("security",))
                 em.captures.append(
-                    self.shared.capture("endpoint", endpoint, ts, ts + cfg.follow_us, security)
+                    self.shared.capture("endpoint", endpoint, ts, ts + cfg.follow_us, security, not replay)
                 )
             for rule_id, action in scoped:
                 fieldname = SCOPE_FIELD[action.scope]
@@ -263,7 +270,9 @@ class Engine:
                 if value:
                     since, until = ts - int(action.lookback_s * 1e6), ts + int(action.follow_s * 1e6)
                     rule_trig = Trigger(trig.id, trig.offset, (f"rule:{rule_id}",))
-                    em.captures.append(self.shared.capture(fieldname, value, since, until, rule_trig))
+                    em.captures.append(
+                        self.shared.capture(fieldname, value, since, until, rule_trig, not replay)
+                    )
             if chunk.pending(pos) and (not reasons or st.follow_since <= ts <= st.follow_until):
                 self._emit(em, key, st, chunk, pos, all_reasons, trig, replay, verdict)
         elif st.trigger is not None and st.follow_since <= ts <= st.follow_until:
@@ -278,6 +287,51 @@ class Engine:
                     f"rule:{verdict.level_rule}" if verdict is not None and verdict.level_rule else "baseline"
                 )
                 self._emit(em, key, st, chunk, pos, [reason], None, replay, verdict)
+
+    # ---- auth failures decided on the shared log ------------------------------------------------
+    def _report_auth(self, key: str, chunk: Chunk, pos: int, rec: LogRecord, ts: int) -> None:
+        """An auth failure, for the shared log: every process counts them in the log's order, and the
+        one whose line completes a count fires (fire_reported), so it fires once for all processes."""
+        ref = line_id(chunk.line(self.topic, self.partition, pos))
+        self.reported[ref] = (key, chunk, pos, ts)
+        self.shared.outbox.append(
+            {
+                "kind": "auth",
+                "user": rec["user_id"],
+                "ts": ts,
+                "ref": ref,
+                "topic": self.topic,
+                "partition": self.partition,
+            }
+        )
+
+    def fire_reported(self, ref: str, em: Emission) -> None:
+        """The shared log says this process's auth failure `ref` completed a user's count: the trigger
+        fires on that line now, with the session's lines from lookback before it to follow after it
+        (the lines that came since are buffered), and captures its endpoint everywhere."""
+        entry = self.reported.pop(ref, None)
+        if entry is None:
+            return
+        key, chunk, pos, ts = entry
+        st = self.sessions.get(key)
+        if st is None or not st.buf:
+            return  # evicted meanwhile: counted in evicted_sessions
+        cfg = self.config
+        self.metrics.triggers += 1
+        line = chunk.line(self.topic, self.partition, pos)
+        trig = Trigger(f"t-{line_id(line)}", chunk.offset, ("auth_failures",))
+        since = ts - cfg.lookback_us
+        st.follow_since = since if st.follow_until < since else min(st.follow_since, since)
+        st.trigger = trig
+        st.follow_until = max(st.follow_until, ts + cfg.follow_us)
+        last = st.buf[-1]
+        self._emit_buffered(
+            em, key, st, last, last.count - 1, ["auth_failures"], trig, False, since, st.follow_until
+        )
+        endpoint = line.record["endpoint"]
+        if endpoint:
+            security = Trigger(trig.id, trig.offset, ("security",))
+            em.captures.append(self.shared.capture("endpoint", endpoint, ts, ts + cfg.follow_us, security))
 
     # ---- emission ----------------------------------------------------------------------------
     def _emit_buffered(
@@ -436,6 +490,10 @@ class Engine:
     def tick(self, now_us: int, idle: bool) -> Emission:
         """Wall-clock housekeeping: when the partition went quiet, close all its windows; flush summaries."""
         em = Emission()
+        if self.reported:  # the log's answer is due within a second; older ones cannot fire anymore
+            horizon = self.watermark - self.config.lookback_us
+            for ref in [r for r, entry in self.reported.items() if entry[3] < horizon]:
+                del self.reported[ref]
         if idle and self.stats.any_open():
             cfg = self.config
             horizon = max(self.watermark, now_us) + cfg.stats_grace_us + cfg.stats_window_us

@@ -1,9 +1,14 @@
-"""What the engines of one process share: captures, rules, endpoint latency baselines, the memory
-budget's count and the process-wide emission bucket."""
+"""What the engines of one process share: captures, rules, endpoint latency baselines, auth-failure
+counts, the memory budget's count and the process-wide emission bucket. With an `origin` (the worker
+runs with others), the shared part of it is also shared with every other worker process through a log
+they all read in one order: what changes here goes to `outbox`, what others changed comes back
+through Hindsight.apply_shared."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from pipeline.engine.budget import Bucket
 from pipeline.engine.model import CAPTURE_FIELDS, Capture, Trigger, WindowConfig
@@ -15,9 +20,19 @@ from pipeline.types import LogRecord
 class Shared:
     """State every partition of one process reads and writes."""
 
-    def __init__(self, config: WindowConfig, decode_line: Callable[[bytes], LogRecord] | None = None) -> None:
+    def __init__(
+        self,
+        config: WindowConfig,
+        decode_line: Callable[[bytes], LogRecord] | None = None,
+        origin: str | None = None,
+    ) -> None:
         self.config = config
         self.decode_line = decode_line  # a buffered line's encoded form back to its record
+        self.origin = origin  # this process on the shared log; None: it shares its state with nobody
+        self.outbox: list[dict[str, Any]] = []  # changes for the shared log (with an origin)
+        # a user's recent auth failures (event time), counted for the whole process (with an
+        # origin: for every process, in the shared log's order)
+        self.auth_failures: dict[str, deque[int]] = {}
         # captures by record field, then value: endpoint (security, rules), user_id and service (rules)
         self.captures: dict[str, dict[str, Capture]] = {f: {} for f in CAPTURE_FIELDS}
         self.rules = RuleSet()
@@ -32,7 +47,14 @@ class Shared:
             self._p95[endpoint] = entry[1].quantile(0.95) if entry else None
         return self._p95[endpoint]
 
-    def close_baseline(self, endpoint: str, window_start: int, sketch: LatencySketch) -> None:
+    def close_baseline(
+        self, endpoint: str, window_start: int, sketch: LatencySketch, publish: bool = True
+    ) -> None:
+        """A partition's (or another process's) part of an endpoint's closed window."""
+        if publish and self.origin is not None:
+            self.outbox.append(
+                {"kind": "baseline", "endpoint": endpoint, "window": window_start, "sketch": sketch.to_dict()}
+            )
         current = self.baselines.get(endpoint)
         if current is None or current[0] < window_start:
             merged = LatencySketch().merge(sketch)
@@ -51,8 +73,24 @@ class Shared:
                     return cap
         return None
 
-    def capture(self, fieldname: str, value: str, since: int, until: int, trig: Trigger) -> Capture:
-        """Start or extend the capture of every line with this endpoint/user/service, in all partitions."""
+    def capture(
+        self, fieldname: str, value: str, since: int, until: int, trig: Trigger, publish: bool = True
+    ) -> Capture:
+        """Start or extend the capture of every line with this endpoint/user/service, in all partitions
+        (and, with an origin and `publish`, in every other worker process)."""
+        if publish and self.origin is not None:
+            self.outbox.append(
+                {
+                    "kind": "capture",
+                    "field": fieldname,
+                    "value": value,
+                    "since": since,
+                    "until": until,
+                    "trigger_id": trig.id,
+                    "trigger_offset": trig.offset,
+                    "reasons": list(trig.reasons),
+                }
+            )
         caps = self.captures[fieldname]
         current = caps.get(value)
         if current is not None and current.until_us >= since:
@@ -60,9 +98,32 @@ class Shared:
         cap = caps[value] = Capture(fieldname, value, since, until, trig)
         return cap
 
+    def auth_failure(self, user: str, ts: int) -> bool:
+        """Count one auth failure of `user`: True when it makes auth_fail_count within the lookback
+        (the count then starts again)."""
+        fails = self.auth_failures.get(user)
+        if fails is None:
+            fails = self.auth_failures[user] = deque()
+        fails.append(ts)
+        horizon = ts - self.config.lookback_us
+        while fails and fails[0] < horizon:
+            fails.popleft()
+        if len(fails) >= self.config.auth_fail_count:
+            fails.clear()
+            return True
+        return False
+
+    def take_outbox(self) -> list[dict[str, Any]]:
+        """The changes for the shared log since the last call."""
+        out, self.outbox = self.outbox, []
+        return out
+
     def expire_captures(self, now_us: int) -> None:
         """Forget captures that ended (event time) a follow period ago, so their lines take the fast path."""
         horizon = now_us - self.config.follow_us
         for caps in self.captures.values():
             for value in [v for v, c in caps.items() if c.until_us < horizon]:
                 del caps[value]
+        oldest = now_us - self.config.lookback_us
+        for user in [u for u, fails in self.auth_failures.items() if not fails or fails[-1] < oldest]:
+            del self.auth_failures[user]

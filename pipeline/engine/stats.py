@@ -140,7 +140,7 @@ class WindowStats:
         for win_key in [k for k in self.endpoints if k[0] <= limit]:
             stats = self.endpoints.pop(win_key)
             win, endpoint = win_key
-            self.shared.close_baseline(endpoint, win, stats.sketch)
+            self.shared.close_baseline(endpoint, win, stats.sketch, not replay)
             if not replay:
                 em.stats.append(
                     {

@@ -8,8 +8,6 @@ user's repeated 401/403 within the lookback).
 
 from __future__ import annotations
 
-from collections import deque
-
 from pipeline.engine.buffers import Session
 from pipeline.engine.model import LEVEL_VALUE, WindowConfig
 from pipeline.engine.shared import Shared
@@ -20,12 +18,15 @@ ENDPOINT_CAPTURE_REASONS = ("security", "auth_failures")
 
 
 class Triggers:
-    """The triggers of one partition (auth failures are counted per partition)."""
+    """The triggers of one partition (auth failures are counted for the process, or for all of them
+    through the shared log)."""
 
     def __init__(self, config: WindowConfig, shared: Shared) -> None:
         self.config = config
         self.shared = shared
-        self.auth_failures: dict[str, deque[int]] = {}
+        # set by reasons() when this line is an auth failure to report to the shared log: whether it
+        # fires is decided there, once for all processes (Hindsight.apply_shared)
+        self.auth_to_report = False
         # A line below all of these gates cannot trigger.
         self.level_gate = config.trigger_level.value
         self.latency_gate = min(config.latency_floor_ms, config.slow_session_p95_ms)
@@ -89,11 +90,8 @@ class Triggers:
             reasons.append("security")
         user = rec["user_id"]
         if status in cfg.auth_fail_status and user:
-            fails = self.auth_failures.setdefault(user, deque())
-            fails.append(ts)
-            while fails and fails[0] < ts - cfg.lookback_us:
-                fails.popleft()
-            if len(fails) >= cfg.auth_fail_count:
-                fails.clear()
+            if self.shared.origin is not None:
+                self.auth_to_report = True
+            elif self.shared.auth_failure(user, ts):
                 reasons.append("auth_failures")
         return reasons
