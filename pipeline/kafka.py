@@ -76,6 +76,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "max.message.bytes": max_bytes,
             },
         ),
+        # Worker processes' shared state, as a log of changes: one partition, so every worker reads
+        # them in the same order (auth failures fire once because of it); kept beyond lookback + follow.
+        TopicSpec(
+            settings.shared_topic,
+            1,
+            {"retention.ms": str(settings.shared_retention_ms), "cleanup.policy": "delete"},
+        ),
         # Rules are state: the latest value per rule id wins, a tombstone deletes it.
         TopicSpec(
             settings.rules_topic,

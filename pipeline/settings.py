@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         default="logs.sessions",
         description="Canonical lines re-keyed by session (ingest writes, worker reads).",
     )
+    shared_topic: str = Field(
+        default="hindsight.shared",
+        description="State every worker process shares (captures, auth-failure counts, latency baselines): "
+        "one partition, each worker writes its changes and reads everyone's in order.",
+    )
+    shared_retention_ms: int = Field(
+        default=3600 * 1000,
+        ge=60_000,
+        description="Retention of the shared-state topic: at least lookback + follow (new workers read it).",
+    )
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics created by log-hindsight.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
     raw_retention_ms: int = Field(
@@ -405,6 +415,7 @@ class Settings(BaseSettings):
             "rules_topic": f"{prefix}.{self.rules_topic}",
             "stats_topic": f"{prefix}.{self.stats_topic}",
             "sessions_topic": f"{prefix}.{self.sessions_topic}",
+            "shared_topic": f"{prefix}.{self.shared_topic}",
             "app_id": f"{self.app_id}-{prefix}",
             "ingest_group": f"{self.ingest_group}-{prefix}",
             "sink_group": f"{self.sink_group}-{prefix}",

@@ -22,6 +22,7 @@ from pipeline.wire.deadletter import dlq_headers
 from pipeline.worker.metrics import WorkerCollector
 from pipeline.worker.processor import Outcome, RawProcessor, tune_gc
 from pipeline.worker.rebuild import read_back
+from pipeline.worker.sharedlog import SharedLog
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
-def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
-    """Build the Faust app and its agent; the processor is returned for inspection."""
+def create_app(settings: Settings) -> tuple[faust.App, RawProcessor, SharedLog]:
+    """Build the Faust app and its agent, with the processor and the shared-state log (not started)."""
     datadir = settings.home / "faust" / settings.app_id  # not "<app_id>-data" in the working directory
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -91,8 +92,18 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
     curated = app.topic(settings.curated_topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     stats = app.topic(settings.stats_topic, key_type=bytes, value_type=bytes)
-    processor = RawProcessor(settings)
+    shared_log = SharedLog(settings)
+    processor = RawProcessor(settings, shared_log.origin)
     warm: set[int] = set()
+
+    async def share() -> None:
+        """Publish what changed here; apply what every process changed (captures opened elsewhere
+        emit this process's lines of them; an auth-failure count completed by a line here fires)."""
+        shared_log.publish(processor.outbox())
+        changes = shared_log.drain()
+        if changes:
+            await send(processor.apply_shared(changes))
+            shared_log.publish(processor.outbox())
 
     async def rebuild(partition: int, offset: int, timestamp_s: float | None) -> None:
         """Before a newly assigned partition's first message: replay its recent past
@@ -129,6 +140,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
                 await rebuild(msg.partition, msg.offset, msg.timestamp)
             outcome = processor.handle(msg.topic, msg.partition, msg.offset, event.value)
             await send(outcome)
+            await share()
             for rej in outcome.rejected:
                 await dlq.send(
                     key=msg.key,
@@ -151,6 +163,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         await send(processor.tick(time.time_ns() // 1000))
 
     app.timer(1.0)(tick)
+    app.timer(0.2)(share)  # while no message comes, changes of other processes still apply
 
     evicted_before = [0]
 
@@ -182,7 +195,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor]:
         )
 
     app.timer(30.0)(report)
-    return app, processor
+    return app, processor, shared_log
 
 
 def start_rules(settings: Settings, processor: RawProcessor) -> RuleReader:
@@ -213,7 +226,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # ~25% less per-message overhead in Faust
     except ImportError:
         log.info("uvloop not installed; using asyncio's default event loop")
-    app, processor = create_app(settings)
+    app, processor, shared_log = create_app(settings)
     log.info("worker starting app_id=%s window_engine=%s", settings.app_id, engine.NATIVE)
     lag = LagCache(
         settings.app_id,
@@ -222,6 +235,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     )
     serve(settings, WorkerCollector(processor, lag))
     start_rules(settings, processor)
+    shared_log.start()
+    if not shared_log.ready.wait(30):
+        log.warning(
+            "shared state topic not read within 30 s; starting anyway topic=%s", settings.shared_topic
+        )
     tune_gc(settings.worker_gc_threshold)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

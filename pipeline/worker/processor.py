@@ -72,12 +72,13 @@ class RawProcessor:
     """Decodes raw messages and feeds the session windows; counts dead letters. Its edge: handle,
     tick, drop, set_rules and stats; nobody reaches into the windows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, origin: str | None = None) -> None:
+        """`origin`: this process on the shared-state topic (None: it shares state with nobody)."""
         registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
         self.decoder = RawDecoder(settings.max_record_bytes, registry)
         self.sessions_topic = settings.sessions_topic
         self.dedup = OriginDedup()  # repeats of canonical lines after an ingest restart
-        self._windows = Hindsight(window_config(settings), decode_line)
+        self._windows = Hindsight(window_config(settings), decode_line, origin)
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
         self.raw_messages = 0
@@ -151,6 +152,15 @@ class RawProcessor:
                 out.curated.setdefault(key, []).extend(rows)
             out.stats.extend(got.stats)
         return out
+
+    def outbox(self) -> list[dict[str, Any]]:
+        """Changes of the shared state made here since the last call, for the shared-state topic."""
+        return self._windows.take_outbox()
+
+    def apply_shared(self, changes: list[dict[str, Any]]) -> Outcome:
+        """Changes read from the shared-state topic, in its order: what they emit here."""
+        emission = self._windows.apply_shared(changes)
+        return Outcome(emission.curated, emission.stats)
 
     def tick(self, now_us: int) -> Outcome:
         """Wall-clock housekeeping (about once a second): idle windows close, summaries go out."""

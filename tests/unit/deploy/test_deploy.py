@@ -90,7 +90,7 @@ def test_kustomize_builds_and_the_output_validates() -> None:
         ["kubectl", "kustomize", str(K8S / "strimzi")], capture_output=True, check=True, timeout=60
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    assert len(docs) == 16  # with the logs.sessions topic and the ingest Deployment
+    assert len(docs) == 17  # with the logs.sessions and hindsight.shared topics and the ingest Deployment
     for doc in docs:
         if doc["kind"] == "KafkaTopic":
             continue
