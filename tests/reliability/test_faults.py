@@ -281,3 +281,59 @@ def group_owns(settings: Settings, group_id: str, topic: str) -> bool:
         if tp.topic == topic
     }
     return str(group.state).endswith("STABLE") and assigned == set(range(settings.partitions))
+
+
+def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settings, tmp_path: Path) -> None:
+    """Each time the worker is killed, at least 15 s of event time is published before it restarts:
+    it rebuilds partitions lazily as the backlog's fetches reach them, while security captures reopened
+    by a rebuild cross into partitions already live (the case a staggered rebuild used to lose)."""
+    settings = ns.model_copy(
+        update={
+            "partitions": 4,
+            "worker_session_timeout_s": 6.0,
+            "key_budget_lps": 1e6,
+            "global_budget_lps": 1e7,
+        }
+    )
+    work = incident_workload(
+        sessions=120, lookback_s=settings.lookback_s, follow_s=settings.follow_s, span_s=55.0, seed=17
+    )
+    assert sum(i.kind == "security" for i in work.injected) >= 2
+    t_first = work.lines[0]["timestamp"]
+    rng = random.Random(9)
+    kills = sorted(rng.sample(range(5, 35), 3))  # event seconds; each followed by >= 15 s of backlog
+    with pipeline_running(settings, tmp_path / "logs") as children:
+        publisher = Publisher(settings)
+        sent = 0
+
+        def publish_until(until_s: float) -> None:
+            nonlocal sent
+            while sent < len(work.lines) and work.lines[sent]["timestamp"] - t_first < until_s * 1e6:
+                publisher.publish(work.lines[sent])
+                sent += 1
+            assert publisher.flush(30) == 0
+
+        last_kill = -15.0
+        for n, kill_s in enumerate(kills):
+            at = max(float(kill_s), last_kill + 15)
+            publish_until(at)
+            time.sleep(rng.uniform(0.5, 3.0))  # the worker at work on it: mid-batch, mid-commit or idle
+            children[0].proc.send_signal(signal.SIGKILL)
+            children[0].proc.wait(10)
+            publish_until(at + 15)  # the backlog the next worker finds
+            time.sleep(1.0)  # ingest moves it to logs.sessions
+            children[0] = start_child(
+                f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
+            )
+            last_kill = at + 15
+        publish_until(1e9)
+        eventually(
+            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
+            150,
+            "every line",
+        )
+        time.sleep(3)
+        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
+    got = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
+    assert len(got) == len(set(got)), "duplicate rows after dedup"
+    assert set(got) == work.expected
