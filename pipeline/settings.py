@@ -163,11 +163,11 @@ class Settings(BaseSettings):
     )
     session_max_bytes: int = Field(default=1_048_576, ge=1024, description="Most bytes buffered per session.")
     memory_budget_mb: int = Field(
-        default=1024,
+        default=1536,
         ge=1,
         description="Buffer memory of one worker process; least recently active sessions are evicted "
-        "beyond it. A buffered line costs its canonical JSON size plus ~180 B (~730 B for a 540 B line), "
-        "so the default holds a 60 s lookback at 20k lines/s.",
+        "beyond it. A buffered line costs its canonical JSON size plus ~180 B (~720 B for a 540 B line) "
+        "and stays lookback + 10 s, so the default holds a 60 s lookback at 20k lines/s with room.",
     )
     latency_floor_ms: float = Field(
         default=1000.0, ge=0, description="Latency spike: never below this latency."

@@ -20,6 +20,9 @@ ENTRY_OVERHEAD = 1600
 # its slot in the chunk's list, its timestamp (an int and a slot), and its share of the chunk and
 # of its session's statistics (tracemalloc: 726 B per line of 540 encoded, 1.35x; it was 1.7 KB).
 COMPACT_OVERHEAD = 180
+# How much longer than the lookback a quiet session is kept (event time): lines of one session
+# from several producers arrive a few seconds out of order.
+SWEEP_MARGIN_US = 10_000_000
 
 
 class Chunk:
@@ -282,6 +285,25 @@ class Buffers:
                 if not buf or buf[0] is not chunk:
                     break
             return
+
+    def sweep(self, now_us: int) -> int:
+        """Forget sessions quiet for longer than the lookback (and SWEEP_MARGIN_US for lines arriving
+        out of order) that are not in a follow-up or awaiting a summary: a trigger can no longer reach
+        their lines, and a session seen once (most of them) would otherwise hold its lines until the
+        memory budget evicted it, as if it were a loss. Least recently active first, so this stops at
+        the first recent session. Returns the lines forgotten (not counted as evicted)."""
+        horizon = now_us - self.config.lookback_us - SWEEP_MARGIN_US
+        sessions, suppressed = self.sessions, self.suppressed
+        lines = 0
+        while sessions:
+            key, st = next(iter(sessions.items()))
+            newest = st.buf[-1].max_ts if st.buf else 0
+            if newest >= horizon or st.follow_until >= now_us or key in suppressed:
+                break
+            del sessions[key]
+            lines += st.lines
+            self.shared.buffered_bytes -= st.bytes
+        return lines
 
     def drop(self) -> None:
         """Forget every session (the partition was revoked): its memory returns to the budget."""

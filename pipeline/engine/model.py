@@ -21,7 +21,7 @@ class WindowConfig:
     follow_us: int = 30_000_000
     session_max_lines: int = 2000
     session_max_bytes: int = 1_048_576
-    memory_budget_bytes: int = 1024 * 1_048_576
+    memory_budget_bytes: int = 1536 * 1_048_576
     max_sessions: int = 100_000
     trigger_level: Level = Level.ERROR
     baseline_level: Level = Level.WARN

@@ -494,6 +494,7 @@ class Engine:
             horizon = self.watermark - self.config.lookback_us
             for ref in [r for r, entry in self.reported.items() if entry[3] < horizon]:
                 del self.reported[ref]
+        self.buffers.sweep(self.watermark)
         if idle and self.stats.any_open():
             cfg = self.config
             horizon = max(self.watermark, now_us) + cfg.stats_grace_us + cfg.stats_window_us

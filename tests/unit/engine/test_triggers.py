@@ -362,3 +362,21 @@ def test_a_slow_session_decided_on_a_later_line_keeps_the_slow_lines_window() ->
         ],
     )
     assert got["s"] == [("slow", ("slow_session",)), ("before it, arriving late", ("slow_session",))]
+
+
+def test_sessions_quiet_beyond_the_lookback_are_forgotten_at_tick_not_evicted() -> None:
+    """A session seen once holds lines no trigger can reach after lookback (+10 s for disorder): the
+    tick forgets it, so the memory budget is not spent on it and nothing counts as evicted."""
+    feed = Feed()
+    hs = new_hindsight(WindowConfig(lookback_us=10 * S, follow_us=30 * S))
+    process(hs, [feed("old", 0), feed("old", 1)])
+    process(hs, [feed("following", 2, level="ERROR", message="boom")])  # follow-up until t=32
+    process(hs, [feed("recent", 15)])
+    process(hs, [feed("now", 25)])
+    before = hs.shared.buffered_bytes
+    hs.tick(T0 + 25 * S)  # horizon: 25 - 10 - 10 = 5 s
+    eng = next(iter(hs.engines.values()))
+    assert list(eng.sessions) == ["following", "recent", "now"]
+    assert hs.metrics.evicted_sessions == 0 and hs.metrics.evicted_lines == 0
+    assert 0 < hs.shared.buffered_bytes < before
+    assert hs.buffered_lines() == 3
