@@ -6,7 +6,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined,unused-ignore]  # typed from 2.13
 
 from pipeline.errors import BrokerUnavailable
@@ -196,3 +203,10 @@ def group_lag(settings: Settings, group: str, topic: str, timeout_s: float = 5.0
     return {
         p: max(0, latest[p] - (committed[p] if committed.get(p, -1) >= 0 else earliest[p])) for p in latest
     }
+
+
+def record_time_us(msg: Message) -> int | None:
+    """A record's Kafka timestamp in microseconds (None if it has none): the time of a line that
+    carries none, the same on every read (ingest, replay, archive), so a line keeps one identity."""
+    kind, ms = msg.timestamp()
+    return ms * 1000 if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else None

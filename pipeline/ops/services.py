@@ -19,7 +19,7 @@ from pipeline.api.base import Limits
 from pipeline.api.otlp import OtlpCollector
 from pipeline.api.query import QueryServer
 from pipeline.errors import DecodeError
-from pipeline.kafka import ensure_topics, group_lag
+from pipeline.kafka import ensure_topics, group_lag, record_time_us
 from pipeline.metrics import LagCache, serve
 from pipeline.settings import Settings
 from pipeline.store.client import server_token
@@ -140,7 +140,7 @@ def run_archive(settings: Settings, stop: threading.Event | None = None) -> None
     decoder = RawDecoder(settings.max_record_bytes)
 
     def decode(msg: Any) -> list[RawLine]:
-        records, errors = decoder.decode(msg.value())
+        records, errors = decoder.decode(msg.value(), record_time_us(msg))
         if not records and errors:
             raise errors[0][1]  # the whole message is unusable: the runner dead-letters it
         # bad elements are dead-lettered by the worker already

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from pipeline.errors import ConfigError
+from pipeline.kafka import record_time_us
 from pipeline.settings import Settings
 from pipeline.types import LogRecord
 from pipeline.wire.raw import RawDecoder, Where, good_positions
@@ -120,10 +121,10 @@ def scan_raw(
                     progress(1)
                 if where is not None:
                     # lines the selection rejects are never built (nor, on canonical JSON, turned into dicts)
-                    kept, positions, lines = decoder.decode_where(msg.value(), where)
+                    kept, positions, lines = decoder.decode_where(msg.value(), where, record_time_us(msg))
                     yield ScannedMessage(partition, offset, kept, positions, lines)
                     continue
-                records, errors = decoder.decode(msg.value())
+                records, errors = decoder.decode(msg.value(), record_time_us(msg))
                 if records:
                     yield ScannedMessage(
                         partition, offset, records, good_positions(records, errors), len(records)

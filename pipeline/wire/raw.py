@@ -206,7 +206,9 @@ class RawDecoder:
         ]
         return mapped.records, errors
 
-    def decode_where(self, value: bytes | None, where: Where) -> tuple[list[LogRecord], list[int], int]:
+    def decode_where(
+        self, value: bytes | None, where: Where, timestamp_us: int | None = None
+    ) -> tuple[list[LogRecord], list[int], int]:
         """Only the lines `where` selects, with their positions, and how many usable lines the message
         held; unusable lines are left out (a scan reads what the worker already dead-lettered). On
         canonical JSON the test runs on msgspec's structs: lines that do not match never become dicts."""
@@ -221,9 +223,10 @@ class RawDecoder:
                 picked = [(i, item) for i, item in enumerate(items) if keep(item)]
                 if not picked:
                     return [], [], len(items)
-                records = _records_of((item for _, item in picked), time.time_ns() // 1000)
+                now_us = timestamp_us if timestamp_us is not None else time.time_ns() // 1000
+                records = _records_of((item for _, item in picked), now_us)
                 return records, [i for i, _ in picked], len(items)
-        all_records, errors = self.decode(value)
+        all_records, errors = self.decode(value, timestamp_us)
         positions = good_positions(all_records, errors)
         test = where.dict_test()
         kept = [(rec, pos) for rec, pos in zip(all_records, positions, strict=True) if test(rec)]

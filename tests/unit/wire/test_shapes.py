@@ -198,3 +198,22 @@ def test_iso_times_convert_to_the_exact_microsecond() -> None:
     # through a float of seconds, about 1 in 85 microsecond times came out one microsecond early
     assert to_micros("2004-08-18T21:38:28.398913+00:00") == 1_092_865_108_398_913
     assert to_micros("2040-02-17T09:48:42.249860Z") == 2_213_084_922_249_860
+
+
+def test_a_line_without_a_time_takes_the_records_time_on_every_path() -> None:
+    """Ingest, replay scans and the archive pass the Kafka record's timestamp: a line that carries no
+    time gets the same one on every read, so it keeps one identity in the store."""
+    from pipeline.wire.raw import RawDecoder, Where
+
+    value = b'{"service":"s","level":"INFO","message":"no time","session_id":"a"}'
+    record_us = 1_790_000_000_123_000
+    decoder = RawDecoder(1 << 20)
+    [rec], _ = decoder.decode(value, record_us)
+    assert rec["timestamp"] == record_us
+    kept, positions, lines = decoder.decode_where(
+        value, Where(record_us - 1, record_us + 1, (("session_id", "a"),)), record_us
+    )
+    assert [r["timestamp"] for r in kept] == [record_us] and positions == [0] and lines == 1
+    canonical = b'{"timestamp":1790000000000001,"service":"s","level":"INFO","message":"m","session_id":"a"}'
+    kept, _, _ = decoder.decode_where(canonical, Where(0, 2**62, ()), record_us)
+    assert kept[0]["observed_timestamp"] == record_us  # a line's own time wins; observed is the record's
