@@ -13,7 +13,7 @@ import orjson
 from pipeline.errors import BrokerUnavailable
 from pipeline.replay.rawscan import scan_raw
 from pipeline.rules.compiled import compile_rule
-from pipeline.rules.model import Rule, validate_rule
+from pipeline.rules.model import Rule, RuleError, validate_rule
 from pipeline.rules.store import RuleReader, RuleStore
 from pipeline.settings import Settings
 from pipeline.types import session_key
@@ -33,6 +33,9 @@ def add_rule(settings: Settings, data: Any) -> Rule:
 
 
 def remove_rule(settings: Settings, rule_id: str) -> None:
+    """Delete a rule (a tombstone); RuleError if there is no rule with that id."""
+    if rule_id not in {r.id for r in list_rules(settings)}:
+        raise RuleError([("id", f"no rule {rule_id!r}; `hindsight rules list` shows the rules in force")])
     RuleStore(settings).delete(rule_id)
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -199,6 +200,9 @@ def _rules(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.store.query import parse_duration
 
     try:
+        if args.action in ("add", "validate", "dry-run", "rm") and args.target is None:
+            what = "a rule id" if args.action == "rm" else "a rule file, or - to read it from stdin"
+            raise RuleError([("(args)", f"rules {args.action} needs {what}")])
         if args.action == "validate":
             rule = control.check_rule(settings, _read_json(args.target))
             print(json.dumps({"valid": True, "id": rule.id}) if args.json else f"{rule.id}: valid")
@@ -219,9 +223,17 @@ def _rules(args: argparse.Namespace, settings: Settings) -> int:
             rules = control.list_rules(settings)
             if args.json:
                 print(json.dumps([r.model_dump(mode="json") for r in rules]))
+            now = datetime.now(UTC)
             for r in [] if args.json else rules:
-                state = "on " if r.enabled else "off"
-                print(f"{r.priority:>6}  {state}  {r.id:<32} {r.description}")
+                if not r.enabled:
+                    state = "off"
+                elif r.active_until is not None and r.active_until <= now:
+                    state = "expired"
+                elif r.active_from is not None and r.active_from > now:
+                    state = "later"
+                else:
+                    state = "on"
+                print(f"{r.priority:>6}  {state:<7}  {r.id:<32} {r.description}")
         elif args.action == "dry-run":
             from tqdm import tqdm
 
@@ -377,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rules", help="Capture rules: add FILE, list, rm ID, validate FILE, dry-run FILE.")
     p.add_argument("action", choices=["add", "list", "rm", "validate", "dry-run"])
-    p.add_argument("target", nargs="?", default="-", help="Rule JSON file (- for stdin), or the id for rm.")
+    p.add_argument("target", nargs="?", default=None, help="Rule JSON file (- for stdin), or the id for rm.")
     p.add_argument("--since", default="24h", help="dry-run: how far back to evaluate (e.g. 24h).")
     p.add_argument("--json", action="store_true", help="Machine-readable output.")
     p.set_defaults(func=_rules)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from datetime import time as dtime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -272,7 +272,11 @@ def validate_rule(data: Any, custom_allow: Iterable[str] = ()) -> Rule:
         for err in exc.errors(include_url=False):
             # pydantic puts the member of a union it tried into the path; hide the type names
             loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_MEMBERS)]
-            problem = (_path(loc), str(err["msg"]).removeprefix("Value error, "))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                allowed = _fields_at(loc[:-1])
+                msg = f"unknown field; allowed here: {', '.join(allowed)}" if allowed else "unknown field"
+            problem = (_path(loc), msg)
             if problem not in problems:
                 problems.append(problem)
 
@@ -284,6 +288,30 @@ def validate_rule(data: Any, custom_allow: Iterable[str] = ()) -> Rule:
 
         problems = [(path, msg) for path, msg in problems if not union_noise(path, msg)]
         raise RuleError(problems) from None
+
+
+def _fields_at(loc: Sequence[int | str]) -> list[str]:
+    """The field names of the rule's object at `loc` (for "unknown field" errors), or []."""
+    model: type[BaseModel] = Rule
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        inner = _model_of(info.annotation) if info is not None else None
+        if inner is None:
+            return []
+        model = inner
+    return sorted(model.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 _UNION_MEMBERS = {"str", "StrMatch", "list[str]", "bool", "float", "int", "function-after[_one(), StrMatch]"}

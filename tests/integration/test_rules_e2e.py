@@ -223,6 +223,25 @@ def test_rules_cli_validate_add_list_rm(control: Settings, tmp_path: Any) -> Non
     assert "cli-rule" in {r["id"] for r in listed}
     assert cli("rm", "cli-rule").returncode == 0
     assert "cli-rule" not in {r["id"] for r in json.loads(cli("list", "--json").stdout)}
+    # an unknown id is an error, not "deleted"; add without a file does not wait on stdin
+    out = cli("rm", "cli-rule")
+    assert out.returncode == 1 and "no rule 'cli-rule'" in out.stderr
+    out = cli("add")
+    assert out.returncode == 1 and "a rule file, or - to read it from stdin" in out.stderr
+    # field names the README's readers guess get the allowed ones listed
+    guessed = tmp_path / "guessed.json"
+    guessed.write_text(json.dumps({"id": "g", "actions": {"capture": {"lookback": 60, "follow": 30}}}))
+    out = cli("validate", str(guessed))
+    assert out.returncode == 1
+    assert "actions.capture.lookback: unknown field; allowed here: follow_s, lookback_s, scope" in out.stderr
+    # a rule whose time window ended is listed as expired, not on
+    ended = tmp_path / "ended.json"
+    ended.write_text(
+        json.dumps({"id": "ended", "active_until": "2020-01-01T00:00:00+00:00", "actions": {"stats": True}})
+    )
+    assert cli("add", str(ended)).returncode == 0
+    [row] = [ln for ln in cli("list").stdout.splitlines() if " ended " in f"{ln} "]
+    assert row.split()[1] == "expired"
 
 
 def test_dry_run_reports_what_a_rule_would_match_in_raw_history(control: Settings) -> None:

@@ -79,7 +79,7 @@ def kept(hs: Hindsight, lines: list[RawLine]) -> dict[str, dict[str, Any]]:
         (
             {"id": "r", "match": {"any": [{"colour": "red"}]}, "actions": {"stats": True}},
             "match.any.0.colour",
-            "Extra inputs",
+            "unknown field; allowed here: attributes, custom, endpoint, latency_ms_gt, level_gte,",
         ),
         (
             {"id": "r", "match": {"all": [{"custom": "os:system"}]}, "actions": {"stats": True}},
@@ -377,3 +377,11 @@ def test_level_rules_from_a_dynamic_level_answer() -> None:
         level_rules({"default": "LOUD"})
     with pytest.raises(RuleError):
         level_rules({"servics": {}})
+
+
+def test_an_unknown_field_lists_the_allowed_ones_where_it_is() -> None:
+    with pytest.raises(RuleError) as caught:
+        validate_rule({"id": "g", "bogus": 1, "actions": {"capture": {"lookback": 60}}})
+    problems = dict(caught.value.problems)
+    assert problems["actions.capture.lookback"] == "unknown field; allowed here: follow_s, lookback_s, scope"
+    assert problems["bogus"].startswith("unknown field; allowed here: actions, active_from, active_until")
