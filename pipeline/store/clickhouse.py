@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ def open_client(settings: Settings) -> Client:
             )
         path = settings.store_path
         path.mkdir(parents=True, exist_ok=True)
+        _hold_store(path.resolve())
         return clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
     except ClickHouseError as exc:
         text = str(exc)
@@ -51,6 +54,32 @@ def open_client(settings: Settings) -> Client:
         if isinstance(exc, OperationalError):
             raise RetryableSinkError(f"ClickHouse unreachable: {text.splitlines()[0]}") from exc
         raise ConfigError(f"cannot open ClickHouse: {text.splitlines()[0]}") from exc
+
+
+_HELD: dict[Path, int] = {}  # embedded stores this process holds: path -> lock file descriptor
+
+
+def _hold_store(path: Path) -> None:
+    """Take the embedded store for this process, or StoreBusy naming the process that holds it.
+
+    chDB allows one process per data folder; a second one fails deep inside chDB after printing its
+    internals. A lock file of our own (with the holder's PID) fails first, with a clear answer."""
+    if path in _HELD:
+        return
+    lock = path / "hindsight.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StoreBusy(
+            f"the embedded store {path} is held by another process (PID {holder}), most likely a "
+            "running sink: it answers queries on its query API (HINDSIGHT_QUERY_PORT)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD[path] = fd  # held until the process exits
 
 
 def tls_options(settings: Settings) -> dict[str, Any]:
