@@ -54,7 +54,13 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     if server is not None:
         server.start()
     _stop_on_signal_or_event(runners, stop)
-    log.info("sink running sink=%s group=%s topic=%s", name, runner.group, settings.curated_topic)
+    log.info(
+        "sink ready sink=%s group=%s topic=%s query_api=%s",
+        name,
+        runner.group,
+        settings.curated_topic,
+        settings.query_url if server is not None else "none",
+    )
     helpers = [threading.Thread(target=r.run, name=f"sink-{r.topic}", daemon=True) for r in runners[1:]]
     for thread in helpers:
         thread.start()

@@ -159,6 +159,14 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor, SharedLog]:
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
+    async def on_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        assigned: set[Any] = kwargs.get("assigned") or (args[0] if args else set())
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.sessions_topic)
+        log.info("worker ready topic=%s partitions=%s shared_origin=%s", settings.sessions_topic, mine,
+                 shared_log.origin)  # fmt: skip
+
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
     async def tick() -> None:
         await send(processor.tick(time.time_ns() // 1000))
 

@@ -99,6 +99,13 @@ def test_two_workers_share_captures_and_auth_failure_counts(ns: Settings, tmp_pa
             return owned if len(owned) == 2 and all(owned) else None
 
         owners = eventually(two_owners, 90, "two workers")
+        # each process says when it is ready, and the workers name their partitions
+        logs = {c.name: c.log_file for c in children}
+        eventually(lambda: "sink ready" in logs["sink"].read_text() or None, 30, "the sink's ready line")
+        for name in ("worker", "worker2"):
+            eventually(
+                lambda n=name: "worker ready" in logs[n].read_text() or None, 30, f"{name}'s ready line"
+            )
         publisher = Publisher(settings)
         for r in first:
             publisher.publish(r)
