@@ -5,6 +5,7 @@ fire once. The stored set equals the ground truth."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,12 @@ def test_two_workers_share_captures_and_auth_failure_counts(ns: Settings, tmp_pa
         # each process says when it is ready, and the workers name their partitions
         logs = {c.name: c.log_file for c in children}
         eventually(lambda: "sink ready" in logs["sink"].read_text() or None, 30, "the sink's ready line")
+
+        def ready(name: str) -> bool | None:
+            return "worker ready" in logs[name].read_text() or None
+
         for name in ("worker", "worker2"):
-            eventually(
-                lambda n=name: "worker ready" in logs[n].read_text() or None, 30, f"{name}'s ready line"
-            )
+            eventually(partial(ready, name), 30, f"{name}'s ready line")
         publisher = Publisher(settings)
         for r in first:
             publisher.publish(r)
