@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base.runner import SinkRunner
-from pipeline.kafka import ensure_topics
+from pipeline.kafka import ensure_topics, group_lag
 from pipeline.ops.demo import start_child, wait_until
 from pipeline.ops.stack import LocalBroker
 from pipeline.ops.workload import incident_workload
@@ -313,11 +313,34 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
                 sent += 1
             assert publisher.flush(30) == 0
 
+        def progress() -> int:
+            """Offsets of logs.sessions the worker group committed (all partitions)."""
+            consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id})
+            try:
+                parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
+                return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+            finally:
+                consumer.close()
+
         last_kill = -15.0
         for n, kill_s in enumerate(kills):
             at = max(float(kill_s), last_kill + 15)
+            # the kill must hit a worker at work: it owns every partition and commits what it reads
+            eventually(
+                lambda: group_owns(settings, settings.app_id, settings.sessions_topic) or None,
+                90,
+                f"worker {n + 1} owning every partition",
+            )
+            before = progress()
             publish_until(at)
-            time.sleep(rng.uniform(0.5, 3.0))  # the worker at work on it: mid-batch, mid-commit or idle
+
+            def advanced(since: int = before) -> bool | None:
+                return progress() > since or None
+
+            eventually(advanced, 60, f"worker {n + 1} committing progress")
+            time.sleep(rng.uniform(0.0, 1.0))  # mid-batch, mid-commit or idle
+            lag = sum(group_lag(settings, settings.app_id, settings.sessions_topic).values())
+            print(f"kill {n + 1} at event {at:.0f} s: owns all partitions, committed {progress()}, lag {lag}")
             children[0].proc.send_signal(signal.SIGKILL)
             children[0].proc.wait(10)
             publish_until(at + 15)  # the backlog the next worker finds
