@@ -301,7 +301,8 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
     assert sum(i.kind == "security" for i in work.injected) >= 2
     t_first = work.lines[0]["timestamp"]
     rng = random.Random(9)
-    kills = sorted(rng.sample(range(5, 35), 3))  # event seconds; each followed by >= 15 s of backlog
+    # event seconds of the kills, each followed by 15 s of backlog, and new lines before the next one
+    kills = [8 + rng.uniform(0, 1), 25 + rng.uniform(0, 1), 42 + rng.uniform(0, 1)]
     with pipeline_running(settings, tmp_path / "logs") as children:
         publisher = Publisher(settings)
         sent = 0
@@ -322,9 +323,7 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
             finally:
                 consumer.close()
 
-        last_kill = -15.0
-        for n, kill_s in enumerate(kills):
-            at = max(float(kill_s), last_kill + 15)
+        for n, at in enumerate(kills):
             # the kill must hit a worker at work: it owns every partition and commits what it reads
             eventually(
                 lambda: group_owns(settings, settings.app_id, settings.sessions_topic) or None,
@@ -348,7 +347,6 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
             children[0] = start_child(
                 f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
             )
-            last_kill = at + 15
         publish_until(1e9)
         eventually(
             lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
