@@ -20,12 +20,13 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from datetime import time as dtime
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -35,9 +36,21 @@ from pydantic import (
 )
 
 from pipeline.errors import HindsightError
-from pipeline.types import Level
+from pipeline.types import LEVEL_ALIASES, Level
 
-LevelName = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+def _level_name(value: object) -> object:
+    """A level name as every other place takes it (any case, aliases such as WARNING or CRITICAL)."""
+    if isinstance(value, str):
+        name = value.strip().upper()
+        return LEVEL_ALIASES.get(name, name)
+    return value
+
+
+# stored and shown by its canonical name; given by any name the CLI and the wire formats accept
+LevelName = Annotated[
+    Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"], BeforeValidator(_level_name)
+]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RULE_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"

@@ -385,3 +385,13 @@ def test_an_unknown_field_lists_the_allowed_ones_where_it_is() -> None:
     problems = dict(caught.value.problems)
     assert problems["actions.capture.lookback"] == "unknown field; allowed here: follow_s, lookback_s, scope"
     assert problems["bogus"].startswith("unknown field; allowed here: actions, active_from, active_until")
+
+
+def test_level_names_are_taken_as_everywhere_else() -> None:
+    """`--level WARNING` works in queries and the wire formats take aliases: rules take them too."""
+    rule = validate_rule(
+        {"id": "w", "match": {"all": [{"level_gte": "warning"}]}, "actions": {"level": "CRITICAL"}}
+    )
+    assert rule.match.all[0].level_gte == "WARN" and rule.actions.level == "FATAL"
+    with pytest.raises(RuleError, match="level_gte"):
+        validate_rule({"id": "w", "match": {"all": [{"level_gte": "LOUD"}]}, "actions": {"stats": True}})
