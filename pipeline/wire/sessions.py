@@ -59,12 +59,16 @@ def with_origin(value: bytes, topic: str, partition: int, offset: int, observed_
     return head + value[1:]
 
 
-def decode_sessions(value: bytes | None) -> list[LogRecord]:
-    """A logs.sessions value as records (origin fields included); DecodeError if it is not one."""
+def decode_lines(value: bytes | None) -> list[_Line]:
+    """A logs.sessions value as validated lines (structs: their origin is read without a dict)."""
     try:
-        lines = _DECODER.decode(value or b"")
+        return _DECODER.decode(value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError("bad_sessions", f"not a logs.sessions batch: {exc}") from None
+
+
+def records_of(lines: Sequence[_Line]) -> list[LogRecord]:
+    """Lines of decode_lines as records (origin fields included), severity filled from the level."""
     records = []
     for line in lines:
         rec = cast(LogRecord, _asdict(line))
@@ -72,6 +76,11 @@ def decode_sessions(value: bytes | None) -> list[LogRecord]:
             rec["severity_number"] = _LEVEL_NAMES[line.level]
         records.append(rec)
     return records
+
+
+def decode_sessions(value: bytes | None) -> list[LogRecord]:
+    """A logs.sessions value as records (origin fields included); DecodeError if it is not one."""
+    return records_of(decode_lines(value))
 
 
 def split_sessions(value: bytes) -> list[bytes]:

@@ -10,48 +10,56 @@ partition, rebuilt with the windows (a rebuild reads the canonical partition bac
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Protocol
 
-from pipeline.types import LogRecord
+# a line's place in its raw partition as one int: offset, then index (< 2**20 lines per raw message)
+_INDEX_BITS = 20
+
+
+class Origin(Protocol):
+    """What the dedup reads of a line: where it came from in logs.raw."""
+
+    raw_partition: int
+    raw_offset: int
+    raw_index: int
 
 
 class OriginDedup:
     """Per canonical partition: raw partition -> the highest (raw offset, raw index) seen."""
 
     def __init__(self) -> None:
-        self.seen: dict[int, dict[int, tuple[int, int]]] = {}
+        self.seen: dict[int, dict[int, int]] = {}
         self.repeats = 0
 
-    def fresh(
-        self, partition: int, records: list[LogRecord], encoded: list[bytes]
-    ) -> tuple[list[LogRecord], list[bytes]]:
-        """The records of one message not seen before on this canonical partition, in order, with their
-        encoded forms (`encoded` runs beside `records`).
+    def keep(self, partition: int, lines: Sequence[Origin]) -> list[int] | None:
+        """Positions of the lines of one message not seen before on this canonical partition, or None
+        when all are new (the usual case: the caller then copies nothing).
 
         A message's lines are in event-time order, not raw-offset order (ingest sorts each message),
         so each is compared with what earlier messages brought, and the message's highest positions
-        count from the next message on."""
+        count from the next message on. ~0.3 us a line: one int per line, one dict lookup."""
         seen = self.seen.get(partition)
         if seen is None:
             seen = self.seen[partition] = {}
-        out: list[LogRecord] = []
-        out_encoded: list[bytes] = []
-        highest: dict[int, tuple[int, int]] = {}
-        for rec, enc in zip(records, encoded, strict=True):
-            line: dict[str, Any] = rec  # type: ignore[assignment]
-            raw_partition = line["raw_partition"]
-            position = (line["raw_offset"], line["raw_index"])
-            last = seen.get(raw_partition)
-            if last is not None and position <= last:
-                self.repeats += 1
+        highest: dict[int, int] = {}
+        repeated: list[int] | None = None
+        for i, line in enumerate(lines):
+            raw_partition = line.raw_partition
+            position = (line.raw_offset << _INDEX_BITS) | line.raw_index
+            if position <= seen.get(raw_partition, -1):
+                if repeated is None:
+                    repeated = []
+                repeated.append(i)
                 continue
-            top = highest.get(raw_partition)
-            if top is None or position > top:
+            if position > highest.get(raw_partition, -1):
                 highest[raw_partition] = position
-            out.append(rec)
-            out_encoded.append(enc)
         seen.update(highest)
-        return out, out_encoded
+        if repeated is None:
+            return None
+        self.repeats += len(repeated)
+        dropped = set(repeated)
+        return [i for i in range(len(lines)) if i not in dropped]
 
     def drop(self, partition: int) -> None:
         """The canonical partition moved to another worker."""

@@ -16,7 +16,7 @@ from pipeline.types import CuratedRecord, LogRecord
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.registry import SchemaRegistry
-from pipeline.wire.sessions import decode_line, decode_sessions, split_sessions
+from pipeline.wire.sessions import decode_line, decode_lines, records_of, split_sessions
 from pipeline.worker.dedup import OriginDedup
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,19 @@ class RawProcessor:
         encoded: list[bytes] | None = None
         if topic == self.sessions_topic:
             try:
-                decoded = decode_sessions(value)
-                # the engine buffers each line as these bytes (~1.2x its size, not ~1.7 KB as dicts)
-                encoded = split_sessions(value or b"") if decoded else []
+                lines = decode_lines(value)
+                # the engine buffers each line as these bytes (~1.3x its size, not ~1.7 KB as dicts)
+                encoded = split_sessions(value or b"") if lines else []
             except DecodeError as exc:
-                decoded, encoded, errors = [], [], [(None, exc)]
-            records, encoded = self.dedup.fresh(partition, decoded, encoded)
-            if len(records) < len(decoded):
+                lines, encoded, errors = [], [], [(None, exc)]
+            kept = self.dedup.keep(partition, lines)
+            if kept is not None:
                 # rare: ingest restarted between producing these lines and committing their offsets
                 log.info("repeated lines dropped partition=%s offset=%s lines=%s", partition, offset,
-                         len(decoded) - len(records))  # fmt: skip
+                         len(lines) - len(kept))  # fmt: skip
+                lines = [lines[i] for i in kept]
+                encoded = [encoded[i] for i in kept]
+            records = records_of(lines)
         else:
             records, errors = self.decoder.decode(value, timestamp_ms * 1000 if timestamp_ms else None)
         if errors and not replay:
