@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_sink)
 
     p = sub.add_parser("query", help="Read stored lines.")
-    for flag in ("--session", "--user", "--service", "--endpoint", "--transaction-id"):
+    for flag in ("--session", "--service", "--endpoint", "--transaction-id"):
         p.add_argument(flag)
+    p.add_argument("--user", "--user-id", dest="user", help="User id (either flag, as in capture).")
     p.add_argument("--level", help="Minimum level, e.g. WARN.")
     p.add_argument("--since", help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
     p.add_argument("--until", help="Same forms as --since.")
@@ -395,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_rules)
 
     p = sub.add_parser("capture", help="Support capture: a user's history into curated, then follow.")
-    p.add_argument("--user-id", required=True)
+    p.add_argument("--user-id", "--user", dest="user_id", required=True, help="User id (either flag).")
     p.add_argument("--lookback", default="30m", help="History to dump, e.g. 30m.")
     p.add_argument("--follow", default="15m", help="How long new lines of the user are kept, e.g. 15m.")
     p.add_argument("--reason", default="", help="Why (kept in the rule's description).")
@@ -405,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="Re-read logs.raw for a period (and filters) into curated or a file.")
     p.add_argument("--since", required=True, help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
     p.add_argument("--until", help="Same forms; default now.")
-    for flag in ("--endpoint", "--user", "--service", "--session"):
+    for flag in ("--endpoint", "--service", "--session"):
         p.add_argument(flag)
+    p.add_argument("--user", "--user-id", dest="user", help="User id (either flag, as in capture).")
     p.add_argument("--from-offsets", help="PARTITION:OFFSET,... to start from instead of by time.")
     p.add_argument("--to", default="curated", help="curated (default) or a file path (.jsonl, .jsonl.gz).")
     p.add_argument("--reason", default="", help="Why (kept on every replayed line).")
