@@ -171,7 +171,42 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
         text = format_table(rows, columns=list(rows[0]) if args.sql and rows else TABLE_COLUMNS)
     if text:
         print(text)
+    if not rows and not args.sql:
+        print(_empty_hint(settings), file=sys.stderr)
     return 0
+
+
+def _empty_hint(settings: Settings) -> str:
+    """Why a query may find nothing: no worker or sink running, or nothing was triggered."""
+    from pipeline.kafka import admin
+
+    missing = []
+    client = admin(settings, quiet=True)
+    try:
+        client.list_topics(timeout=3)
+    except Exception:  # the broker is not reachable
+        return (
+            f"hint: the broker at {settings.bootstrap} does not answer; `hindsight stack up` starts one, "
+            "`hindsight doctor` checks every part"
+        )
+    groups = [settings.app_id, settings.sink_group]
+    found = client.describe_consumer_groups(groups, request_timeout=3)
+    for name, group in zip(("worker", "sink"), groups, strict=True):
+        try:
+            members = found[group].result(timeout=5).members
+        except Exception:  # a group that never existed is an error on newer brokers
+            members = []
+        if not members:
+            missing.append(name)
+    if missing:
+        return (
+            f"hint: no {' and no '.join(missing)} is running, so no line reaches the store: start "
+            "`hindsight ingest`, `hindsight worker` and `hindsight sink clickhouse` (`hindsight doctor`)"
+        )
+    return (
+        "hint: nothing matched; only lines around a trigger (and WARN+) are stored: widen --since, drop a "
+        "filter, or replay the period from logs.raw (`hindsight replay --since ...`)"
+    )
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -102,3 +102,16 @@ def test_configured_cluster_is_used_and_nothing_started(kafka: Settings) -> None
     assert stack_down(external) is False  # a cluster we did not start is never stopped
     proc = hindsight(kafka, "stack", "status", env={"HINDSIGHT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap})
     assert proc.returncode == 0 and b"external cluster" in proc.stdout
+
+
+def test_an_empty_query_says_why_it_may_be_empty(ns: Settings) -> None:
+    """`(no rows)` alone left a newcomer guessing: the query names the missing worker and sink (or the
+    broker that does not answer) and what to start."""
+    ensure_topics(ns)
+    proc = hindsight(ns, "query", "--session", "nobody")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "(no rows)" in proc.stdout.decode()
+    assert "no worker and no sink is running" in proc.stderr.decode()
+    env = {"HINDSIGHT_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    proc = hindsight(ns, "query", "--session", "nobody", env=env)
+    assert "hint: the broker at 127.0.0.1:1 does not answer" in proc.stderr.decode()
