@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -179,6 +180,14 @@ class LocalBroker:
         if self.pid() is not None:
             wait_for_broker(self.settings, wait_s)
             return False
+        for port in (self.settings.kafka_port, self.settings.controller_port):
+            if _listening(port):
+                # Another process (often a broker of another HINDSIGHT_HOME) holds it: ours would die with
+                # "failed to bind" while the other one answered for it, and "started" would be a lie.
+                raise StackError(
+                    f"port {port} on 127.0.0.1 is in use by another process (a broker of another "
+                    f"HINDSIGHT_HOME than {self.settings.home}?); stop it, or set HINDSIGHT_KAFKA_PORT"
+                )
         self.fetch()
         self.format()
         cmd = [
@@ -282,3 +291,10 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def _listening(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
