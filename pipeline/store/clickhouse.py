@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,13 @@ def open_client(settings: Settings) -> Client:
         path = settings.store_path
         path.mkdir(parents=True, exist_ok=True)
         _hold_store(path.resolve())
-        return clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
+        try:
+            client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
+        except BaseException:
+            _let_go(path.resolve())
+            raise
+        weakref.finalize(client, _let_go, path.resolve())  # when the client is gone, so is the hold
+        return client
     except ClickHouseError as exc:
         text = str(exc)
         if "Cannot lock file" in text or "already running" in text:
@@ -56,15 +63,18 @@ def open_client(settings: Settings) -> Client:
         raise ConfigError(f"cannot open ClickHouse: {text.splitlines()[0]}") from exc
 
 
-_HELD: dict[Path, int] = {}  # embedded stores this process holds: path -> lock file descriptor
+_HELD: dict[Path, tuple[int, int]] = {}  # embedded stores held here: path -> (lock file fd, clients)
 
 
 def _hold_store(path: Path) -> None:
     """Take the embedded store for this process, or StoreBusy naming the process that holds it.
 
     chDB allows one process per data folder; a second one fails deep inside chDB after printing its
-    internals. A lock file of our own (with the holder's PID) fails first, with a clear answer."""
-    if path in _HELD:
+    internals. A lock file of our own (with the holder's PID) fails first, with a clear answer. The
+    lock lasts while a client of this process is open on the folder."""
+    held = _HELD.get(path)
+    if held is not None:
+        _HELD[path] = (held[0], held[1] + 1)
         return
     lock = path / "hindsight.lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -79,7 +89,19 @@ def _hold_store(path: Path) -> None:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
-    _HELD[path] = fd  # held until the process exits
+    _HELD[path] = (fd, 1)
+
+
+def _let_go(path: Path) -> None:
+    held = _HELD.get(path)
+    if held is None:
+        return
+    fd, clients = held
+    if clients > 1:
+        _HELD[path] = (fd, clients - 1)
+        return
+    del _HELD[path]
+    os.close(fd)  # releases the lock
 
 
 def tls_options(settings: Settings) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import sys, time
 from pathlib import Path
 from pipeline.settings import Settings
 from pipeline.store.clickhouse import open_client
-open_client(Settings(chdb_path=Path(sys.argv[1])))
+client = open_client(Settings(chdb_path=Path(sys.argv[1])))
 print("held", flush=True)
 time.sleep(60)
 """
@@ -36,3 +36,16 @@ def test_a_second_process_is_told_who_holds_the_store(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_the_hold_ends_with_the_client(tmp_path: Path) -> None:
+    """`hindsight doctor` or a query opens the store for a moment; then a sink must be able to take it."""
+    store = tmp_path / "chdb"
+    client = open_client(Settings(chdb_path=store))
+    client.close()
+    del client
+    holder = subprocess.run(
+        [sys.executable, "-c", HOLDER.replace("time.sleep(60)", ""), str(store)],
+        capture_output=True, text=True, timeout=60, cwd=Path.cwd(),
+    )  # fmt: skip
+    assert holder.stdout.strip() == "held", holder.stderr[-2000:]
