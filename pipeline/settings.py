@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 def _env(name: str) -> AliasChoices:
     """Accept both HINDSIGHT_<NAME> and the conventional unprefixed variable."""
     return AliasChoices(f"HINDSIGHT_{name}", name, name.lower())
+
+
+def default_home() -> Path:
+    """`.hindsight` in the project folder when running from a source checkout (where `make` runs),
+    else the user's data folder: the same place whatever the current directory."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file():
+        return root / ".hindsight"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "hindsight"
 
 
 class Settings(BaseSettings):
@@ -43,8 +54,13 @@ class Settings(BaseSettings):
         repr=False,  # sasl.password lives here
     )
     home: Path = Field(
-        default=Path(".hindsight"),
-        description="Working folder: jar cache, broker data and logs, embedded store.",
+        default_factory=default_home,
+        description="Working folder: jar cache, broker data and logs, embedded store. Made absolute once, "
+        "so every command finds the same broker and store from any directory.",
+        json_schema_extra={
+            "shown_default": "<project>/.hindsight from a source checkout, "
+            "else $XDG_DATA_HOME/hindsight (~/.local/share/hindsight)"
+        },
     )
     cache_dir: Path | None = Field(
         default=None, description="Where fetched Kafka jars are kept; default <home>/cache. Shared by tests."
@@ -358,6 +374,13 @@ class Settings(BaseSettings):
     )
     level_poll_s: float = Field(default=30.0, ge=0.1, description="How often the level URL is polled.")
     level_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one level poll.")
+
+    @field_validator("home", "cache_dir", "chdb_path", "archive_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative folders are taken from where the settings are made, once: child processes and
+        later commands get the same absolute path."""
+        return value.expanduser().absolute() if value is not None else None
 
     @field_validator("trigger_level", "baseline_level")
     @classmethod

@@ -44,6 +44,9 @@ def _variables(name: str, info: FieldInfo) -> str:
 
 
 def _default(info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and "shown_default" in extra:
+        return str(extra["shown_default"])  # a machine-dependent default, described
     if info.default_factory is not None:
         value: Any = info.default_factory()  # type: ignore[call-arg]
     else:
