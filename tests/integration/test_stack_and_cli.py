@@ -36,17 +36,27 @@ def hindsight(settings: Settings, *args: str, stdin: bytes | None = None, env: d
 def test_topics_created_with_explicit_configs_idempotently(ns: Settings) -> None:
     created = ensure_topics(ns)
     assert sorted(created) == sorted(
-        [ns.raw_topic, ns.sessions_topic, ns.curated_topic, ns.dlq_topic, ns.rules_topic, ns.stats_topic]
+        [
+            ns.raw_topic,
+            ns.sessions_topic,
+            ns.curated_topic,
+            ns.dlq_topic,
+            ns.rules_topic,
+            ns.stats_topic,
+            ns.shared_topic,
+        ]
     )
     assert ensure_topics(ns) == []
     client = admin(ns)
-    resources = [ConfigResource("topic", t) for t in (ns.raw_topic, ns.rules_topic)]
+    resources = [ConfigResource("topic", t) for t in (ns.raw_topic, ns.rules_topic, ns.shared_topic)]
     configs = {r.name: f.result() for r, f in client.describe_configs(resources).items()}
     assert configs[ns.raw_topic]["retention.ms"].value == str(7 * 24 * 3600 * 1000)
     assert configs[ns.raw_topic]["cleanup.policy"].value == "delete"
     assert configs[ns.rules_topic]["cleanup.policy"].value == "compact"
+    assert configs[ns.shared_topic]["retention.ms"].value == str(3600 * 1000)
     meta = client.list_topics(timeout=5).topics
     assert len(meta[ns.raw_topic].partitions) == ns.partitions
+    assert len(meta[ns.shared_topic].partitions) == 1  # one order for every worker
 
 
 def test_stack_status_and_idempotent_up(kafka: Settings) -> None:
