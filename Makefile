@@ -22,8 +22,12 @@ demo: jars native
 
 # The window engine compiled with mypyc (optional: without a compiler the source runs, and a
 # compiled module whose source changed since is never used; see pipeline/engine/__init__.py).
+# (its compiler output goes to a log: shown only when the build fails)
 pipeline/engine/native.sha256: $(STAMP) $(wildcard pipeline/engine/*.py) scripts/build_native.py
-	$(BIN)/python scripts/build_native.py
+	@mkdir -p .hindsight && echo "compiling the window engine (log: .hindsight/build-native.log)"
+	@$(BIN)/python scripts/build_native.py > .hindsight/build-native.log 2>&1 \
+		|| (tail -40 .hindsight/build-native.log; exit 1)
+	@tail -1 .hindsight/build-native.log
 
 native: pipeline/engine/native.sha256
 

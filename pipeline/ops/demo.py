@@ -172,13 +172,14 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
         result.stored_bytes = sum(len(orjson.dumps({k: r[k] for k in _RAW_FIELDS})) for r in all_rows)
         result.incidents = summary["incidents"]
         first = result.incidents[0]["session_id"] if result.incidents else work.lines[0]["session_id"]
+        # each example is printed as the command that gives exactly those rows
         result.examples = [
             (
-                f"hindsight query --session {first}",
-                remote_query(query_api(settings), QueryFilters(session=first, limit=8)),
+                f"hindsight query --session {first} --limit 20",
+                remote_query(query_api(settings), QueryFilters(session=first, limit=20)),
             ),
             (
-                "hindsight query --level ERROR",
+                "hindsight query --level ERROR --limit 5",
                 remote_query(query_api(settings), QueryFilters(level="ERROR", limit=5)),
             ),
             (
@@ -222,3 +223,11 @@ def _print_summary(r: DemoResult, out: Callable[[str], None]) -> None:
         out("")
         out(f"$ {title}")
         out(format_table(rows))
+    out("")
+    out("== what next ==")
+    out("The demo used topics and a store of its own and stops what it started: the commands above ran")
+    out("against them. To keep exploring, run the pipeline for good (each in its own terminal):")
+    out("  hindsight stack up && hindsight topics")
+    out("  hindsight ingest        hindsight worker        hindsight sink clickhouse")
+    out("then publish (any Kafka client to logs.raw, or `hindsight publish < lines.jsonl`) and read:")
+    out("  hindsight query --level WARN        hindsight doctor        docs/operations.md")
