@@ -23,8 +23,8 @@ def format_table(
         if isinstance(value, list):
             value = ",".join(map(str, value))
         text = "" if value is None else str(value)
-        if col == "timestamp":
-            text = text[:23]
+        if col == "timestamp" and text.endswith("+00:00"):
+            text = text[:23] + "Z"  # milliseconds, and the zone (UTC) said
         return text if len(text) <= width else text[: width - 1] + "…"
 
     cells = [[cell(r, c) for c in columns] for r in rows]

@@ -88,3 +88,11 @@ def test_times_beyond_the_store_range_are_refused() -> None:
     for filters in (QueryFilters(since_us=-1), QueryFilters(until_us=2**62)):
         with pytest.raises(QueryError, match="epoch microseconds"):
             build_sql(filters, "hindsight")
+
+
+def test_the_table_shows_times_with_their_zone() -> None:
+    from pipeline.store.render import format_table
+
+    row = {"timestamp": "2026-11-30T22:59:25.882123+00:00", "service": "s", "level": "INFO", "message": "m"}
+    table = format_table([row], columns=("timestamp", "service"))
+    assert table.splitlines()[2].startswith("2026-11-30T22:59:25.882Z  s")
