@@ -32,8 +32,9 @@ class QueryApi:
 
     url: str
     token: str = ""
+    fallback: str = ""  # the token the local store owner recorded, when it differs from `token`
 
-    def __repr__(self) -> str:  # the token stays out of logs and tracebacks
+    def __repr__(self) -> str:  # the tokens stay out of logs and tracebacks
         return f"QueryApi(url={self.url!r})"
 
 
@@ -42,30 +43,40 @@ def token_file(settings: Settings) -> Path:
 
 
 def server_token(settings: Settings) -> str:
-    """HINDSIGHT_API_TOKEN when set; else a random token kept in <home>/query-api.token (mode 0600),
-    so the local CLI on the same account can read it and nobody else can."""
-    if settings.api_token is not None and settings.api_token.get_secret_value():
-        return settings.api_token.get_secret_value()
+    """The store owner's token: HINDSIGHT_API_TOKEN when set, else the one in <home>/query-api.token,
+    else a new random one. Whichever it is, it is what the file holds afterwards (mode 0600): local
+    clients on the same account agree with the running owner without the variable, and a file left
+    by an earlier owner with another token is replaced rather than kept stale."""
+    configured = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     path = token_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
+    if not configured:
+        try:
+            existing = path.read_text().strip()
+        except FileNotFoundError:
+            existing = ""
+        if existing:
+            return existing
+    token = configured or secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        token = secrets.token_urlsafe(32)
         out.write(token)
+    os.replace(tmp, path)  # atomic: a reader sees the old token or the new one
     return token
 
 
 def query_api(settings: Settings) -> QueryApi:
-    """The client's view: the configured token, else the one the local store owner wrote."""
-    if settings.api_token is not None and settings.api_token.get_secret_value():
-        return QueryApi(settings.query_url, settings.api_token.get_secret_value())
+    """The client's view: the configured token, and the one the local store owner recorded (tried
+    when the configured one is refused: an owner started without the variable has its own)."""
+    configured = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     try:
-        return QueryApi(settings.query_url, token_file(settings).read_text().strip())
+        recorded = token_file(settings).read_text().strip()
     except FileNotFoundError:
-        return QueryApi(settings.query_url)
+        recorded = ""
+    if configured:
+        return QueryApi(settings.query_url, configured, recorded if recorded != configured else "")
+    return QueryApi(settings.query_url, recorded)
 
 
 def remote_query(api: QueryApi, filters: QueryFilters, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -95,22 +106,28 @@ def remote_stats(api: QueryApi, params: dict[str, str], timeout: float = 10.0) -
 
 def _get(api: QueryApi, path: str, timeout: float) -> bytes:
     url = api.url + path
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api.token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            body: bytes = resp.read()
-            return body
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")
-        if exc.code == HTTPStatus.UNAUTHORIZED:
-            raise QueryError(
-                f"query API at {api.url} refused the token: set HINDSIGHT_API_TOKEN as the sink has it"
-            ) from None
-        raise QueryError(f"query API answered {exc.code}: {detail}") from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionRefusedError):
-            raise ConnectionRefusedError(str(exc.reason)) from None
-        raise HindsightError(f"query API at {api.url} unreachable: {exc.reason}") from None
+    tokens = [api.token, api.fallback] if api.fallback else [api.token]
+    for n, token in enumerate(tokens, 1):
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                body: bytes = resp.read()
+                return body
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            if exc.code == HTTPStatus.UNAUTHORIZED:
+                if n < len(tokens):
+                    continue  # the owner runs with the token it recorded
+                raise QueryError(
+                    f"query API at {api.url} refused the token: the sink runs with another "
+                    "HINDSIGHT_API_TOKEN (the one it records in <home>/query-api.token on this machine)"
+                ) from None
+            raise QueryError(f"query API answered {exc.code}: {detail}") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ConnectionRefusedError):
+                raise ConnectionRefusedError(str(exc.reason)) from None
+            raise HindsightError(f"query API at {api.url} unreachable: {exc.reason}") from None
+    raise AssertionError("unreachable: the last token's refusal raises")
 
 
 def _with_store(settings: Settings) -> Any:
