@@ -170,3 +170,56 @@ def test_archive_keeps_raw_hourly_and_replay_reads_it_after_retention(ns: Settin
     no_archive = settings.model_copy(update={"archive_dir": tmp_path / "nothing"})
     with pytest.raises(QueryError, match="earliest time still available"):
         replay(no_archive, spec, str(tmp_path / "x.jsonl"))
+
+
+def test_lines_without_a_time_keep_one_row_through_three_replays(ns: Settings, tmp_path: Path) -> None:
+    """kcat-like lines with no timestamp, one per message and keyed by pod, are stored by the pipeline;
+    replaying their period into curated three times adds no row: every path gives a line the Kafka
+    record's time, so one raw line id is one row of the store."""
+    from pipeline.store.client import query_api, remote_sql, remote_summary
+    from tests.integration.helpers import eventually, pipeline_running
+
+    settings = ns.model_copy(update={"key_budget_lps": 1e6, "global_budget_lps": 1e7})
+    producer = Producer(settings.kafka_client_config())
+    pods = ["pod-a", "pod-b", "pod-c"]
+    lines = [
+        {
+            "service": "shop",
+            "level": "ERROR" if i == 20 else "DEBUG",
+            "message": f"untimed {i}",
+            "session_id": "k1",
+        }
+        for i in range(30)
+    ]
+    with pipeline_running(settings, tmp_path / "logs"):
+        start_us = time.time_ns() // 1000 - S
+        for i, obj in enumerate(lines):
+            producer.produce(settings.raw_topic, orjson.dumps(obj), pods[i % 3].encode())
+            time.sleep(0.01)  # record times apart
+        assert producer.flush(10) == 0
+        api = query_api(settings)
+        eventually(
+            lambda: remote_summary(api)["lines"] >= 30 or None, 90, "the session kept around its ERROR"
+        )
+        table = f"{settings.clickhouse_database}.logs"
+
+        def identity() -> dict[str, int]:
+            [row] = remote_sql(
+                api,
+                f"SELECT count() AS rows, uniqExact(RawTopic, RawPartition, RawOffset, RawIndex) AS ids, "
+                f"countIf(has(TriggerReasons, 'replay')) AS replayed FROM {table} FINAL",
+                10,
+            )
+            return {k: int(v) for k, v in row.items()}
+
+        before = identity()
+        assert before["rows"] == before["ids"] == 30
+        spec = ReplaySpec(
+            since_us=start_us, until_us=time.time_ns() // 1000 + S, session="k1", reason="audit"
+        )
+        for _ in range(3):
+            assert replay(settings, spec)["matched_lines"] == 30
+        eventually(lambda: identity()["replayed"] > 0 or None, 60, "the replayed lines in the store")
+        time.sleep(3)  # the sink's last batches
+        after = identity()
+    assert after["rows"] == after["ids"] == 30, after
