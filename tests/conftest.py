@@ -20,6 +20,28 @@ from pipeline.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _scrub_project_environment() -> str | None:
+    """Remove every variable the settings read (HINDSIGHT_*, CLICKHOUSE_URL, KAFKA_BOOTSTRAP_SERVERS, any
+    case) for the whole session: a token or store URL set in the shell must not change what the tests
+    talk to. An existing cluster named by KAFKA_BOOTSTRAP_SERVERS is returned, for the kafka fixture
+    alone. Switches of the test run itself (HINDSIGHT_NATIVE, HINDSIGHT_CHROMIUM) stay."""
+    cluster = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("HINDSIGHT_KAFKA_BOOTSTRAP_SERVERS")
+    names: set[str] = set()
+    for name, info in Settings.model_fields.items():
+        names.add(f"HINDSIGHT_{name}".upper())
+        alias = info.validation_alias
+        for choice in getattr(alias, "choices", [alias]):
+            if isinstance(choice, str):
+                names.add(choice.upper())
+    for key in list(os.environ):
+        if key.upper() in names:
+            del os.environ[key]
+    return cluster
+
+
+CLUSTER = _scrub_project_environment()
+
+
 def free_port(pair: bool = False) -> int:
     """A free port on 127.0.0.1 (and port + 1 free too when pair is set)."""
     for _ in range(50):
@@ -42,8 +64,8 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Base settings pointing at a real broker: KAFKA_BOOTSTRAP_SERVERS, else one started here."""
     home = tmp_path_factory.mktemp("hindsight-home")
     cache = REPO / ".hindsight" / "cache"
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield Settings(home=home, cache_dir=cache)
+    if CLUSTER:
+        yield Settings(home=home, cache_dir=cache, kafka_bootstrap_servers=CLUSTER)
         return
     from pipeline.ops.stack import LocalBroker
 
