@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 CAPTURE_PRIORITY = 10_000  # a support capture outranks every drop
 
 
+def capture_description(user_id: str, reason: str) -> str:
+    """The capture rule's description: the user, and why when a reason was given (no dangling colon)."""
+    text = f"support capture of user {user_id}"
+    return (f"{text}: {reason.strip()}" if reason.strip() else text)[:2000]
+
+
 def start_capture(
     settings: Settings,
     user_id: str,
@@ -42,7 +48,7 @@ def start_capture(
         {
             "id": capture_id,
             "priority": CAPTURE_PRIORITY,
-            "description": f"support capture of user {user_id}: {reason}"[:2000],
+            "description": capture_description(user_id, reason),
             "match": {"all": [{"user_id": user_id}]},
             "active_until": until.isoformat(),
             "actions": {"level": "TRACE", "tag": {"tags": [capture_id]}},
