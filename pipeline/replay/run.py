@@ -197,6 +197,16 @@ def replay(
     }
 
 
+def _file_row(rec: CuratedRecord) -> dict[str, Any]:
+    """A replayed line as `hindsight query --format jsonl` writes one: `timestamp` in ISO-8601 (UTC)
+    and `timestamp_us`, so the two outputs read alike."""
+    row: dict[str, Any] = dict(rec)
+    us = rec["timestamp"]
+    row["timestamp"] = datetime.fromtimestamp(us / 1_000_000, UTC).isoformat()
+    row["timestamp_us"] = us
+    return row
+
+
 class _FileWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +216,7 @@ class _FileWriter:
 
     def add_many(self, rows: list[CuratedRecord]) -> None:
         if rows:
-            self.out.write(b"\n".join(map(orjson.dumps, rows)) + b"\n")
+            self.out.write(b"\n".join(orjson.dumps(_file_row(r)) for r in rows) + b"\n")
 
     def close(self, what: str = "", timeout_s: float | None = None) -> None:
         self.out.close()

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_python_example_as_written_publishes_info_lines(ns: Settings, tmp_path: Path) -> None:
     ensure_topics(ns)
     [block] = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    # docs/operations.md shows the same example
+    assert block in (REPO / "docs" / "operations.md").read_text()
     script = tmp_path / "example.py"
     script.write_text(block)
     env = {**settings_env(ns), "PYTHONPATH": str(REPO)}

@@ -64,6 +64,9 @@ def test_replay_returns_exactly_the_range_and_filter_and_is_idempotent(ns: Setti
     assert {r["message"] for r in rows} == expected and first["matched_lines"] == len(expected) == 15
     assert all(r["tags"] == [spec.replay_id] and r["trigger_reasons"] == ["replay"] for r in rows)
     assert all(r["attributes"]["hindsight.replay.reason"] == "breach #7" for r in rows)
+    # the file reads as `hindsight query --format jsonl` does: ISO time with its zone, and the microseconds
+    assert all(r["timestamp"].endswith("+00:00") and isinstance(r["timestamp_us"], int) for r in rows)
+    assert {r["timestamp_us"] for r in rows} == {x["timestamp"] for x in lines if x["message"] in expected}
     again = replay(ns, ReplaySpec(**{**spec.__dict__, "reason": "again"}), str(tmp_path / "b.jsonl.gz"))
     assert again["replay_id"] == first["replay_id"]
     import gzip
