@@ -84,7 +84,7 @@ class Hindsight:
             kind = ev["kind"]
             own = ev["origin"] == shared.origin
             if kind == "auth":
-                if shared.auth_failure(ev["user"], ev["ts"]) and own:
+                if shared.shared_auth_failure(ev["user"], ev["ts"], ev["ref"]) and own:
                     eng = self.engines.get((ev["topic"], ev["partition"]))
                     if eng is not None:
                         eng.fire_reported(ev["ref"], em)
@@ -103,6 +103,20 @@ class Hindsight:
             for eng in self.engines.values():
                 eng.apply_capture(cap, em, False)
         em.captures = captures
+        return em
+
+    def refire(self, topic: str, partition: int) -> Emission:
+        """After a partition's rebuild: auth-failure triggers the shared log decided on its lines (by a
+        process that may have died before, or while, it emitted them) fire here, with emission on. The
+        rebuild reported its replayed failures again, so each has its place in the buffers; a line
+        sent twice is one row in the store."""
+        em = Emission()
+        eng = self.engines.get((topic, partition))
+        if eng is None or self.shared.origin is None:
+            return em
+        for ref in [r for r in eng.reported if r in self.shared.auth_fired]:
+            eng.fire_reported(ref, em)
+        self._spread(em, eng, False)
         return em
 
     def take_outbox(self) -> list[dict[str, Any]]:

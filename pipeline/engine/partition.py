@@ -230,9 +230,10 @@ class Engine:
         triggers = self.triggers
         reasons = triggers.reasons(st, rec, ts, severity, endpoint, latency)
         if triggers.auth_to_report:
+            # reported in a rebuild too: the previous owner's report may never have reached the log
+            # (the count ignores a repeat), and Hindsight.refire needs the line's place
             triggers.auth_to_report = False
-            if not replay:  # the previous owner reported the lines a rebuild replays
-                self._report_auth(key, chunk, pos, rec, ts)
+            self._report_auth(key, chunk, pos, rec, ts)
         lookback_us, follow_us = cfg.lookback_us, cfg.follow_us
         scoped: list[tuple[str, CaptureAction]] = []
         if verdict is not None and verdict.captures:

@@ -33,6 +33,10 @@ class Shared:
         # a user's recent auth failures (event time), counted for the whole process (with an
         # origin: for every process, in the shared log's order)
         self.auth_failures: dict[str, deque[int]] = {}
+        # With an origin: failures already counted (a rebuild reports its replayed ones again), and
+        # those that completed a count, whichever process's they were (id -> event time)
+        self.auth_counted: dict[str, int] = {}
+        self.auth_fired: dict[str, int] = {}
         # captures by record field, then value: endpoint (security, rules), user_id and service (rules)
         self.captures: dict[str, dict[str, Capture]] = {f: {} for f in CAPTURE_FIELDS}
         self.rules = RuleSet()
@@ -113,6 +117,17 @@ class Shared:
             return True
         return False
 
+    def shared_auth_failure(self, user: str, ts: int, ref: str) -> bool:
+        """auth_failure for a failure read from the shared log: one that was counted already (a rebuild
+        reported it again) does not count twice; one that completes a count is remembered as fired."""
+        if ref in self.auth_counted:
+            return False
+        self.auth_counted[ref] = ts
+        fired = self.auth_failure(user, ts)
+        if fired:
+            self.auth_fired[ref] = ts
+        return fired
+
     def take_outbox(self) -> list[dict[str, Any]]:
         """The changes for the shared log since the last call."""
         out, self.outbox = self.outbox, []
@@ -127,3 +142,6 @@ class Shared:
         oldest = now_us - self.config.lookback_us
         for user in [u for u, fails in self.auth_failures.items() if not fails or fails[-1] < oldest]:
             del self.auth_failures[user]
+        for seen in (self.auth_counted, self.auth_fired):
+            for ref in [r for r, ts in seen.items() if ts < oldest]:
+                del seen[ref]

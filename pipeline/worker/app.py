@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor, SharedLog]:
         """Before a newly assigned partition's first message: replay its recent past
         (RawProcessor.rebuild); what that emits for partitions already live here is sent."""
         ts_ms = int((timestamp_s or time.time()) * 1000)
+        await share()  # what the shared log decided (auth failures of the dead owner) first
         loop = asyncio.get_running_loop()
         past = await loop.run_in_executor(
             None, read_back, settings, settings.sessions_topic, partition, offset, ts_ms

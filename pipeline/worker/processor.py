@@ -146,14 +146,20 @@ class RawProcessor:
         """A newly assigned partition's recent past (offset, value), replayed before its first live
         message: its own lines only rebuild state (the previous owner sent them), but a capture the
         replay reopens (a security flag, a scoped rule) also covers lines that partitions live in this
-        process already hold and the previous owner never saw. Those are emitted: the caller sends
-        them (a line sent twice is one row in the store, whose dedup is by the raw line's id)."""
+        process already hold and the previous owner never saw. Those are emitted, as are the lines of
+        auth-failure triggers the shared log decided on this partition: the caller sends them (a line
+        sent twice is one row in the store, whose dedup is by the raw line's id). Apply the shared log
+        (apply_shared) before a rebuild, so what it decided is known."""
         out = Outcome()
         for offset, value in past:
             got = self.handle(topic, partition, offset, value, replay=True)
             for key, rows in got.curated.items():
                 out.curated.setdefault(key, []).extend(rows)
             out.stats.extend(got.stats)
+        # auth failures the shared log decided on this partition's lines fire here (their process died)
+        fired = self._windows.refire(topic, partition)
+        for key, rows in fired.curated.items():
+            out.curated.setdefault(key, []).extend(rows)
         return out
 
     def outbox(self) -> list[dict[str, Any]]:

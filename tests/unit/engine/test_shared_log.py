@@ -186,3 +186,57 @@ def test_latency_baselines_are_merged_across_processes() -> None:
     a.apply_shared(log)
     p95_a, p95_b = a.shared.baseline_p95("/e"), b.shared.baseline_p95("/e")
     assert p95_a is not None and p95_a == p95_b and p95_a < 100  # B's own part alone: ~900
+
+
+def test_a_count_completed_by_a_process_that_died_fires_in_the_partitions_next_owner() -> None:
+    """A completes a user's count with its own failure, then dies before reading it back (so before it
+    fired). B reads the log, rebuilds A's partition and fires: the session's lookback is emitted (a
+    line A did send is one row in the store) and its follow-up continues live. A failure whose report
+    never reached the log is reported by the rebuild and counted once."""
+    fail = {"status_code": 401, "user_id": "u1", "endpoint": "/login"}
+    past = [line(1, "s0", "A"), *(line(2 + i, "s0", "A", **fail) for i in range(5))]
+    compact = MODE["buffers"] == "encoded"
+    a = Hindsight(CFG, decode if compact else None, origin="A")
+    for offset, rec in enumerate(past):
+        a.process_message("logs.raw", 0, offset, [rec], None, False, encode([rec]) if compact else None)
+    log = [{**ev, "origin": "A"} for ev in a.take_outbox()]
+    assert [ev["kind"] for ev in log] == ["auth"] * 5
+    lost = log.pop(2)  # that report never reached the log
+    b = Hindsight(CFG, decode if compact else None, origin="B")
+    assert b.apply_shared(log).curated == {}  # four counted, nothing fired
+    for offset, rec in enumerate(past):
+        b.process_message("logs.raw", 0, offset, [rec], None, True, encode([rec]) if compact else None)
+    rebuilt = b.take_outbox()
+    assert {ev["ref"] for ev in rebuilt} == {ev["ref"] for ev in [*log, lost]}  # all reported again
+    fired = b.apply_shared([{**ev, "origin": "B"} for ev in rebuilt])  # only the lost one counts: the fifth
+    rows = [r for rows in fired.curated.values() for r in rows]
+    assert sorted(r["message"] for r in rows) == sorted(r["message"] for r in past)
+    assert {tuple(r["trigger_reasons"]) for r in rows} == {("auth_failures",)}
+    follow = line(9, "s0", "A")
+    em = b.process_message("logs.raw", 0, 6, [follow], None, False, encode([follow]) if compact else None)
+    assert [r["message"] for rows in em.curated.values() for r in rows] == [follow["message"]]
+
+
+def test_a_count_completed_before_the_owner_died_fires_again_after_its_rebuild() -> None:
+    """A's own failure completed the count (the log says so), A died around its firing; the next owner
+    fires it after the rebuild, so the follow-up lines after the restart are still kept."""
+    fail = {"status_code": 401, "user_id": "u2", "endpoint": "/login"}
+    past = [line(1, "s9", "A"), *(line(2 + i, "s9", "A", **fail) for i in range(5))]
+    compact = MODE["buffers"] == "encoded"
+    a = Hindsight(CFG, decode if compact else None, origin="A")
+    for offset, rec in enumerate(past):
+        a.process_message("logs.raw", 0, offset, [rec], None, False, encode([rec]) if compact else None)
+    log = [{**ev, "origin": "A"} for ev in a.take_outbox()]
+    b = Hindsight(CFG, decode if compact else None, origin="B")
+    b.apply_shared(log)
+    refired = b.refire("logs.raw", 0)
+    assert refired.curated == {}  # nothing of that partition yet
+    out = []
+    for offset, rec in enumerate(past):
+        em = b.process_message("logs.raw", 0, offset, [rec], None, True, encode([rec]) if compact else None)
+        out += [r for rows in em.curated.values() for r in rows]
+    out += [r for rows in b.refire("logs.raw", 0).curated.values() for r in rows]
+    assert sorted(r["message"] for r in out) == sorted(r["message"] for r in past)
+    follow = line(20, "s9", "A")
+    em = b.process_message("logs.raw", 0, 6, [follow], None, False, encode([follow]) if compact else None)
+    assert [r["message"] for rows in em.curated.values() for r in rows] == [follow["message"]]
