@@ -42,6 +42,14 @@ def _scrub_project_environment() -> str | None:
 CLUSTER = _scrub_project_environment()
 
 
+def unavailable(what: str) -> None:
+    """A tool or build a test needs is missing: skipped on a developer's machine, a failure under
+    CI=true (CI must have everything, so a skip there would hide a test that never ran)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} (CI=true: a test may not skip)")
+    pytest.skip(what)
+
+
 def free_port(pair: bool = False) -> int:
     """A free port on 127.0.0.1 (and port + 1 free too when pair is set)."""
     for _ in range(50):

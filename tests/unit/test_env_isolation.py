@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 PROBE = """
@@ -34,3 +36,14 @@ def test_project_variables_are_removed_for_the_session() -> None:
     got = json.loads(out.stdout)
     assert got["token"] is False and got["store"] is None and got["bootstrap"] is None
     assert got["cluster"] == "broker.example:9092" and got["limit"] != 17
+
+
+def test_a_missing_tool_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import unavailable
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="kubectl not installed"):
+        unavailable("kubectl not installed")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: a test may not skip"):
+        unavailable("kubectl not installed")

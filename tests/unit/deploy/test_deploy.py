@@ -14,6 +14,7 @@ import yaml
 
 from pipeline.kafka import topic_specs
 from pipeline.settings import Settings
+from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
@@ -84,8 +85,9 @@ def test_strimzi_topics_match_what_hindsight_creates() -> None:
         assert {k: str(v) for k, v in topics[name]["config"].items()} == spec.config, name
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kustomize_builds_and_the_output_validates() -> None:
+    if shutil.which("kubectl") is None:
+        unavailable("kubectl not installed")
     out = subprocess.run(
         ["kubectl", "kustomize", str(K8S / "strimzi")], capture_output=True, check=True, timeout=60
     ).stdout

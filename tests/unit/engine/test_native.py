@@ -15,11 +15,20 @@ import pytest
 import pipeline
 from pipeline.ops.workload import generate
 from pipeline.wire.raw import RawEncoder
+from tests.conftest import unavailable
 
 PACKAGE = Path(pipeline.__file__).resolve().parent
 HOT = "partition"  # the engine module (the line loop) whose file the child reports
 COMPILED = any((PACKAGE / "engine" / f"{HOT}{s}").exists() for s in importlib.machinery.EXTENSION_SUFFIXES)
-needs_build = pytest.mark.skipif(not COMPILED, reason="no compiled engine here (make native builds it)")
+
+
+@pytest.fixture
+def built() -> None:
+    if not COMPILED:
+        unavailable("no compiled engine here (make native builds it)")
+
+
+needs_build = pytest.mark.usefixtures("built")
 
 # Runs in a child: which form of the engine loaded, and what it emitted for the messages in argv[1].
 CHILD = """

@@ -17,8 +17,13 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.store.clickhouse import open_client, tls_options
+from tests.conftest import unavailable
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI needed to make certs")
+
+@pytest.fixture(autouse=True)
+def _openssl_present() -> None:
+    if shutil.which("openssl") is None:
+        unavailable("openssl CLI needed to make certs")
 
 
 def _openssl(*args: str | Path) -> None:
