@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import ssl
 import time
@@ -245,6 +246,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     serve(settings, WorkerCollector(processor, lag))
     start_rules(settings, processor)
     shared_log.start()
+    atexit.register(shared_log.stop)  # what this worker changed last reaches the others on SIGTERM too
     if not shared_log.ready.wait(30):
         log.warning(
             "shared state topic not read within 30 s; starting anyway topic=%s", settings.shared_topic
