@@ -3,7 +3,8 @@ bench/results/store_bench.json:
 
 - sink rows/s into chDB (ClickHouseSink: columns + insert, 10k-row batches) beside the bare chDB
   Arrow insert of the same rows in the same run [>= 300k rows/s];
-- a session lookup (`hindsight query --session`) on 10M rows: p50/p95/p99 [p95 < 50 ms];
+- a session lookup (`hindsight query --session`) and a one-minute time-range read on 10M rows:
+  p50/p95/p99 [lookup p95 < 50 ms], on the table with history and beside it the table before it;
 - replay read + filter rate from a real broker [>= 200k records/s].
 """
 
@@ -31,12 +32,14 @@ from pipeline.ops.workload import generate
 from pipeline.replay.run import ReplaySpec, replay
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
+from pipeline.store.clickhouse import MIGRATIONS, _statements
 from pipeline.store.query import QueryFilters, run_query
 from pipeline.types import RawLine
 from pipeline.worker.processor import tune_gc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 10_000
+MINUTE = 60_000_000
 REPLAY_RUNS = 5
 
 
@@ -63,6 +66,16 @@ def bench_sink(sink: ClickHouseSink, lines: list[Any]) -> dict[str, float]:
 
 
 _S = pa.string()
+SELECTION = pa.struct(
+    [
+        ("TriggerId", _S),
+        ("Reasons", pa.list_(_S)),
+        ("RuleIds", pa.list_(_S)),
+        ("Tags", pa.list_(_S)),
+        ("Routes", pa.list_(_S)),
+        ("RetentionDays", pa.uint16()),
+    ]
+)
 # the Arrow type of each column of hindsight.logs, in COLUMNS order
 ARROW_TYPES = [
     pa.timestamp("ns"),
@@ -91,55 +104,103 @@ ARROW_TYPES = [
     pa.uint32(),
     pa.uint64(),
     pa.uint32(),
+    pa.list_(_S),
+    pa.list_(_S),
+    pa.list_(SELECTION),
 ]
 
 
 def to_arrow(batch: list[Any]) -> pa.Table:
     cols = to_columns(batch)
     cols[COLUMNS.index("LogAttributes")] = [list(d.items()) for d in cols[COLUMNS.index("LogAttributes")]]
+    names = [f.name for f in SELECTION]
+    at = COLUMNS.index("Selections")
+    cols[at] = [[dict(zip(names, sel, strict=True)) for sel in line] for line in cols[at]]
     return pa.table([pa.array(c, type=t) for c, t in zip(cols, ARROW_TYPES, strict=True)], names=COLUMNS)
+
+
+def fill(client: Any, database: str, total: int, per_session: int) -> None:
+    """`total` synthetic lines in <database>.logs; a session's lines are close together in time (it
+    lasts minutes), as in production: each session is `per_session` consecutive lines."""
+    have = int(client.query(f"SELECT count() FROM {database}.logs").result_rows[0][0])
+    if have >= total:
+        return
+    history = database == "hindsight"  # the current table: one selection per line, as the sink writes
+    extra_cols = ", TriggerIds, Selections" if history else ""
+    trigger = f"concat('t', toString(intDiv(number, {per_session})))"
+    extra_vals = f", [{trigger}], [({trigger}, ['error'], [], [], [], 30)]" if history else ""
+    client.command(
+        f"""
+        INSERT INTO {database}.logs (Timestamp, ObservedTimestamp, SeverityText, SeverityNumber,
+            ServiceName, Body, SessionId, UserId, Endpoint, TriggerReasons, TriggerId, RetentionDays,
+            RawTopic, RawPartition, RawOffset, RawIndex{extra_cols})
+        SELECT now64(9) - toIntervalMillisecond(number), now64(9), 'INFO', 9,
+               ['api', 'checkout', 'search', 'auth'][number % 4 + 1],
+               concat('synthetic line ', toString(number)),
+               concat('bench-s', toString(intDiv(number, {per_session}))),
+               concat('u', toString(number % 50000)),
+               ['/api/cart', '/api/pay', '/api/search'][number % 3 + 1], ['error'],
+               concat('t', toString(intDiv(number, {per_session}))), 30, 'bench.raw',
+               number % 12, number, 0{extra_vals}
+        FROM numbers({have}, {total - have})
+        """
+    )
+    client.command(f"OPTIMIZE TABLE {database}.logs FINAL")
+
+
+def before_history(client: Any) -> None:
+    """Database `before`: hindsight.logs as it was before 004_history (ReplacingMergeTree, one
+    selection per line), with TriggerIds as an alias so the same query code reads both."""
+    client.command("CREATE DATABASE IF NOT EXISTS before")
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        if path.stem < "004":
+            for statement in _statements(path.read_text().replace("{db}", "before")):
+                client.command(statement)
+    client.command(
+        "ALTER TABLE before.logs ADD COLUMN IF NOT EXISTS TriggerIds Array(String) "
+        "ALIAS if(TriggerId = '', [], [TriggerId])"
+    )
 
 
 def bench_lookup(
     sink: ClickHouseSink, total: int, sessions: int = 200_000, queries: int = 200
 ) -> dict[str, float]:
+    """A session lookup and a one-minute time-range read, on the table with history (AggregatingMergeTree,
+    004_history) and on the table before it (ReplacingMergeTree), measured interleaved in one run."""
     client = sink.client
-    # A session's lines are close together in time (it lasts minutes), as in production: each
-    # session is `per_session` consecutive synthetic lines, spread over the services.
     per_session = max(total // sessions, 1)
-    have = int(client.query("SELECT count() FROM hindsight.logs").result_rows[0][0])
-    if have < total:
-        client.command(
-            f"""
-            INSERT INTO hindsight.logs (Timestamp, ObservedTimestamp, SeverityText, SeverityNumber,
-                ServiceName, Body, SessionId, UserId, Endpoint, TriggerReasons, RetentionDays,
-                RawTopic, RawPartition, RawOffset, RawIndex)
-            SELECT now64(9) - toIntervalMillisecond(number), now64(9), 'INFO', 9,
-                   ['api', 'checkout', 'search', 'auth'][number % 4 + 1],
-                   concat('synthetic line ', toString(number)),
-                   concat('bench-s', toString(intDiv(number, {per_session}))),
-                   concat('u', toString(number % 50000)),
-                   ['/api/cart', '/api/pay', '/api/search'][number % 3 + 1], ['error'], 30, 'bench.raw',
-                   number % 12, number, 0
-            FROM numbers({have}, {total - have})
-            """
-        )
-        client.command("OPTIMIZE TABLE hindsight.logs FINAL")
+    before_history(client)
+    for database in ("hindsight", "before"):
+        fill(client, database, total, per_session)
+    span_us = total * 1000  # the synthetic lines are 1 ms apart, ending now
+    now_us = time.time_ns() // 1000
     rng = random.Random(3)
-    timings = []
+    timings: dict[str, list[float]] = {}
     for _ in range(queries):
         session = f"bench-s{rng.randrange(sessions // 2, total // per_session)}"  # synthetic ones only
-        start = time.perf_counter()
-        rows = run_query(client, QueryFilters(session=session, limit=100), "hindsight")
-        timings.append((time.perf_counter() - start) * 1000)
-        assert rows, session
-    timings.sort()
-    return {
-        "lookup_rows_in_table": float(client.query("SELECT count() FROM hindsight.logs").result_rows[0][0]),
-        "lookup_p50_ms": timings[len(timings) // 2],
-        "lookup_p95_ms": timings[int(len(timings) * 0.95) - 1],
-        "lookup_p99_ms": timings[int(len(timings) * 0.99) - 1],
+        since = now_us - rng.randrange(120_000_000, span_us - 60_000_000)
+        for database in ("hindsight", "before"):
+            for kind, filters in (
+                ("lookup", QueryFilters(session=session, limit=100)),
+                (
+                    "range",
+                    QueryFilters(service="api", since_us=since, until_us=since + 60_000_000, limit=1000),
+                ),
+            ):
+                start = time.perf_counter()
+                rows = run_query(client, filters, database)
+                timings.setdefault(f"{kind}_{database}", []).append((time.perf_counter() - start) * 1000)
+                assert rows, (kind, database, filters)
+    out = {
+        "lookup_rows_in_table": float(client.query("SELECT count() FROM hindsight.logs").result_rows[0][0])
     }
+    for key, values in timings.items():
+        values.sort()
+        name = key.replace("_hindsight", "").replace("_before", "_before_history")
+        out[f"{name}_p50_ms"] = values[len(values) // 2]
+        out[f"{name}_p95_ms"] = values[int(len(values) * 0.95) - 1]
+        out[f"{name}_p99_ms"] = values[int(len(values) * 0.99) - 1]
+    return out
 
 
 def bench_replay(lines: list[Any]) -> dict[str, float]:

@@ -50,6 +50,9 @@ COLUMNS = [
     "RawPartition",
     "RawOffset",
     "RawIndex",
+    "TriggerIds",
+    "Routes",
+    "Selections",
 ]
 
 
@@ -83,6 +86,9 @@ def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
         rpart,
         roff,
         ridx,
+        trig_ids,
+        routes,
+        selections,
     ) = cols
     for r in rows:
         ts.append(r["timestamp"] * 1000)
@@ -101,12 +107,22 @@ def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
         lat.append(r.get("latency_ms"))
         status.append(r.get("status_code"))
         flags.append(r.get("security_flags") or [])
-        reasons.append(r.get("trigger_reasons") or [])
-        trig.append(r.get("trigger_id") or "")
+        why = r.get("trigger_reasons") or []
+        trigger = r.get("trigger_id") or ""
+        rule_ids = r.get("rule_ids") or []
+        line_tags = r.get("tags") or []
+        line_routes = r.get("routes") or []
+        days = r.get("retention_days") or 30
+        reasons.append(why)
+        trig.append(trigger)
         trig_off.append(r.get("trigger_offset"))
-        rules.append(r.get("rule_ids") or [])
-        tags.append(r.get("tags") or [])
-        ret.append(r.get("retention_days") or 30)
+        rules.append(rule_ids)
+        tags.append(line_tags)
+        ret.append(days)
+        trig_ids.append([trigger] if trigger else [])
+        routes.append(line_routes)
+        # this selection whole: the store merges the rows of one raw line (004_history.sql)
+        selections.append([(trigger, why, rule_ids, line_tags, line_routes, days)])
         rtopic.append(r["raw_topic"])
         rpart.append(r["raw_partition"])
         roff.append(r["raw_offset"])

@@ -143,11 +143,27 @@ def migrate(client: Client, database: str) -> list[str]:
         if version in done:
             continue
         for statement in _statements(path.read_text().replace("{db}", database)):
-            client.command(statement)
+            _command(client, statement)
         client.insert(f"{database}.schema_migrations", [[version]], column_names=["version"])
         applied.append(version)
         log.info("migration applied version=%s database=%s", version, database)
     return applied
+
+
+# Table settings newer than some servers: a server that does not know one has no check for it either.
+OPTIONAL_SETTINGS = (", allow_dimensions_outside_sorting_key = 1",)
+
+
+def _command(client: Client, statement: str) -> None:
+    try:
+        client.command(statement)
+    except ClickHouseError as exc:
+        optional = [s for s in OPTIONAL_SETTINGS if s in statement and s.split()[1] in str(exc)]
+        if not optional:
+            raise
+        for setting in optional:
+            statement = statement.replace(setting, "")
+        client.command(statement)
 
 
 def _statements(sql: str) -> list[str]:

@@ -95,12 +95,18 @@ class QueryFilters:
         return out
 
 
+# The rows of one raw line always share a partition (by the line's own date), so FINAL need not merge
+# across partitions: a one-minute range read of 1M rows took 75 ms instead of 277 ms.
+FINAL_SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
+
 SELECT = """
 SELECT toUnixTimestamp64Micro(Timestamp) AS timestamp_us, ServiceName AS service, SeverityText AS level,
        Body AS message, SessionId AS session_id, UserId AS user_id, Endpoint AS endpoint,
        TransactionId AS transaction_id, TraceId AS trace_id, SpanId AS span_id, LatencyMs AS latency_ms,
        StatusCode AS status_code, SecurityFlags AS security_flags, LogAttributes AS attributes,
-       TriggerReasons AS trigger_reasons, TriggerId AS trigger_id, RawTopic AS raw_topic,
+       arraySort(TriggerReasons) AS trigger_reasons, TriggerId AS trigger_id,
+       arraySort(TriggerIds) AS trigger_ids, arraySort(RuleIds) AS rule_ids, arraySort(Tags) AS tags,
+       RetentionDays AS retention_days, RawTopic AS raw_topic,
        RawPartition AS raw_partition, RawOffset AS raw_offset, RawIndex AS raw_index
 FROM {table} FINAL
 """
@@ -142,7 +148,7 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
         where.append(f"LogAttributes[{{attr_key{i}:String}}] = {{attr_value{i}:String}}")
         params[f"attr_key{i}"], params[f"attr_value{i}"] = key, value
     if filters.trigger:
-        where.append("(has(TriggerReasons, {trigger:String}) OR TriggerId = {trigger:String})")
+        where.append("(has(TriggerReasons, {trigger:String}) OR has(TriggerIds, {trigger:String}))")
         params["trigger"] = filters.trigger
     if filters.rule:
         where.append("has(RuleIds, {rule:String})")
@@ -156,7 +162,7 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
     sql = SELECT.format(table=f"{database}.logs")
     if where:
         sql += "WHERE " + " AND ".join(where) + "\n"
-    sql += "ORDER BY Timestamp, RawPartition, RawOffset, RawIndex\nLIMIT {limit:UInt32}"
+    sql += "ORDER BY Timestamp, RawPartition, RawOffset, RawIndex\nLIMIT {limit:UInt32}\n" + FINAL_SETTINGS
     params["limit"] = filters.limit
     return sql, params
 
@@ -213,15 +219,19 @@ def run_sql(client: QueryClient, sql: str, limit: int = 10_000) -> list[dict[str
 def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
     """Lines and bytes kept, and incidents (distinct triggers) with their reasons."""
     totals = client.query(
-        f"SELECT count(), sum(length(Body)), uniqExact(SessionId) FROM {database}.logs FINAL"
+        f"SELECT count(), sum(length(Body)), uniqExact(SessionId) FROM {database}.logs FINAL {FINAL_SETTINGS}"
     ).result_rows[0]
+    # an incident is a trigger with the lines it selected and its own reasons (Selections keeps each
+    # selection of a line apart, so a later capture of the same lines is an incident of its own)
     incidents = client.query(
         f"""
-        SELECT TriggerId, any(SessionId), argMax(ServiceName, SeverityNumber),
-               argMax(Endpoint, SeverityNumber), count(), argMax(Body, SeverityNumber),
-               groupUniqArrayArray(TriggerReasons), toUnixTimestamp64Micro(min(Timestamp)),
-               argMax(UserId, SeverityNumber)
-        FROM {database}.logs FINAL WHERE TriggerId != '' GROUP BY TriggerId ORDER BY min(Timestamp)
+        SELECT sel.TriggerId AS trigger, any(SessionId), argMax(ServiceName, SeverityNumber),
+               argMax(Endpoint, SeverityNumber), uniqExact(RawTopic, RawPartition, RawOffset, RawIndex),
+               argMax(Body, SeverityNumber), groupUniqArrayArray(sel.Reasons),
+               toUnixTimestamp64Micro(min(Timestamp)), argMax(UserId, SeverityNumber)
+        FROM {database}.logs FINAL ARRAY JOIN Selections AS sel
+        WHERE sel.TriggerId != '' GROUP BY trigger ORDER BY min(Timestamp), trigger
+        {FINAL_SETTINGS}
         """
     ).result_rows
     on_disk = client.query(

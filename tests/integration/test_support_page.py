@@ -5,6 +5,7 @@ from the real pipeline, incidents with their reasons, a rule disabled from the p
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -89,6 +90,8 @@ def test_support_page_flow_in_headless_chromium(stack: tuple[Settings, str]) -> 
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(f"{base}/support")
+        # opened without a token: it asks for one instead of showing empty tables
+        expect(page.get_by_test_id("status")).to_contain_text("enter the API token")
 
         # a wrong token is refused, visibly
         page.get_by_test_id("token").fill("wrong")
@@ -100,6 +103,7 @@ def test_support_page_flow_in_headless_chromium(stack: tuple[Settings, str]) -> 
         incidents = page.get_by_test_id("incidents")
         expect(incidents).to_contain_text("card declined", timeout=15_000)
         expect(incidents).to_contain_text("error")
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z", incidents.inner_text())  # zone said
         rules = page.get_by_test_id("rules")
         expect(rules.locator("tr[data-rule='mute-health']")).to_contain_text("enabled", timeout=15_000)
 
@@ -121,6 +125,7 @@ def test_support_page_flow_in_headless_chromium(stack: tuple[Settings, str]) -> 
         expect(lines).to_contain_text("after the capture began", timeout=60_000)
         assert lines.locator("img").count() == 0 and dialogs == []  # log text is text, never markup
         expect(page.get_by_test_id("capture-info")).to_contain_text(user)
+        expect(lines).to_contain_text("capture")  # why each line was kept
 
         # disable a rule from the page
         page.locator("button[data-testid='toggle-mute-health']").click()

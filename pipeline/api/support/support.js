@@ -23,6 +23,10 @@ async function api(method, path, body) {
   });
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
+  if (response.status === 401) {
+    askForToken("the token was refused");
+    throw new Error("401 the API token is missing or wrong");
+  }
   if (!response.ok) {
     const detail = data && data.errors ? data.errors.map((e) => `${e.path}: ${e.message}`).join("; ") : text;
     throw new Error(`${response.status} ${detail}`);
@@ -43,7 +47,16 @@ function row(cells, className) {
 }
 
 function time(us) {
-  return new Date(us / 1000).toISOString().replace("T", " ").slice(0, 23);
+  // ISO-8601 in UTC, the zone said ("Z"), to the millisecond: the same as the CLI's tables
+  return new Date(us / 1000).toISOString().replace("T", " ");
+}
+
+const TOKEN_HINT =
+  "enter the API token: HINDSIGHT_API_TOKEN, or the one `hindsight api` printed when it started";
+
+function askForToken(why) {
+  status(why ? `${why}: ${TOKEN_HINT}` : TOKEN_HINT, true);
+  $("token").focus();
 }
 
 async function refreshLines() {
@@ -55,7 +68,15 @@ async function refreshLines() {
     body.replaceChildren(
       ...lines.map((l) =>
         row(
-          [[time(l.timestamp_us)], [l.level], [l.service], [l.endpoint], [l.session_id], [l.message, "message"]],
+          [
+            [time(l.timestamp_us)],
+            [l.level],
+            [l.service],
+            [l.endpoint],
+            [l.session_id],
+            [l.trigger_reasons.join(", ")],
+            [l.message, "message"],
+          ],
           l.level,
         ),
       ),
@@ -144,6 +165,8 @@ function start() {
   if (token()) {
     refreshIncidents();
     refreshRules();
+  } else {
+    askForToken();
   }
   setInterval(() => token() && refreshIncidents(), 10000);
 }

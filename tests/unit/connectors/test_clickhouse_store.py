@@ -236,3 +236,93 @@ def test_per_row_ttl_removes_expired_rows_only(sink: ClickHouseSink) -> None:
     sink.client.command("OPTIMIZE TABLE hindsight.logs FINAL")  # TTL is applied when parts merge
     left = [r["message"] for r in run_query(sink.client, QueryFilters(session="ttl-s"), "hindsight")]
     assert left == [long["message"]]
+
+
+def test_a_line_kept_again_keeps_its_whole_history(sink: ClickHouseSink) -> None:
+    """A capture after a trigger (or a replay, a rule, a redelivery) adds to what the store says
+    about a line instead of replacing it: both reasons stay queryable and each trigger stays an
+    incident of its own, with its own reasons; retention is the longest asked for."""
+    first = [row(700 + i, "hist-s", "ERROR" if i == 2 else "DEBUG") for i in range(3)]
+    for r in first:  # the lookback of the ERROR at 702
+        r["trigger_id"], r["trigger_offset"] = first[2]["trigger_id"], 702
+    sink.write_batch(first)
+    sink.flush()
+    again = [row(700 + i, "hist-s", "ERROR" if i == 2 else "DEBUG", reason="capture") for i in range(3)]
+    for r in again:
+        r["trigger_id"] = "capture-hist"
+        r["rule_ids"] = ["capture-rule"]
+        r["tags"] = ["ticket-1"]
+        r["routes"] = ["archive"]
+        r["retention_days"] = 4000
+    sink.write_batch(again)
+    sink.flush()
+    sink.write_batch(again[:1])  # the capture redelivered: nothing new
+    sink.flush()
+
+    got = run_query(sink.client, QueryFilters(session="hist-s"), "hindsight")
+    assert [r["message"] for r in got] == ["m700.0", "m701.0", "m702.0"]
+    error_trigger = first[0]["trigger_id"]
+    for r in got:
+        assert r["trigger_reasons"] == ["capture", "error"]
+        assert r["trigger_ids"] == sorted([error_trigger, "capture-hist"])
+        assert r["rule_ids"] == ["capture-rule"] and r["tags"] == ["ticket-1"]
+        assert r["retention_days"] == 4000
+    by_reason = {
+        reason: [r["message"] for r in run_query(sink.client, QueryFilters(trigger=reason), "hindsight")]
+        for reason in ("error", "capture", "capture-hist", error_trigger)
+    }
+    assert {"m700.0", "m702.0"} <= set(by_reason["error"]) and by_reason["capture"] == [
+        "m700.0",
+        "m701.0",
+        "m702.0",
+    ]
+    assert by_reason["capture-hist"] == by_reason[error_trigger] == by_reason["capture"]
+    incidents = {i["trigger_id"]: i for i in store_summary(sink.client, "hindsight")["incidents"]}
+    assert incidents[error_trigger]["reasons"] == ["error"] and incidents[error_trigger]["lines"] == 3
+    assert incidents["capture-hist"]["reasons"] == ["capture"] and incidents["capture-hist"]["lines"] == 3
+    [[selections]] = sink.client.query(
+        "SELECT Selections FROM hindsight.logs FINAL WHERE SessionId = 'hist-s' AND RawOffset = 702"
+    ).result_rows
+    assert sorted((s["TriggerId"], s["Reasons"], s["RetentionDays"]) for s in selections) == sorted(
+        [(error_trigger, ["error"], 3650), ("capture-hist", ["capture"], 4000)]
+    )
+    sink.client.command("OPTIMIZE TABLE hindsight.logs FINAL")  # merged on disk: the same answers
+    assert run_query(sink.client, QueryFilters(session="hist-s"), "hindsight") == got
+
+
+def test_history_migration_keeps_the_rows_stored_before_it(tmp_path: Path) -> None:
+    """A store created before 004_history: its rows are in the new table, each as its one selection."""
+    import subprocess
+    import sys
+
+    script = f"""
+import pathlib, shutil
+import clickhouse_connect
+from pipeline.store import clickhouse as store
+client = clickhouse_connect.get_client(interface="chdb", path={str(tmp_path / "store")!r})
+all_sql = store.MIGRATIONS
+old = pathlib.Path({str(tmp_path / "old")!r}); old.mkdir()
+for p in sorted(all_sql.glob("*.sql")):
+    if p.stem < "004":
+        shutil.copy(p, old)
+store.MIGRATIONS = old
+store.migrate(client, "h")
+client.command("INSERT INTO h.logs (Timestamp, ObservedTimestamp, SeverityText, ServiceName, Body, "
+               "TriggerReasons, TriggerId, RuleIds, RetentionDays, RawTopic, RawPartition, RawOffset) "
+               "VALUES (now64(9), now64(9), 'ERROR', 's', 'old line', ['error'], 't-old', ['r1'], 45, "
+               "'raw', 0, 7)")
+store.MIGRATIONS = all_sql
+print(store.migrate(client, "h"))
+print(client.query("SELECT Body, TriggerReasons, TriggerIds, RuleIds, RetentionDays, Selections "
+                   "FROM h.logs FINAL").result_rows)
+print(client.query("EXISTS TABLE h.logs_before_history").result_rows)
+"""
+    out = subprocess.run(  # chDB: one store per process, and this module's fixture holds another
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    assert out[0] == "['004_history']"
+    assert out[1] == (
+        "[('old line', ['error'], ['t-old'], ['r1'], 45, [{'TriggerId': 't-old', 'Reasons': ['error'], "
+        "'RuleIds': ['r1'], 'Tags': [], 'Routes': [], 'RetentionDays': 45}])]"
+    )
+    assert out[2] == "[(0,)]"
