@@ -15,6 +15,7 @@ from typing import IO
 import orjson
 
 from pipeline.errors import BadDataError, RetryableSinkError
+from pipeline.private import open_private, private_dir, write_private
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord
 
@@ -35,7 +36,7 @@ class FileSink:
         self.dir = directory
         self.max_bytes = max_bytes
         self.rotate_s = rotate_s
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         for leftover in self.dir.glob("*.part"):
             self._repair(leftover)
         self._pending: list[bytes] = []
@@ -83,7 +84,7 @@ class FileSink:
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self._path = self.dir / f"curated-{stamp}-{os.getpid()}-{self._seq:04d}.jsonl.gz.part"
-        self._raw = open(self._path, "ab")  # noqa: SIM115 - lives until the next rotation
+        self._raw = open_private(self._path, "ab")  # lives until the next rotation
         self._out = gzip.GzipFile(fileobj=self._raw, mode="ab")
         self._opened = time.monotonic()
 
@@ -104,7 +105,7 @@ class FileSink:
         data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(part.read_bytes())
         data = data[: data.rfind(b"\n") + 1]  # whole lines only
         done = part.with_suffix("")
-        done.write_bytes(gzip.compress(data))
+        write_private(done, gzip.compress(data))
         part.unlink()
         log.info("file recovered after a crash path=%s bytes=%s", done, len(data))
 

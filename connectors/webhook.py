@@ -3,7 +3,9 @@
 Each request carries `X-Hindsight-Signature: sha256=<hex HMAC of timestamp + "." + body>` and
 `X-Hindsight-Timestamp`, so the receiver can check origin and freshness. Classification, once:
 unreachable, timeouts, 408/429/5xx -> retry with back-off (the runner does it, no commit meanwhile);
-other 4xx -> the receiver refuses the rows: dead-letter them with its answer.
+other 4xx -> the receiver refuses the rows: dead-letter them with its answer. Redirects are not
+followed (the batch and its signature would go to another host, or turn into a GET): a 3xx
+dead-letters the rows with the target named, and is never counted delivered.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from pipeline.types import CuratedRecord
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 425, 429}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -78,11 +88,18 @@ class WebhookSink:
         request.add_header("X-Hindsight-Timestamp", stamp)
         request.add_header("X-Hindsight-Signature", signature(self.secret, stamp, body))
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with _OPENER.open(request, timeout=self.timeout_s) as response:
                 response.read()
+                if not 200 <= response.status < 300:
+                    raise BadDataError(f"webhook answered {response.status}: not a success")
             self.requests += 1
         except urllib.error.HTTPError as exc:
             answer = exc.read(500).decode("utf-8", "replace")
+            if 300 <= exc.code < 400:
+                raise BadDataError(
+                    f"webhook answered {exc.code}, a redirect to {exc.headers.get('Location')!r}: redirects "
+                    "are not followed (set HINDSIGHT_WEBHOOK_URL to the final URL)"
+                ) from exc
             if exc.code in RETRY_STATUS or exc.code >= 500:
                 raise RetryableSinkError(f"webhook answered {exc.code}: {answer}") from exc
             raise BadDataError(f"webhook refused the rows ({exc.code}): {answer}") from exc

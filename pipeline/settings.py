@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.types import CUSTOM_FUNCTION
 
 
 def _env(name: str) -> AliasChoices:
@@ -366,7 +369,7 @@ class Settings(BaseSettings):
     )
     rules_custom_allow: list[str] = Field(
         default_factory=list,
-        description="Custom rule functions allowed: package.module:function or package.module:* (JSON list).",
+        description="Custom rule functions allowed, each named exactly: package.module:function (JSON list).",
     )
     level_url: str | None = Field(
         default=None,
@@ -381,6 +384,17 @@ class Settings(BaseSettings):
         """Relative folders are taken from where the settings are made, once: child processes and
         later commands get the same absolute path."""
         return value.expanduser().absolute() if value is not None else None
+
+    @field_validator("rules_custom_allow")
+    @classmethod
+    def _exact_functions(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not re.fullmatch(CUSTOM_FUNCTION, name)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: name each function exactly as package.module:function "
+                "(no wildcard, no part starting with '_')"
+            )
+        return value
 
     @field_validator("trigger_level", "baseline_level")
     @classmethod

@@ -120,3 +120,7 @@ def session_key(record: LogRecord) -> str:
 
 
 JSONDict = dict[str, Any]
+
+# A custom rule predicate's name: package.module:function, no part starting with "_" (no dunders, no
+# private helpers). Rules name one exactly; HINDSIGHT_RULES_CUSTOM_ALLOW lists them exactly.
+CUSTOM_FUNCTION = r"^[A-Za-z]\w*(\.[A-Za-z]\w*)*:[A-Za-z]\w*$"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # PostgreSQL and Redis binaries for the tests of the postgres and redis sinks, and Chromium for the
-# support page's browser test, from Debian's packages.
+# support page's browser test, kcat for the README's quick start test, from Debian's packages.
 # Only installs (apt-get update once, then install) what is missing; the test fixtures start private
 # servers on free ports in temporary folders, so nothing here runs as a system service.
 set -euo pipefail
@@ -9,6 +9,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v kcat >/dev/null || missing+=(kcat)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

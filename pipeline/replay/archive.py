@@ -19,6 +19,7 @@ from typing import Any
 
 import fastavro
 
+from pipeline.private import open_private, private_dir
 from pipeline.types import LogRecord, RawLine
 from pipeline.wire.avro import SCHEMA_DIR, strip_logical
 
@@ -51,7 +52,7 @@ def hour_dir(root: Path, topic: str, ts_us: int) -> Path:
 
 def write_hour(folder: Path, partition: int, lines: list[RawLine]) -> Path:
     """One immutable file of the lines (all of one partition and one hour)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     first, last = lines[0].offset, lines[-1].offset
     path = folder / f"p{partition}-{first}-{last}.avro"
     tmp = path.with_suffix(".avro.tmp")
@@ -65,7 +66,7 @@ def write_hour(folder: Path, partition: int, lines: list[RawLine]) -> Path:
         }
         for ln in lines
     )
-    with open(tmp, "wb") as out:
+    with open_private(tmp) as out:
         fastavro.writer(out, archive_schema(), records, codec=CODEC)
         out.flush()
         os.fsync(out.fileno())

@@ -22,6 +22,7 @@ import orjson
 from pipeline.engine.curate import curate, curate_lines
 from pipeline.engine.model import Trigger
 from pipeline.errors import QueryError
+from pipeline.private import open_private, private_dir
 from pipeline.replay.archive import read_archive
 from pipeline.replay.rawscan import earliest_available_ms, scan_raw
 from pipeline.settings import Settings
@@ -209,10 +210,12 @@ def _file_row(rec: CuratedRecord) -> dict[str, Any]:
 
 class _FileWriter:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        raw = open_private(path)
         self.out: IO[bytes] = (
-            cast(IO[bytes], gzip.open(path, "wb")) if path.suffix == ".gz" else open(path, "wb")  # noqa: SIM115
+            cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb")) if path.suffix == ".gz" else raw
         )
+        self._raw = raw
 
     def add_many(self, rows: list[CuratedRecord]) -> None:
         if rows:
@@ -220,3 +223,4 @@ class _FileWriter:
 
     def close(self, what: str = "", timeout_s: float | None = None) -> None:
         self.out.close()
+        self._raw.close()  # a GzipFile given a file object leaves it open

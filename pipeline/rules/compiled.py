@@ -6,9 +6,10 @@ the evaluation order is documented in pipeline.rules.model.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,17 +24,19 @@ from pipeline.rules.model import (
     RuleError,
     StrMatch,
 )
+from pipeline.rules.patterns import glob_matcher, searcher
 from pipeline.types import Level, LogRecord
 
 Predicate = Callable[[LogRecord], bool]
+
+log = logging.getLogger(__name__)
 
 
 def _str_predicate(fieldname: str, spec: str | StrMatch) -> Predicate:
     if isinstance(spec, str) or spec.exact is not None:
         value = spec if isinstance(spec, str) else spec.exact
         return lambda r: r[fieldname] == value  # type: ignore[literal-required]
-    pattern = re.compile(fnmatch.translate(spec.glob) if spec.glob is not None else str(spec.regex))
-    search = pattern.match if spec.glob is not None else pattern.search
+    search = glob_matcher(spec.glob) if spec.glob is not None else searcher(str(spec.regex))
     return lambda r: (v := r[fieldname]) is not None and search(v) is not None  # type: ignore[literal-required]
 
 
@@ -58,12 +61,14 @@ def _attr_predicate(key: str, spec: AttrMatch) -> Predicate:
     if spec.equals is not None:
         value = spec.equals
         return lambda r: r["attributes"].get(key) == value
-    search = re.compile(str(spec.regex)).search
+    search = searcher(str(spec.regex))
     return lambda r: (v := r["attributes"].get(key)) is not None and search(v) is not None
 
 
 def load_custom(path: str) -> Predicate:
     module, _, name = path.partition(":")
+    if any(part.startswith("_") for part in (*module.split("."), name)):
+        raise RuleError([("custom", f"{path}: names starting with '_' cannot be used")])
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
@@ -73,7 +78,41 @@ def load_custom(path: str) -> Predicate:
     return fn  # type: ignore[no-any-return]
 
 
-def compile_condition(cond: Condition) -> Predicate:
+class CustomFaults:
+    """Exceptions raised by custom predicates, per rule: counted (hindsight_rule_custom_errors_total)
+    and logged at most once per rule and minute. A predicate that raises counts as "no match"."""
+
+    def __init__(self, log_every_s: float = 60.0) -> None:
+        self.by_rule: dict[str, int] = {}
+        self._logged: dict[str, float] = {}
+        self._every = log_every_s
+
+    def guard(self, rule_id: str, path: str, fn: Predicate) -> Predicate:
+        def test(r: LogRecord) -> bool:
+            try:
+                return bool(fn(r))
+            except Exception as exc:
+                self.failed(rule_id, path, exc)
+                return False
+
+        return test
+
+    def failed(self, rule_id: str, path: str, exc: Exception) -> None:
+        self.by_rule[rule_id] = self.by_rule.get(rule_id, 0) + 1
+        now = time.monotonic()
+        last = self._logged.get(rule_id)
+        if last is None or now - last >= self._every:  # None: never logged (monotonic may be small)
+            self._logged[rule_id] = now
+            log.warning(
+                "custom predicate raised rule=%s function=%s error=%s count=%d (counted as no match)",
+                rule_id, path, f"{type(exc).__name__}: {exc}", self.by_rule[rule_id],
+            )  # fmt: skip
+
+
+FAULTS = CustomFaults()  # the process's: the worker's metrics export it
+
+
+def compile_condition(cond: Condition, rule_id: str = "", faults: CustomFaults | None = None) -> Predicate:
     checks: list[Predicate] = []
     if cond.service is not None:
         checks.append(_str_predicate("service", cond.service))
@@ -95,7 +134,7 @@ def compile_condition(cond: Condition) -> Predicate:
     for key, spec in (cond.attributes or {}).items():
         checks.append(_attr_predicate(key, spec))
     if cond.message_regex is not None:
-        msg_search = re.compile(cond.message_regex).search
+        msg_search = searcher(cond.message_regex)
         checks.append(lambda r: msg_search(r["message"]) is not None)
     if cond.security_flag is True:
         checks.append(lambda r: bool(r["security_flags"]))
@@ -105,8 +144,7 @@ def compile_condition(cond: Condition) -> Predicate:
         flag = cond.security_flag
         checks.append(lambda r: flag in r["security_flags"])
     if cond.custom is not None:
-        custom = load_custom(cond.custom)
-        checks.append(lambda r: bool(custom(r)))
+        checks.append((faults or FAULTS).guard(rule_id, cond.custom, load_custom(cond.custom)))
     if not checks:
         return lambda r: True
     if len(checks) == 1:
@@ -133,8 +171,8 @@ class Compiled:
 
 
 def compile_rule(rule: Rule) -> Compiled:
-    alls = [compile_condition(c) for c in rule.match.all]
-    anys = [compile_condition(c) for c in rule.match.any]
+    alls = [compile_condition(c, rule.id) for c in rule.match.all]
+    anys = [compile_condition(c, rule.id) for c in rule.match.any]
 
     def all_and_any(r: LogRecord) -> bool:
         for check in alls:

@@ -16,7 +16,6 @@ Evaluation order (documented in the README):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from datetime import time as dtime
@@ -36,7 +35,8 @@ from pydantic import (
 )
 
 from pipeline.errors import HindsightError
-from pipeline.types import LEVEL_ALIASES, Level
+from pipeline.rules.patterns import compile_regex, glob_matcher
+from pipeline.types import CUSTOM_FUNCTION, LEVEL_ALIASES, Level
 
 
 def _level_name(value: object) -> object:
@@ -54,6 +54,7 @@ LevelName = Annotated[
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RULE_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
+
 LEVEL_VALUE = {level.name: level.value for level in Level}
 
 
@@ -70,15 +71,12 @@ class _Strict(BaseModel):
 
 
 def _compiles(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+    compile_regex(pattern)  # ValueError: too long, invalid, or beyond RE2 (the linear-time engine)
     return pattern
 
 
 class _OneOf(_Strict):
-    """A matcher of which exactly one field is given; a `regex` must compile."""
+    """A matcher of which exactly one field is given; a `regex` or `glob` must compile for RE2."""
 
     _choices: ClassVar[tuple[str, ...]]
 
@@ -86,6 +84,13 @@ class _OneOf(_Strict):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         return None if value is None else _compiles(value)
+
+    @field_validator("glob", check_fields=False)
+    @classmethod
+    def _glob(cls, value: str | None) -> str | None:
+        if value is not None:
+            glob_matcher(value)
+        return value
 
     @model_validator(mode="after")
     def _one(self) -> _OneOf:
@@ -95,7 +100,7 @@ class _OneOf(_Strict):
 
 
 class StrMatch(_OneOf):
-    """Exactly one of exact, glob (fnmatch) or regex (searched)."""
+    """Exactly one of exact, glob (shell-style: *, ?, [seq]) or regex (RE2 syntax, searched)."""
 
     _choices = ("exact", "glob", "regex")
     exact: str | None = Field(default=None, description="The value, exactly.")
@@ -134,8 +139,8 @@ class Condition(_Strict):
     )
     custom: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
-        description="package.module:function(record) -> bool, from the configured allow-list only.",
+        pattern=CUSTOM_FUNCTION,
+        description="package.module:function(record) -> bool, named exactly in the allow-list.",
     )
 
     @field_validator("message_regex")
@@ -149,7 +154,7 @@ class Condition(_Strict):
         if value is None:
             return None
         allow = (info.context or {}).get("custom_allow", ())
-        if not any(value == a or (a.endswith(":*") and value.startswith(a[:-1])) for a in allow):
+        if value not in allow:  # exact names only: a wildcard would admit dunders and imported names
             raise ValueError(f"{value} is not in the allow-list (HINDSIGHT_RULES_CUSTOM_ALLOW)")
         return value
 

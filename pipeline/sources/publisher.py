@@ -274,7 +274,7 @@ class Shipper:
         self.publisher = publisher or Publisher(self.settings)
         self.dropped = 0
         self.invalid = 0
-        self._warned_at = 0.0
+        self._warned_at: float | None = None  # not 0.0: monotonic() may be small after boot
         self._queue: queue.Queue[tuple[Any, Callable[[Any], LogRecord]] | None] = queue.Queue(
             self.settings.handler_queue_size
         )
@@ -290,7 +290,7 @@ class Shipper:
 
     def _warn(self, what: str) -> None:
         now = time.monotonic()
-        if now - self._warned_at > 60:
+        if self._warned_at is None or now - self._warned_at > 60:
             self._warned_at = now
             log.warning(
                 "log lines not shipped reason=%s dropped=%s invalid=%s", what, self.dropped, self.invalid

@@ -12,6 +12,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from pipeline.metrics import LagCache, counter, gauge, labelled
+from pipeline.rules.compiled import FAULTS
 from pipeline.worker.processor import RawProcessor
 
 
@@ -60,6 +61,12 @@ class WorkerCollector(Collector):
             "Message bytes a drop rule kept out of storage",
             "rule",
             m.dropped_bytes_by_rule,
+        )
+        yield labelled(
+            "hindsight_rule_custom_errors",
+            "Exceptions raised by a rule's custom predicate (each counted as no match)",
+            "rule",
+            FAULTS.by_rule,
         )
         yield counter(
             "hindsight_evicted_lines", "Buffered lines evicted before their lookback ended", m.evicted_lines

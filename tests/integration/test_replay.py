@@ -72,6 +72,8 @@ def test_replay_returns_exactly_the_range_and_filter_and_is_idempotent(ns: Setti
     import gzip
 
     rows_b = [orjson.loads(x) for x in gzip.decompress((tmp_path / "b.jsonl.gz").read_bytes()).splitlines()]
+    for name in ("a.jsonl", "b.jsonl.gz"):  # log lines: this account's only, whatever the umask
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
     key = lambda r: (r["raw_topic"], r["raw_partition"], r["raw_offset"], r["raw_index"])  # noqa: E731
     assert sorted(map(key, rows_b)) == sorted(map(key, rows))
 

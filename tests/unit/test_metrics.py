@@ -3,9 +3,11 @@ that stay monotonic when a partition moves away."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -115,3 +117,28 @@ def test_lag_cache_keeps_the_last_answer_and_rate_limits() -> None:
     slow.get()
     slow.get()
     assert len(calls) == 4
+
+
+def test_first_fetch_and_first_warning_on_a_machine_booted_seconds_ago(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """time.monotonic() counts from boot: right after it, it is smaller than any rate limit. Nothing
+    may treat 0.0 as "long ago" (the lag cache did, and never fetched in the first hour)."""
+    import pipeline.metrics
+    import pipeline.rules.compiled
+    import pipeline.sources.publisher
+
+    for module in (pipeline.metrics, pipeline.rules.compiled, pipeline.sources.publisher):
+        monkeypatch.setattr(module.time, "monotonic", lambda: 3.0)  # booted three seconds ago
+    assert LagCache("g", "t", lambda: {0: 7}, every_s=10.0).get() == {0: 7}
+    faults = pipeline.rules.compiled.CustomFaults()
+    with caplog.at_level("WARNING"):
+        faults.failed("r", "m:f", RuntimeError("x"))
+        faults.failed("r", "m:f", RuntimeError("x"))
+    assert sum("custom predicate raised" in r.getMessage() for r in caplog.records) == 1
+    shipper = SimpleNamespace(_warned_at=None, dropped=1, invalid=0)  # the state _warn reads and writes
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        pipeline.sources.publisher.Shipper._warn(shipper, "queue full")  # type: ignore[arg-type]
+        pipeline.sources.publisher.Shipper._warn(shipper, "queue full")  # type: ignore[arg-type]
+    assert sum("log lines not shipped" in r.getMessage() for r in caplog.records) == 1

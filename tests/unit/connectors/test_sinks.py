@@ -99,25 +99,36 @@ def test_file_sink_rotates_syncs_and_finishes_leftovers(tmp_path: Path) -> None:
 
 
 class Receiver:
-    """A customer endpoint: answers with the status in `status`, keeps what it accepted."""
+    """A customer endpoint: answers with the status in `status` (and `location`), keeps what it
+    accepted in `got` and every request it saw, whatever it answered, in `seen`."""
 
     def __init__(self) -> None:
         self.status = 200
+        self.location = ""
         self.got: list[tuple[dict[str, str], bytes]] = []
+        self.seen: list[tuple[str, int, dict[str, str]]] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+            def _answer(self, body: bytes) -> None:
+                owner.seen.append((self.command, owner.status, dict(self.headers)))
                 if owner.status == 200:
                     owner.got.append((dict(self.headers), body))
                 self.send_response(owner.status)
+                if owner.location:
+                    self.send_header("Location", owner.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"no")
+
+            def do_POST(self) -> None:
+                self._answer(self.rfile.read(int(self.headers["Content-Length"])))
+
+            def do_GET(self) -> None:
+                self._answer(b"")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -149,9 +160,28 @@ def test_webhook_signs_batches_and_classifies_failures(receiver: Receiver) -> No
     receiver.status = 200
     sink.flush()  # nothing left pending after a failure: the runner resubmits the batch itself
     assert len(receiver.got) == 3
+    assert [status for _, status, _ in receiver.seen] == [200, 200, 200, 503, 429, 422]
     unreachable = WebhookSink("http://127.0.0.1:9/hook", b"k", timeout_s=1)
     unreachable.write_batch([row(1)])
     with pytest.raises(RetryableSinkError):
         unreachable.flush()
     with pytest.raises(ConfigError):
         WebhookSink.from_settings(Settings())
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_webhook_redirects_are_failures_never_followed(status: int) -> None:
+    """A redirect would carry the signed batch (or, as a GET, the signature) to another host: it is
+    refused, the rows are dead-lettered with the reason, and nothing reaches the other host."""
+    hook, elsewhere = Receiver(), Receiver()
+    try:
+        hook.status, hook.location = status, elsewhere.url
+        sink = WebhookSink(hook.url, b"k3y", timeout_s=2)
+        sink.write_batch([row(1)])
+        with pytest.raises(BadDataError, match=f"redirect.*{status}|{status}.*redirect"):
+            sink.flush()
+        assert sink.requests == 0 and hook.got == [] and elsewhere.seen == []
+        assert [s for _, s, _ in hook.seen] == [status]
+    finally:
+        hook.httpd.shutdown()
+        elsewhere.httpd.shutdown()

@@ -23,8 +23,11 @@ S = 1_000_000
 ROOT = Path(__file__).resolve().parents[3]
 
 
+CUSTOM_ALLOW = ["tests.unit.rules.custom_rules:long_message", "tests.unit.rules.custom_rules:explodes"]
+
+
 def rule(rule_id: str, **spec: Any) -> Any:
-    return validate_rule({"id": rule_id, **spec}, custom_allow=["tests.unit.rules.custom_rules:*"])
+    return validate_rule({"id": rule_id, **spec}, custom_allow=CUSTOM_ALLOW)
 
 
 class Feed:
@@ -395,3 +398,61 @@ def test_level_names_are_taken_as_everywhere_else() -> None:
     assert rule.match.all[0].level_gte == "WARN" and rule.actions.level == "FATAL"
     with pytest.raises(RuleError, match="level_gte"):
         validate_rule({"id": "w", "match": {"all": [{"level_gte": "LOUD"}]}, "actions": {"stats": True}})
+
+
+def test_a_custom_predicate_that_raises_is_no_match_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pipeline.rules.compiled import FAULTS
+
+    before = FAULTS.by_rule.get("buggy", 0)
+    feed = Feed()
+    hs = Hindsight(WindowConfig())
+    hs.set_rules(
+        RuleSet(
+            [
+                rule(
+                    "buggy",
+                    match={"all": [{"custom": "tests.unit.rules.custom_rules:explodes"}]},
+                    actions={"level": "TRACE"},
+                )
+            ]
+        )
+    )
+    with caplog.at_level("WARNING", logger="pipeline.rules.compiled"):
+        got = list(kept(hs, [feed("a", 1, message="boom"), feed("a", 2, message="boom again"), feed("a", 3)]))
+    assert got == ["a@3"]  # the raising lines did not match; the engine went on with the next line
+    assert FAULTS.by_rule["buggy"] == before + 2
+    warnings = [r.getMessage() for r in caplog.records if "custom predicate raised" in r.getMessage()]
+    assert len(warnings) == 1 and "rule=buggy" in warnings[0] and "predicate bug" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "json:__class__",
+        "tests.unit.rules.custom_rules:_private",
+        "os._wrap_close:close",
+        "tests.unit.rules.*:x",
+    ],
+)
+def test_custom_names_are_exact_and_never_private(name: str) -> None:
+    with pytest.raises(RuleError) as err:
+        validate_rule(
+            {"id": "r", "match": {"all": [{"custom": name}]}, "actions": {"drop": True}}, custom_allow=[name]
+        )
+    assert "match.all.0.custom" in dict(err.value.problems)
+    # a name in the allow-list's module but not itself listed is refused too
+    with pytest.raises(RuleError, match="not in the allow-list"):
+        rule("r", match={"all": [{"custom": "tests.unit.rules.custom_rules:Any"}]}, actions={"drop": True})
+
+
+def test_the_allow_list_setting_takes_exact_names_only() -> None:
+    from pydantic import ValidationError
+
+    from pipeline.settings import Settings
+
+    assert Settings(rules_custom_allow=["pkg.mod:fn"]).rules_custom_allow == ["pkg.mod:fn"]
+    for bad in (["pkg.mod:*"], ["json:__class__"], ["pkg._mod:fn"]):
+        with pytest.raises(ValidationError, match="name each function exactly"):
+            Settings(rules_custom_allow=bad)
