@@ -172,13 +172,20 @@ def bench_lookup(
     before_history(client)
     for database in ("hindsight", "before"):
         fill(client, database, total, per_session)
-    span_us = total * 900  # the synthetic lines are 1 ms apart, ending now (hindsight.logs has fewer)
-    now_us = time.time_ns() // 1000
+    # the period both tables cover (each was filled up to the moment of its own insert)
+    ends = [
+        client.query(
+            f"SELECT toUnixTimestamp64Micro(min(Timestamp)), toUnixTimestamp64Micro(max(Timestamp)) "
+            f"FROM {database}.logs WHERE RawTopic = 'bench.raw'"
+        ).result_rows[0]
+        for database in ("hindsight", "before")
+    ]
+    first_us, last_us = max(e[0] for e in ends), min(e[1] for e in ends)
     rng = random.Random(3)
     timings: dict[str, list[float]] = {}
     for _ in range(queries):
         session = f"bench-s{rng.randrange(sessions // 2, total // per_session)}"  # synthetic ones only
-        since = now_us - rng.randrange(120_000_000, span_us)
+        since = rng.randrange(first_us, last_us - MINUTE)
         for database in ("hindsight", "before"):
             for kind, filters in (
                 ("lookup", QueryFilters(session=session, limit=100)),

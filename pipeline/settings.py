@@ -268,6 +268,15 @@ class Settings(BaseSettings):
         default=None, description="Name expected in the server's certificate when it differs from the host."
     )
     clickhouse_database: str = Field(default="hindsight", description="Database holding the tables.")
+    sql_max_seconds: float = Field(
+        default=30.0, gt=0, description="Power users' SQL (--sql, /sql): longest run before it is stopped."
+    )
+    sql_max_rows_read: int = Field(
+        default=1_000_000_000, gt=0, description="Power users' SQL: most rows one query may read."
+    )
+    sql_max_memory_mb: int = Field(
+        default=2048, gt=0, description="Power users' SQL: most memory one query may use (MiB)."
+    )
     chdb_path: Path | None = Field(default=None, description="Embedded store data dir; default <home>/chdb.")
 
     # --- Sink runner ---------------------------------------------------------------------------

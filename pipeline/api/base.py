@@ -38,10 +38,22 @@ log = logging.getLogger(__name__)
 Problems = list[tuple[str, str]]
 
 
+_CREDENTIALS = re.compile(
+    r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@|\b(password|passwd|pwd|secret|token)=[^&\s]+"
+)
+
+
+def scrub(text: str) -> str:
+    """A message without the credentials a store's error may carry (a DSN's user:password@)."""
+    return _CREDENTIALS.sub(lambda m: f"{m[1]}***@" if m[1] else f"{m[2]}=***", text)
+
+
 class ApiError(Exception):
-    """An answer other than success: status, each problem with its path, extra headers."""
+    """An answer other than success: status, each problem with its path, extra headers. Messages are
+    scrubbed of credentials: a store's error text can name its DSN."""
 
     def __init__(self, status: int, problems: Problems, headers: dict[str, str] | None = None) -> None:
+        problems = [(path, scrub(msg)) for path, msg in problems]
         super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
         self.status = status
         self.problems = problems

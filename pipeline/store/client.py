@@ -20,7 +20,8 @@ import orjson
 from pipeline.errors import HindsightError, QueryError
 from pipeline.settings import Settings
 from pipeline.store.clickhouse import migrate, open_client
-from pipeline.store.query import QueryFilters, run_query, run_sql, store_summary
+from pipeline.store.query import QueryFilters, run_query, store_summary
+from pipeline.store.sandbox import SqlBounds, run_sql
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,6 +134,7 @@ def _get(api: QueryApi, path: str, timeout: float) -> bytes:
 def _with_store(settings: Settings) -> Any:
     client = open_client(settings)
     migrate(client, settings.clickhouse_database)
+    client.database = settings.clickhouse_database  # unqualified names in SQL: the project's tables
     return client
 
 
@@ -174,6 +176,10 @@ def summarize_store(settings: Settings, open_chdb: bool = True) -> dict[str, Any
 
 def sql_query(settings: Settings, text: str, limit: int) -> list[dict[str, Any]]:
     """A read-only SQL query (the store enforces readonly)."""
+    db = settings.clickhouse_database
+    bounds = SqlBounds(settings.sql_max_seconds, settings.sql_max_rows_read, settings.sql_max_memory_mb)
     return _from_store(
-        settings, lambda: remote_sql(query_api(settings), text, limit), lambda c: run_sql(c, text, limit)
+        settings,
+        lambda: remote_sql(query_api(settings), text, limit),
+        lambda c: run_sql(c, text, limit, db, bounds),
     )

@@ -179,43 +179,6 @@ def run_query(client: QueryClient, filters: QueryFilters, database: str) -> list
     return rows
 
 
-def _one_statement(sql: str) -> None:
-    """Refuse `a; b`: a ClickHouse server does, but the embedded engine runs every statement, and a
-    second result set left unread would desynchronise the reader's next answer."""
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            i += 1
-            while i < n and sql[i] != c:
-                i += 2 if sql[i] == "\\" else 1
-        elif sql.startswith("--", i):
-            i = sql.find("\n", i)
-            i = n if i < 0 else i
-        elif sql.startswith("/*", i):
-            i = sql.find("*/", i + 2)
-            i = n if i < 0 else i + 1
-        elif c == ";" and sql[i + 1 :].strip(" \t\r\n;"):
-            raise QueryError("one statement per query: remove the ';' and what follows it")
-        i += 1
-
-
-def run_sql(client: QueryClient, sql: str, limit: int = 10_000) -> list[dict[str, Any]]:
-    """A power user's SQL, read-only as the store enforces it (readonly=2: reads only, and the
-    readonly setting itself cannot be changed from inside the query); at most `limit` rows."""
-    if not 1 <= limit <= 1_000_000:
-        raise QueryError("limit must be within 1..1000000")
-    _one_statement(sql)
-    settings = {"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
-    try:
-        result = client.query(sql, settings=settings)
-        # "break" stops at a block boundary, so the store may return a little more than asked
-        return [dict(row) for _, row in zip(range(limit), result.named_results(), strict=False)]
-    except Exception as exc:  # the store's own message says what was wrong (syntax, READONLY, ...)
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise QueryError(f"store refused the query: {first[:500]}") from None
-
-
 def store_summary(client: QueryClient, database: str) -> dict[str, Any]:
     """Lines and bytes kept, and incidents (distinct triggers) with their reasons."""
     totals = client.query(

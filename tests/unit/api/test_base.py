@@ -186,3 +186,18 @@ def test_a_taken_port_names_the_setting() -> None:
         taken.listen()
         with pytest.raises(ConfigError, match="TEST_PORT"):
             Server("test API", Api("t", [], TOKEN).app(), "127.0.0.1", port, "TEST_PORT", LIMITS)
+
+
+def test_error_answers_never_carry_credentials() -> None:
+    from pipeline.api.base import ApiError
+
+    err = ApiError(
+        503,
+        [
+            ("(store)", "ClickHouse unreachable: HTTPDriver for https://admin:s3cr3t@ch.example:8443 failed"),
+            ("(store)", "connect failed: host=db password=hunter2 user=x"),
+        ],
+    )
+    text = str(err)
+    assert "s3cr3t" not in text and "hunter2" not in text
+    assert "https://***@ch.example:8443" in text and "password=***" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from pipeline.engine.curate import curate
 from pipeline.errors import BadDataError, ConfigError, QueryError, RetryableSinkError
 from pipeline.settings import Settings
 from pipeline.store.clickhouse import migrate, open_client
-from pipeline.store.query import QueryFilters, run_query, run_sql, store_summary
+from pipeline.store.query import QueryFilters, run_query, store_summary
+from pipeline.store.sandbox import SqlBounds, run_sql
 from pipeline.types import RawLine
 from pipeline.wire.records import normalize
 
@@ -168,15 +170,46 @@ def test_sql_is_read_only_as_the_store_enforces_it(sink: ClickHouseSink) -> None
     assert sink.reader is not sink.client
     got = run_sql(sink.reader, "SELECT count() AS n FROM hindsight.logs FINAL WHERE SessionId = 'dedup-s'")
     assert got == [{"n": 5}]
+    # unqualified names are the project's tables; CTEs, unions and subqueries are fine
+    assert sink.sql(
+        "WITH s AS (SELECT SessionId FROM logs FINAL WHERE SessionId = 'dedup-s') "
+        "SELECT count() AS n FROM s UNION ALL SELECT 1 AS n FROM hindsight.logs LIMIT 1",
+        10,
+    )
     for statement in (
         "INSERT INTO hindsight.logs (Body) VALUES ('x')",
         "DROP TABLE hindsight.logs",
-        "SELECT 1 SETTINGS readonly = 0",
         "ALTER TABLE hindsight.logs DELETE WHERE 1",
+        "SET readonly = 0",
     ):
-        with pytest.raises(QueryError, match="store refused"):
+        with pytest.raises(QueryError, match=r"only a SELECT|store refused"):
             run_sql(sink.reader, statement)
-    assert len(run_sql(sink.reader, "SELECT number FROM system.numbers LIMIT 50", limit=10)) == 10
+    for statement, why in (
+        ("SELECT 1 SETTINGS readonly = 0", "cannot change settings"),
+        ("SELECT * FROM hindsight.logs SETTINGS max_result_rows = 0", "cannot change settings"),
+        ("SELECT * FROM (SELECT 1 SETTINGS max_execution_time = 0)", "cannot change settings"),
+        ("SELECT * FROM file('/etc/passwd')", "table function file()"),
+        ("SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')", "table function url()"),
+        (
+            "SELECT * FROM hindsight.logs WHERE Body IN (SELECT * FROM url('http://127.0.0.1:9/', CSV))",
+            "url()",
+        ),
+        ("SELECT number FROM system.numbers LIMIT 5", "only the tables of hindsight"),
+        ("SELECT * FROM numbers(10)", "table function numbers()"),
+        ("SELECT name FROM system.tables", "only the tables of hindsight"),
+        ("SELECT file('/etc/passwd')", "function file()"),
+        ("SELECT dictGet('d', 'a', 1)", "function dictGet()"),
+        ("SELECT 1 FROM hindsight.logs INTO OUTFILE '/tmp/hindsight-escape'", "INTO OUTFILE"),
+        ("SELECT 1 # '\n; SELECT 2 -- '", "one statement"),
+        ("SELECT 1 -- x\n; SELECT 2", "one statement"),
+    ):
+        with pytest.raises(QueryError, match=re.escape(why)):
+            sink.sql(statement, 10)
+    # bounds the query cannot lift: rows read (and time and memory the same way)
+    tight = run_sql(sink.reader, "SELECT count() AS n FROM hindsight.logs", 10, "hindsight", SqlBounds())
+    assert tight[0]["n"] > 3
+    with pytest.raises(QueryError, match=r"(?i)limit for rows|rows to read"):
+        run_sql(sink.reader, "SELECT Body FROM hindsight.logs", 10, "hindsight", SqlBounds(max_rows_read=2))
     sink.write_batch([row(600, "after-sql")])  # refused statements left the writer writable
     sink.flush()
 
@@ -326,3 +359,21 @@ print(client.query("EXISTS TABLE h.logs_before_history").result_rows)
         "'RuleIds': ['r1'], 'Tags': [], 'Routes': [], 'RetentionDays': 45}])]"
     )
     assert out[2] == "[(0,)]"
+
+
+def test_a_running_query_never_holds_up_an_insert(sink: ClickHouseSink) -> None:
+    """Reads run on the reader client under their own lock: with a query in progress (its lock held
+    here), the writer still inserts."""
+    import threading
+
+    assert sink.read_lock is not sink.lock and sink.reader is not sink.client
+    done = threading.Event()
+    with sink.read_lock:  # as a slow /sql query holds it
+        sink.write_batch([row(650, "during-query")])
+        writer = threading.Thread(target=lambda: (sink.flush(), done.set()), daemon=True)
+        writer.start()
+        writer.join(60)  # a hang guard: with one lock this would wait for the query
+        assert done.is_set()
+    assert [
+        r["message"] for r in run_query(sink.client, QueryFilters(session="during-query"), "hindsight")
+    ] == ["m650.0"]
