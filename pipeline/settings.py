@@ -357,7 +357,7 @@ class Settings(BaseSettings):
     )
     http_keep_alive_s: int = Field(default=5, ge=1, description="HTTP servers close idle connections then.")
     http_max_connections: int = Field(
-        default=200, ge=1, description="Connections one HTTP server holds at once; more are answered 503."
+        default=1000, ge=1, description="Connections one HTTP server holds at once; more are answered 503."
     )
     metrics_host: str = Field(
         default="127.0.0.1", description="Bind address of the Prometheus /metrics endpoint."

@@ -147,7 +147,7 @@ class Limits:
     body_timeout_s: float = 10.0  # to send a whole body
     header_timeout_s: float = 10.0  # to send a request's head, from connect or from the last answer
     keep_alive_s: int = 5  # idle between requests
-    max_connections: int = 200  # beyond this, new connections get 503
+    max_connections: int = 1000  # beyond this, new connections get 503
 
     @classmethod
     def from_settings(cls, settings: Settings, max_body_bytes: int | None = None) -> Limits:

@@ -201,3 +201,39 @@ def test_error_answers_never_carry_credentials() -> None:
     text = str(err)
     assert "s3cr3t" not in text and "hunter2" not in text
     assert "https://***@ch.example:8443" in text and "password=***" in text
+
+
+def test_two_hundred_half_open_connections_leave_room_for_a_normal_request() -> None:
+    """With the default limits (as every service runs them), 200 clients that never finish their
+    request's head do not keep a normal request from its answer."""
+    api = Api("test", [Endpoint("GET", "/echo", echo, "Echo", query=EchoQuery)], TOKEN, Limits())
+    server = Server("test API", api.app(), "127.0.0.1", 0, "TEST_PORT", Limits()).start()
+    half: list[socket.socket] = []
+    try:
+        half = [_raw(server.port, b"GET /echo HTTP/1.1\r\nHost: x\r\n") for _ in range(200)]
+        status, _, body = call(f"http://127.0.0.1:{server.port}/echo?n=3")
+        assert status == 200 and orjson.loads(body)["n"] == 3
+    finally:
+        for sock in half:
+            sock.close()
+        server.stop()
+
+
+def test_the_metrics_server_cuts_off_clients_that_never_finish() -> None:
+    """prometheus_client's threaded server had no socket timeout: each silent client held a thread."""
+    from pipeline.metrics import serve
+    from pipeline.settings import Settings
+
+    server = serve(Settings(metrics_port=0, http_header_timeout_s=0.5))
+    port = server.server_address[1]
+    half: list[socket.socket] = []
+    try:
+        half = [_raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") for _ in range(200)]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            assert resp.status == 200
+        for sock in half[:20]:
+            assert _closed_within(sock, 5) is not None  # its thread is free again
+    finally:
+        for sock in half:
+            sock.close()
+        server.shutdown()
