@@ -99,16 +99,23 @@ class QueryFilters:
 # across partitions: a one-minute range read of 1M rows took 75 ms instead of 277 ms.
 FINAL_SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
 
+# Lines are read merged by GROUP BY their raw id rather than FINAL: the rows of one line (one per
+# selection) agree on the line's own columns and are unions of the selections' (004_history.sql).
+# Measured on 1M rows: a session lookup 24 ms (FINAL: 42 ms, the table before history: 27 ms), a
+# one-minute range read 72 ms (FINAL: 85 ms). Filters on the line go in WHERE, on its selections
+# (trigger, rule) in HAVING, so a line found by one selection still shows all the others.
 SELECT = """
-SELECT toUnixTimestamp64Micro(Timestamp) AS timestamp_us, ServiceName AS service, SeverityText AS level,
-       Body AS message, SessionId AS session_id, UserId AS user_id, Endpoint AS endpoint,
-       TransactionId AS transaction_id, TraceId AS trace_id, SpanId AS span_id, LatencyMs AS latency_ms,
-       StatusCode AS status_code, SecurityFlags AS security_flags, LogAttributes AS attributes,
-       arraySort(TriggerReasons) AS trigger_reasons, TriggerId AS trigger_id,
-       arraySort(TriggerIds) AS trigger_ids, arraySort(RuleIds) AS rule_ids, arraySort(Tags) AS tags,
-       RetentionDays AS retention_days, RawTopic AS raw_topic,
+SELECT toUnixTimestamp64Micro(any(Timestamp)) AS timestamp_us, any(ServiceName) AS service,
+       any(SeverityText) AS level, any(Body) AS message, any(SessionId) AS session_id,
+       any(UserId) AS user_id, any(Endpoint) AS endpoint, any(TransactionId) AS transaction_id,
+       any(TraceId) AS trace_id, any(SpanId) AS span_id, any(LatencyMs) AS latency_ms,
+       any(StatusCode) AS status_code, any(SecurityFlags) AS security_flags, any(LogAttributes) AS attributes,
+       arraySort(groupUniqArrayArray(TriggerReasons)) AS trigger_reasons,
+       arraySort(groupUniqArrayArray(TriggerIds)) AS trigger_ids, trigger_ids[1] AS trigger_id,
+       arraySort(groupUniqArrayArray(RuleIds)) AS rule_ids, arraySort(groupUniqArrayArray(Tags)) AS tags,
+       max(RetentionDays) AS retention_days, RawTopic AS raw_topic,
        RawPartition AS raw_partition, RawOffset AS raw_offset, RawIndex AS raw_index
-FROM {table} FINAL
+FROM {table}
 """
 
 
@@ -147,11 +154,12 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
             raise QueryError(f"--attr wants key=value, got {pair!r}")
         where.append(f"LogAttributes[{{attr_key{i}:String}}] = {{attr_value{i}:String}}")
         params[f"attr_key{i}"], params[f"attr_value{i}"] = key, value
+    having: list[str] = []
     if filters.trigger:
-        where.append("(has(TriggerReasons, {trigger:String}) OR has(TriggerIds, {trigger:String}))")
+        having.append("(has(trigger_reasons, {trigger:String}) OR has(trigger_ids, {trigger:String}))")
         params["trigger"] = filters.trigger
     if filters.rule:
-        where.append("has(RuleIds, {rule:String})")
+        having.append("has(rule_ids, {rule:String})")
         params["rule"] = filters.rule
     if filters.since_us is not None:
         where.append("Timestamp >= fromUnixTimestamp64Micro({since_us:Int64})")
@@ -162,7 +170,10 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
     sql = SELECT.format(table=f"{database}.logs")
     if where:
         sql += "WHERE " + " AND ".join(where) + "\n"
-    sql += "ORDER BY Timestamp, RawPartition, RawOffset, RawIndex\nLIMIT {limit:UInt32}\n" + FINAL_SETTINGS
+    sql += "GROUP BY RawTopic, RawPartition, RawOffset, RawIndex\n"
+    if having:
+        sql += "HAVING " + " AND ".join(having) + "\n"
+    sql += "ORDER BY timestamp_us, raw_partition, raw_offset, raw_index\nLIMIT {limit:UInt32}"
     params["limit"] = filters.limit
     return sql, params
 

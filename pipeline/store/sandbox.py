@@ -3,9 +3,9 @@
 readonly=2 alone let a query read `file('/etc/passwd')`, fetch `url('http://127.0.0.1:...')` and lift
 its own limits with `SETTINGS max_result_rows=0`. Here the store's own parser (EXPLAIN AST) reads the
 query first, and only this shape runs: one SELECT (UNION / INTERSECT / CTEs / subqueries allowed) that
-reads tables of the project's database; no table functions anywhere (file, url, remote, s3, numbers,
-...), no file or dictionary functions, no SETTINGS clause, no INTO OUTFILE. It then runs with bounds it
-cannot lift: time, memory, rows read and rows returned.
+reads tables of the project's database (and system.parts, for storage figures); no table functions
+anywhere (file, url, remote, s3, numbers, ...), no file or dictionary functions, no SETTINGS clause,
+no INTO OUTFILE. It then runs with bounds it cannot lift: time, memory, rows read and rows returned.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from typing import Any
 
 from pipeline.errors import QueryError
 from pipeline.store.query import QueryClient
+
+# Beyond the project's tables: storage figures per part (sizes, rows, partitions; no log content),
+# which storage monitoring needs (examples/storage_monitoring.py).
+SYSTEM_TABLES = ("system.parts",)
 
 # scalar functions that reach outside the tables (a file's content, dictionaries' sources)
 DENIED_FUNCTIONS = ("file", "dictGet", "dictHas", "dictGetHierarchy", "dictIsIn", "joinGet")
@@ -94,7 +98,12 @@ def check_sql(client: QueryClient, sql: str, database: str) -> None:
             child, target = nodes[i + 1][1], nodes[i + 1][2]
             if child == "Function":
                 raise QueryError(f"table function {target}() is not allowed: read the tables of {database}")
-            if child == "TableIdentifier" and "." in target and target.split(".", 1)[0] != database:
+            if (
+                child == "TableIdentifier"
+                and "." in target
+                and target.split(".", 1)[0] != database
+                and target not in SYSTEM_TABLES
+            ):
                 raise QueryError(f"only the tables of {database} can be read, not {target}")
 
 

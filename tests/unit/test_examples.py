@@ -16,7 +16,7 @@ from examples.storage_monitoring import collect, render
 from pipeline.engine.curate import curate
 from pipeline.replay.archive import hour_dir, read_archive, write_hour
 from pipeline.settings import Settings
-from pipeline.store.query import run_sql
+from pipeline.store.sandbox import run_sql
 from pipeline.types import RawLine
 from pipeline.wire.records import normalize
 
