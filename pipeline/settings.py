@@ -374,7 +374,16 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8766, ge=0, le=65535, description="Port of the rules/captures API.")
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token the rules/captures API requires (it refuses to start without).",
+        description="Bearer token allowed everything (admin: rules, captures; also read and ingest). "
+        "The rules/captures API and the OTLP receiver refuse to start without one.",
+    )
+    read_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may only read: query, lines, incidents, stats, SQL (403 elsewhere).",
+    )
+    ingest_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may only send logs (the OTLP receiver; 403 elsewhere).",
     )
     rules_custom_allow: list[str] = Field(
         default_factory=list,

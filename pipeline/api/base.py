@@ -14,12 +14,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import h11
 import orjson
 import uvicorn
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -86,6 +86,7 @@ ERRORS_SCHEMA: dict[str, Any] = {
 _ERROR_TEXT = {
     400: "Invalid request; each bad field with its path",
     401: "Missing or wrong bearer token",
+    403: "The token is not allowed this endpoint's scope",
     404: "Not found",
     413: "Body too large",
     503: "A service behind this one is not answering",
@@ -135,8 +136,51 @@ class Endpoint:
     body: dict[str, Any] | None = None  # request body's JSON schema
     errors: tuple[int, ...] = (400,)
     public: bool = False  # no token needed (health, OpenAPI, static pages)
+    scope: TokenScope = "admin"  # what a token must be allowed: ingest, read or admin
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw_query: bool = False  # the handler checks its own query string (OTLP: none expected)
+
+
+TokenScope = Literal["ingest", "read", "admin"]
+ALL_SCOPES: frozenset[str] = frozenset(("ingest", "read", "admin"))
+
+
+class Tokens:
+    """Bearer tokens and what each may do. HINDSIGHT_API_TOKEN may do everything; a read token only
+    reads (query, lines, incidents, stats, SQL); an ingest token only sends logs (OTLP). A service
+    that only ships logs then never holds a token that reads them or changes rules."""
+
+    def __init__(self, admin: str | None, read: str | None = None, ingest: str | None = None) -> None:
+        self._tokens: list[tuple[bytes, frozenset[str]]] = [
+            (token.encode(), scopes)
+            for token, scopes in (
+                (admin, ALL_SCOPES),
+                (read, frozenset({"read"})),
+                (ingest, frozenset({"ingest"})),
+            )
+            if token
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, admin: str | None = None) -> Tokens:
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return cls(
+            admin or secret(settings.api_token), secret(settings.read_token), secret(settings.ingest_token)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def scopes(self, given: bytes) -> frozenset[str] | None:
+        """What the token may do; None for an unknown token. Every token is compared, each in constant
+        time, so the answer's timing reveals neither which token nor how much of a guess was right."""
+        found: frozenset[str] | None = None
+        for token, scopes in self._tokens:
+            if hmac.compare_digest(given, token):
+                found = scopes
+        return found
 
 
 @dataclass(frozen=True)
@@ -192,14 +236,14 @@ class Api:
         self,
         title: str,
         endpoints: Sequence[Endpoint],
-        token: str | None,
+        token: str | Tokens | None,
         limits: Limits = DEFAULT_LIMITS,
         components: dict[str, Any] | None = None,
         error_response: Callable[[ApiError, Request], Response] | None = None,
     ) -> None:
         self.title = title
         self.endpoints = list(endpoints)
-        self.token = (token or "").encode()
+        self.tokens = token if isinstance(token, Tokens) else Tokens(token)
         self.limits = limits
         self.components = components or {}
         self.error_response = error_response or _json_error
@@ -210,11 +254,27 @@ class Api:
     def _openapi(self, call: Call) -> Response:
         return json_response(self.openapi())
 
-    def authorized(self, request: Request) -> bool:
+    def authorize(self, request: Request, ep: Endpoint) -> None:
+        """ApiError 401 without a known token, 403 with a token not allowed this endpoint's scope."""
         header = request.headers.get("authorization") or ""
         given = header[7:] if header.startswith("Bearer ") else ""
-        # constant time: the comparison does not reveal how much of a guess was right
-        return bool(self.token) and hmac.compare_digest(given.encode("utf-8", "replace"), self.token)
+        scopes = self.tokens.scopes(given.encode("utf-8", "replace")) if given else None
+        if scopes is None:
+            raise ApiError(
+                401,
+                [("(auth)", "missing or wrong bearer token")],
+                {"WWW-Authenticate": 'Bearer realm="hindsight"'},
+            )
+        if ep.scope not in scopes:
+            raise ApiError(
+                403,
+                [
+                    (
+                        "(auth)",
+                        f"this token may {', '.join(sorted(scopes))}; {ep.method} {ep.path} needs {ep.scope}",
+                    )
+                ],
+            )
 
     def app(self) -> Starlette:
         by_path: dict[str, dict[str, Endpoint]] = {}
@@ -242,12 +302,8 @@ class Api:
                         [("(method)", f"{request.method} {request.url.path}: use {allowed}")],
                         {"Allow": allowed},
                     )
-                if not ep.public and not self.authorized(request):
-                    raise ApiError(
-                        401,
-                        [("(auth)", "missing or wrong bearer token")],
-                        {"WWW-Authenticate": 'Bearer realm="hindsight"'},
-                    )
+                if not ep.public:
+                    self.authorize(request, ep)
                 params: dict[str, str] = {} if ep.raw_query else parse_params(request.url.query)
                 query = _validated(ep.query, params) if not ep.raw_query else None
                 body = await self._body(request) if ep.method in ("POST", "PUT", "PATCH") else b""
@@ -297,6 +353,8 @@ class Api:
             op: dict[str, Any] = {"summary": ep.summary, "responses": {}}
             if ep.public:
                 op["security"] = []
+            else:
+                op["x-hindsight-scope"] = ep.scope  # the token scope it needs (docs/operations.md)
             params = [
                 {"name": name, "in": "path", "required": True, "schema": schema}
                 for name, schema in ep.path_params.items()
@@ -311,7 +369,7 @@ class Api:
             if ep.ok.schema is not None:
                 ok["content"] = {ep.ok.media_type: {"schema": ep.ok.schema}}
             op["responses"][str(ep.ok.status)] = ok
-            codes = list(ep.errors) + ([] if ep.public else [401])
+            codes = list(ep.errors) + ([] if ep.public else [401, 403])
             for code in codes:
                 op["responses"][str(code)] = {
                     "description": _ERROR_TEXT.get(code, "Error"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server, json_response
+from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server, Tokens, json_response
 from pipeline.api.support import support_endpoints
 from pipeline.control import captures
 from pipeline.control.rules import check_rule
@@ -203,8 +203,9 @@ def control_api(settings: Settings, view: RulesView) -> Api:
     # PUT /rules/{id} takes the id from the URL: in its body the id may be left out
     components["RuleAtId"] = {**schema, "required": [f for f in schema.get("required", []) if f != "id"]}
     components["CaptureRequest"] = CAPTURE_REQUEST
-    token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
-    return Api("log-hindsight rules and captures", endpoints, token, components=components)
+    return Api(
+        "log-hindsight rules and captures", endpoints, Tokens.from_settings(settings), components=components
+    )
 
 
 def openapi() -> dict[str, Any]:

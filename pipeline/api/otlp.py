@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server
+from pipeline.api.base import Api, ApiError, Call, Endpoint, Limits, Ok, Server, Tokens
 from pipeline.errors import ConfigError
 from pipeline.kafka import producer_config
 from pipeline.metrics import counter, labelled
@@ -43,10 +43,11 @@ class OtlpServer(Server):
     """The receiver in a thread; publishes through one batching Publisher."""
 
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
-        if settings.api_token is None or not settings.api_token.get_secret_value():
+        if not Tokens.from_settings(settings):
             raise ConfigError(
-                "the OTLP receiver needs a token: set HINDSIGHT_API_TOKEN (exporters send it as "
-                "OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer <token>')"
+                "the OTLP receiver needs a token: set HINDSIGHT_INGEST_TOKEN (it may only send logs) or "
+                "HINDSIGHT_API_TOKEN; exporters send it as "
+                "OTEL_EXPORTER_OTLP_HEADERS='Authorization=Bearer <token>'"
             )
         self.settings = settings
         self.publisher = publisher or Publisher(settings)
@@ -62,10 +63,10 @@ class OtlpServer(Server):
                 Endpoint(
                     "POST", PATH, self._post, "Export logs (OTLP/HTTP, protobuf or JSON)",
                     Ok(200, "ExportLogsServiceResponse", PROTOBUF, {"type": "string"}),
-                    errors=(400, 413, 415, 503), raw_query=True,
+                    errors=(400, 413, 415, 503), raw_query=True, scope="ingest",
                 )
             ],
-            settings.api_token.get_secret_value(),
+            Tokens.from_settings(settings),
             limits,
             error_response=_status_response,
         )  # fmt: skip

@@ -10,7 +10,18 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from pipeline.api.base import DEFAULT_LIMITS, Api, ApiError, Call, Endpoint, Limits, Ok, Server, json_response
+from pipeline.api.base import (
+    DEFAULT_LIMITS,
+    Api,
+    ApiError,
+    Call,
+    Endpoint,
+    Limits,
+    Ok,
+    Server,
+    Tokens,
+    json_response,
+)
 from pipeline.errors import ConfigError, QueryError
 from pipeline.store.query import MAX_TIME_US, QueryFilters
 from pipeline.types import Level
@@ -66,7 +77,7 @@ class SqlQuery(_Params):
 
 
 def query_api(
-    run: Runner, summary: Summary, stats: Stats | None = None, sql: Sql | None = None, *, token: str
+    run: Runner, summary: Summary, stats: Stats | None = None, sql: Sql | None = None, *, token: str | Tokens
 ) -> Api:
     """The API: /logs, /summary, and /stats and /sql when the store offers them."""
 
@@ -88,6 +99,7 @@ def query_api(
             "Kept lines matching every given filter, newest last",
             Ok(200, "One JSON object per line", "application/x-ndjson", {"type": "string"}),
             query=LogsQuery,
+            scope="read",
         ),
         Endpoint(
             "GET",
@@ -96,6 +108,7 @@ def query_api(
             "Lines and bytes kept, incidents",
             Ok(200, "Summary", schema={"type": "object"}),
             errors=(),
+            scope="read",
         ),
     ]
     if stats is not None:
@@ -107,6 +120,7 @@ def query_api(
                 "Endpoint window statistics",
                 Ok(200, "Windows", schema=ROWS),
                 query=StatsQuery,
+                scope="read",
             )
         )
     if sql is not None:
@@ -125,6 +139,7 @@ def query_api(
                 "A read-only SQL query (the store enforces readonly)",
                 Ok(200, "Rows", schema=ROWS),
                 query=SqlQuery,
+                scope="read",
             )
         )
     return Api("log-hindsight query", endpoints, token)
@@ -159,7 +174,7 @@ class QueryServer(Server):
         stats: Stats | None = None,
         sql: Sql | None = None,
         *,
-        token: str,
+        token: str | Tokens,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if not token:

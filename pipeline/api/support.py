@@ -111,6 +111,7 @@ def support_endpoints(settings: Settings) -> list[Endpoint]:
             Ok(200, "Lines", schema=ROWS),
             query=LinesQuery,
             errors=(400, 503),
+            scope="read",
         ),
         Endpoint(
             "GET",
@@ -120,5 +121,6 @@ def support_endpoints(settings: Settings) -> list[Endpoint]:
             Ok(200, "Incidents", schema=ROWS),
             query=IncidentsQuery,
             errors=(400, 503),
+            scope="read",
         ),
     ]

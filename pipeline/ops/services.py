@@ -15,7 +15,7 @@ from connectors.base.metrics import SinkCollector
 from connectors.base.protocols import HasStatsSink, Sink, StoreReader
 from connectors.base.routing import wrap
 from connectors.base.runner import SinkRunner
-from pipeline.api.base import Limits
+from pipeline.api.base import Limits, Tokens
 from pipeline.api.otlp import OtlpCollector
 from pipeline.api.query import QueryServer
 from pipeline.errors import DecodeError
@@ -102,7 +102,8 @@ def store_query_server(settings: Settings, sink: Sink) -> QueryServer | None:
         sink.summary,
         sink.stats,
         sink.sql,
-        token=server_token(settings),
+        # the store owner's token (HINDSIGHT_API_TOKEN or its own), and a read-only token when set
+        token=Tokens.from_settings(settings, admin=server_token(settings)),
         limits=Limits.from_settings(settings),
     )
 

@@ -38,7 +38,14 @@ TOKEN = "otlp-token"
 
 @pytest.fixture
 def receiver(ns: Settings) -> Iterator[tuple[Settings, str, OtlpServer]]:
-    settings = ns.model_copy(update={"api_token": SecretStr(TOKEN), "otlp_port": free_port()})
+    settings = ns.model_copy(
+        update={
+            "api_token": SecretStr(TOKEN),
+            "ingest_token": SecretStr("ingest-only"),
+            "read_token": SecretStr("read-only"),
+            "otlp_port": free_port(),
+        }
+    )
     ensure_topics(settings)
     server = OtlpServer(settings).start()
     try:
@@ -124,6 +131,8 @@ def test_bad_payloads_get_otlp_errors_and_bad_records_are_dead_lettered(
     assert code == 400 and "invalid JSON" in orjson.loads(body)["message"]
     assert _post(url, b"{}", "text/plain")[0] == 415
     assert _post(url, b"{}", "application/json", token="wrong")[0] == 401
+    assert _post(url, b"{}", "application/json", token="read-only")[0] == 403  # a read token sends nothing
+    assert _post(url, b"{}", "application/json", token="ingest-only")[0] == 200
     assert _post(url.replace("/v1/logs", "/v1/traces"), b"{}", "application/json")[0] == 404
     bomb = gzip.compress(b"\x00" * (settings.otlp_max_body_bytes + 10))
     code, body, _ = _post(url, bomb, "application/json", **{"Content-Encoding": "gzip"})
