@@ -295,7 +295,18 @@ class Settings(BaseSettings):
     redaction: dict[str, list[dict[str, str]]] = Field(
         default_factory=dict,
         description='Per sink name (or "*" for all): [{"key": "email*", "action": "mask|hash|drop"}], '
-        "applied to attributes before the sink writes.",
+        "applied to attributes before the sink writes (before the built-in rules).",
+    )
+    redaction_defaults: bool = Field(
+        default=True,
+        description="Built-in redaction for every sink: secret-looking attribute keys, and bearer tokens, "
+        "password= pairs, card numbers (Luhn) and cloud access keys in texts, masked. false: off.",
+    )
+    redaction_defaults_except: list[str] = Field(
+        default_factory=list, description="Sinks the built-in redaction does not apply to (JSON list)."
+    )
+    redaction_key: SecretStr | None = Field(
+        default=None, description='HMAC key of the "hash" redaction action (required when a rule hashes).'
     )
     file_sink_dir: Path | None = Field(
         default=None, description="Folder of the file sink; default <home>/files."

@@ -1,56 +1,14 @@
 """What every sink shares around its own writing: routing (which lines it gets) and redaction
-(which attributes it may see). Wraps any Sink; the runner sees a Sink again."""
+(connectors.base.redaction). Wraps any Sink; the runner sees a Sink again."""
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import re
 from collections.abc import Sequence
-from typing import Literal
 
 from connectors.base.protocols import Sink
-from pipeline.errors import ConfigError
+from connectors.base.redaction import Redactor
+from pipeline.settings import Settings
 from pipeline.types import CuratedRecord
-
-Action = Literal["mask", "hash", "drop"]
-MASK = "***"
-
-
-class Redactor:
-    """Attribute keys matching a glob are masked, hashed (sha256, 16 hex: still joinable) or dropped."""
-
-    def __init__(self, rules: Sequence[dict[str, str]]) -> None:
-        compiled: list[tuple[re.Pattern[str], Action]] = []
-        for i, rule in enumerate(rules):
-            key, action = rule.get("key"), rule.get("action", "mask")
-            if not key or action not in ("mask", "hash", "drop") or set(rule) - {"key", "action"}:
-                raise ConfigError(
-                    f"redaction rule {i}: want {{'key': GLOB, 'action': mask|hash|drop}}, got {rule}"
-                )
-            compiled.append((re.compile(fnmatch.translate(key), re.IGNORECASE), action))  # type: ignore[arg-type]
-        self.rules = compiled
-        self._decided: dict[str, Action | None] = {}
-
-    def _action(self, key: str) -> Action | None:
-        if key not in self._decided:
-            self._decided[key] = next((a for pattern, a in self.rules if pattern.match(key)), None)
-        return self._decided[key]
-
-    def apply(self, row: CuratedRecord) -> CuratedRecord:
-        attrs = row.get("attributes") or {}
-        if not self.rules or not any(self._action(k) for k in attrs):
-            return row
-        out: dict[str, str] = {}
-        for key, value in attrs.items():
-            action = self._action(key)
-            if action is None:
-                out[key] = value
-            elif action == "mask":
-                out[key] = MASK
-            elif action == "hash":
-                out[key] = "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
-        return {**row, "attributes": out}
 
 
 class Wrapped:
@@ -78,7 +36,12 @@ class Wrapped:
         self.sink.close()
 
 
-def wrap(sink: Sink, primary: Sequence[str], redaction: dict[str, list[dict[str, str]]]) -> Wrapped:
-    """Route and redact for this sink, as configured (primary sinks get every line)."""
+def wrap(sink: Sink, settings: Settings) -> Wrapped:
+    """Route and redact for this sink, as configured (primary sinks get every line; the built-in
+    redaction applies unless turned off, for all sinks or this one)."""
+    redaction = settings.redaction
     rules = [*redaction.get("*", []), *redaction.get(sink.name, [])]
-    return Wrapped(sink, sink.name not in primary, Redactor(rules) if rules else None)
+    builtin = settings.redaction_defaults and sink.name not in settings.redaction_defaults_except
+    key = settings.redaction_key.get_secret_value().encode() if settings.redaction_key is not None else None
+    redactor = Redactor(rules, builtin, key) if rules or builtin else None
+    return Wrapped(sink, sink.name not in settings.primary_sinks, redactor)

@@ -35,7 +35,7 @@ def run_sink(settings: Settings, name: str, stop: threading.Event | None = None)
     from connectors import load_sink
 
     ensure_topics(settings)
-    sink = wrap(load_sink(name).from_settings(settings), settings.primary_sinks, settings.redaction)
+    sink = wrap(load_sink(name).from_settings(settings), settings)
     runner = SinkRunner(settings, sink)
     runners = [runner]
     if isinstance(sink.sink, HasStatsSink):

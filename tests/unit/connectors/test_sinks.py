@@ -15,9 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from connectors import load_sink
-from connectors.base.routing import Redactor, wrap
+from connectors.base.redaction import Redactor
+from connectors.base.routing import wrap
 from connectors.files import FileSink
 from connectors.webhook import WebhookSink
 from pipeline.engine.curate import curate
@@ -68,16 +70,67 @@ def test_routing_and_redaction_per_sink() -> None:
         row(1, user_email="a@b.c", token_x="t", user_ref="42"),
         row(2, ["webhook"], user_email="d@e.f", token_y="t", user_ref="42", keep="yes"),
     ]
+    settings = Settings(
+        redaction=redaction,
+        primary_sinks=["clickhouse"],
+        redaction_key=SecretStr("k"),
+        redaction_defaults=False,
+    )
     for target in (store, hook):
-        wrap(target, ["clickhouse"], redaction).write_batch(rows)
+        wrap(target, settings).write_batch(rows)
     assert [r["message"] for r in store.rows] == ["m1", "m2"]  # primary: every line
     assert store.rows[0]["attributes"] == {"user_email": "a@b.c", "user_ref": "42"}  # only "*": token dropped
     [sent] = hook.rows  # routed only
-    digest = hashlib.sha256(b"42").hexdigest()[:16]
-    assert sent["attributes"] == {"user_email": "***", "user_ref": f"sha256:{digest}", "keep": "yes"}
+    digest = hmac.new(b"k", b"42", hashlib.sha256).hexdigest()[:16]  # keyed: guesses cannot be hashed
+    assert sent["attributes"] == {"user_email": "***", "user_ref": f"hmac:{digest}", "keep": "yes"}
     assert rows[1]["attributes"]["user_email"] == "d@e.f"  # the original row is not changed
     with pytest.raises(ConfigError):
         Redactor([{"key": "x", "action": "shred"}])
+    with pytest.raises(ConfigError, match="HINDSIGHT_REDACTION_KEY"):
+        Redactor([{"key": "x", "action": "hash"}])
+
+
+SECRETS_IN = {
+    "message": (
+        "login ok password=hunter2 card 4111 1111 1111 1111 auth Authorization: Bearer eyJhbGciOi.abc.def "
+        "aws AKIAIOSFODNN7EXAMPLE gh ghp_abcdefghijklmnopqrstuvwxyz0123456789 api_key: 'q1w2e3'"
+    ),
+    "attributes": {
+        "password": "hunter2",
+        "db.Secret": "s3cr3t",
+        "x-api-key": "abc",
+        "http.request.header.authorization": "Basic dXNlcjpwYXNz",
+        "cookie": "sid=1",
+        "auth_token": "t0k",
+        "note": "retry with token=zzz9 later",
+        "order": "4111-1111-1111-1111",
+        "order_id": "1234567890123",  # 13 digits failing the Luhn check: not a card, kept
+        "user": "u-7",
+    },
+}
+SECRET_VALUES = ("hunter2", "4111 1111 1111 1111", "4111-1111-1111-1111", "eyJhbGciOi",
+                 "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "q1w2e3", "s3cr3t",
+                 "dXNlcjpwYXNz", "sid=1", "t0k", "zzz9")  # fmt: skip
+
+
+@pytest.mark.parametrize("sink_name", ["clickhouse", "webhook", "file", "postgres", "redis", "archive"])
+def test_the_default_redaction_keeps_each_listed_secret_out_of_every_sink(sink_name: str) -> None:
+    target = Recorder(sink_name)
+    line = row(7, [sink_name], **SECRETS_IN["attributes"])
+    line["message"] = SECRETS_IN["message"]
+    wrap(target, Settings(primary_sinks=["clickhouse"])).write_batch([line])
+    [got] = target.rows
+    text = got["message"] + " " + " ".join(f"{k}={v}" for k, v in got["attributes"].items())
+    for secret in SECRET_VALUES:
+        assert secret not in text, (secret, text)
+    assert "card ***1111" in got["message"] and got["attributes"]["order"] == "***1111"  # last four kept
+    assert got["attributes"]["order_id"] == "1234567890123" and got["attributes"]["user"] == "u-7"
+    assert "login ok" in got["message"] and "Bearer ***" in got["message"]
+    # off for everyone, or for one sink
+    for settings in (Settings(redaction_defaults=False), Settings(redaction_defaults_except=[sink_name])):
+        plain = Recorder(sink_name)
+        wrap(plain, settings.model_copy(update={"primary_sinks": [sink_name]})).write_batch([line])
+        assert plain.rows[0]["message"] == SECRETS_IN["message"]
 
 
 def test_file_sink_rotates_syncs_and_finishes_leftovers(tmp_path: Path) -> None:
