@@ -212,7 +212,8 @@ def test_lines_without_a_time_keep_one_row_through_three_replays(ns: Settings, t
             [row] = remote_sql(
                 api,
                 f"SELECT count() AS rows, uniqExact(RawTopic, RawPartition, RawOffset, RawIndex) AS ids, "
-                f"countIf(has(TriggerReasons, 'replay')) AS replayed FROM {table} FINAL",
+                f"countIf(has(TriggerReasons, 'replay')) AS replayed, "
+                f"countIf(has(TriggerReasons, 'error')) AS by_error FROM {table} FINAL",
                 10,
             )
             return {k: int(v) for k, v in row.items()}
@@ -228,3 +229,5 @@ def test_lines_without_a_time_keep_one_row_through_three_replays(ns: Settings, t
         time.sleep(3)  # the sink's last batches
         after = identity()
     assert after["rows"] == after["ids"] == 30, after
+    # the history stays: lines the ERROR kept still say so beside the replay's reason
+    assert after["by_error"] == before["by_error"] > 0 and after["replayed"] == 30, (before, after)
