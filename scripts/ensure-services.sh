@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL and Redis binaries for the tests of the postgres and redis sinks, and Chromium for the
-# support page's browser test, kcat for the README's quick start test, from Debian's packages.
+# support page's browser test, kcat for the README's quick start test, docker-compose and kubectl
+# for the deployment checks, from Debian's packages.
 # Only installs (apt-get update once, then install) what is missing; the test fixtures start private
 # servers on free ports in temporary folders, so nothing here runs as a system service.
 set -euo pipefail
@@ -10,6 +11,8 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v kcat >/dev/null || missing+=(kcat)
+command -v docker-compose >/dev/null || missing+=(docker-compose)   # `config -q` of docker-compose.yml
+command -v kubectl >/dev/null || missing+=(kubernetes-client)       # `kubectl kustomize` of deploy/k8s
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

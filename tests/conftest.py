@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -111,36 +112,59 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: flo
     raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """A private PostgreSQL (Debian's binaries, `make services`) on a free port; its DSN."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins:
-        raise RuntimeError("PostgreSQL binaries missing: run `make services`")
-    bindir = bins[-1].parent
-    # outside pytest's private (0700) temp folders: the postgres user must reach it when we are root
-    home = Path(tempfile.mkdtemp(prefix="hindsight-pg-"))
-    data = home / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        as_user = ["runuser", "-u", "postgres", "--"]
-        home.chmod(0o777)
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "hindsight"],
-                   check=True, capture_output=True)  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _wait_port(port, proc, "postgres")
+class PrivatePostgres:
+    """A private PostgreSQL (Debian's binaries, `make services`) on a free port, which a test may stop
+    (fast shutdown: sessions cut, as in a crash of the server) and start again on the same data."""
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("PostgreSQL binaries missing: run `make services`")
+        self.bindir = bins[-1].parent
+        # outside pytest's private (0700) temp folders: the postgres user must reach it when we are root
+        self.home = Path(tempfile.mkdtemp(prefix="hindsight-pg-"))
+        self.data = self.home / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            self.home.chmod(0o777)
+        subprocess.run([*self.as_user, str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
+                        "-U", "hindsight"], check=True, capture_output=True)  # fmt: skip
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dsn = f"postgresql://hindsight@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*self.as_user, str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-k", str(self.data), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_port(self.port, self.proc, "postgres")
         time.sleep(0.5)  # accepting connections a moment after the socket opens
-        yield f"postgresql://hindsight@127.0.0.1:{port}/postgres"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown: open sessions are cut
+            self.proc.wait(30)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    server.start()
+    try:
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(30)
-        shutil.rmtree(home, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_server: PrivatePostgres) -> str:
+    """The private PostgreSQL's DSN."""
+    return postgres_server.dsn
 
 
 @pytest.fixture(scope="session")

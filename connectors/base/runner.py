@@ -32,6 +32,7 @@ class SinkMetrics:
     rows_written: int = 0
     batches: int = 0
     retries: int = 0
+    retry_waits_s: list[float] = field(default_factory=list)  # the back-off before each retry (last 1000)
     dlq_rows: int = 0
     dlq_messages: int = 0
     # write+flush time of each batch (retries included), as cumulative histogram buckets in seconds
@@ -154,6 +155,8 @@ class SinkRunner:
                     self.consumer.pause(self.consumer.assignment())
                     paused = True
                 log.warning("sink unavailable sink=%s retry_in_s=%.1f error=%s", self.sink.name, backoff, exc)
+                self.metrics.retry_waits_s.append(backoff)
+                del self.metrics.retry_waits_s[:-1000]
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.sink_max_backoff_s)
                 if self._stop.is_set():

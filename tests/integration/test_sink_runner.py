@@ -53,10 +53,12 @@ class FlakySink:
 
 
 def produce_curated(
-    settings: Settings, messages: int, per_message: int, poison_at: int | None = None
+    settings: Settings, messages: int, per_message: int, poison_at: int | None = None, first: int = 0
 ) -> None:
+    """`messages` curated messages of `per_message` lines each: line n (from `first`) is raw offset n,
+    message "line n", in session s<message index>."""
     producer = Producer(settings.kafka_client_config())
-    n = 0
+    n = first
     for m in range(messages):
         batch = []
         for _ in range(per_message):
@@ -82,14 +84,19 @@ def produce_curated(
 
 
 def committed(settings: Settings, group: str) -> int:
+    """Offsets of logs.curated the group committed, summed. A retriable error (the group's coordinator
+    still being elected) is retried, never read as "nothing committed"."""
     consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
+    parts = [TopicPartition(settings.curated_topic, p) for p in range(settings.partitions)]
+    deadline = time.monotonic() + 60
     try:
-        parts = [TopicPartition(settings.curated_topic, p) for p in range(settings.partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-    except KafkaException as exc:
-        if exc.args[0].retriable():  # e.g. the group's coordinator is still being elected
-            return 0
-        raise
+        while True:
+            try:
+                return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 

@@ -1,5 +1,7 @@
 """Faults on the real broker: the worker killed (-9) three times mid-stream, the broker restarted
-while services publish, the store unavailable for 30 s. Nothing lost, nothing duplicated after dedup."""
+while services publish, the PostgreSQL server stopped under its sink, a second worker joining. Each
+fault waits for the state it claims (partitions owned, progress committed, lag) and says where it
+landed; nothing lost, nothing duplicated after dedup."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.base.runner import SinkRunner
+from connectors.postgres import PostgresSink
 from pipeline.kafka import ensure_topics, group_lag
 from pipeline.ops.demo import start_child, wait_until
 from pipeline.ops.stack import LocalBroker
@@ -23,49 +28,116 @@ from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_summary
 from pipeline.store.query import QueryFilters
-from pipeline.types import CuratedRecord
 from pipeline.wire.curated import decode_curated
 from pipeline.wire.raw import RawDecoder
-from tests.integration.helpers import eventually, pipeline_running
+from tests.conftest import PrivatePostgres
+from tests.integration.helpers import consume_all, eventually, pipeline_running
 from tests.integration.test_sink_runner import committed, produce_curated, run_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
+def sessions_committed(settings: Settings) -> int:
+    """Offsets of logs.sessions the worker group committed (all partitions)."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id})
+    try:
+        parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    finally:
+        consumer.close()
+
+
+def worker_at_work(settings: Settings, what: str) -> str:
+    """Wait until the worker group owns every partition of logs.sessions, has committed progress
+    since this call and has lines still to read (lag > 0); the pipeline's state, said in words."""
+    eventually(
+        lambda: group_owns(settings, settings.app_id, settings.sessions_topic) or None,
+        90,
+        f"{what}: the worker owning every partition",
+    )
+    before = sessions_committed(settings)
+    eventually(lambda: sessions_committed(settings) > before or None, 60, f"{what}: the worker committing")
+
+    def lagging() -> int | None:
+        lag = sum(group_lag(settings, settings.app_id, settings.sessions_topic).values())
+        return lag if lag > 0 else None
+
+    lag = eventually(lagging, 30, f"{what}: lines still to read (lag > 0)")
+    return f"owns all {settings.partitions} partitions, committed {sessions_committed(settings)}, lag {lag}"
+
+
+class Paced:
+    """Publishes lines from a thread at a steady pace, so a fault lands while lines flow."""
+
+    def __init__(self, settings: Settings, lines: Sequence[dict[str, object]], per_s: float) -> None:
+        self.publisher = Publisher(settings)
+        self.lines, self.per_s = lines, per_s
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        for i, record in enumerate(self.lines):
+            ahead = start + i / self.per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            self.publisher.publish(record)  # type: ignore[arg-type]
+            self.sent = i + 1
+
+    def finish(self) -> None:
+        self.thread.join(300)
+        assert not self.thread.is_alive() and self.publisher.flush(30) == 0
+
+
+def assert_stored_exactly(settings: Settings, expected: set[tuple[str, str, int]]) -> None:
+    """The store holds each expected line once, with its fields, and nothing else: compared as a
+    multiset of raw ids and of (session, message, time). Lines the pipeline emitted more than once
+    before the store's dedup (a killed worker's redelivery) are counted and reported."""
+    rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
+    ids = Counter((r["raw_topic"], r["raw_partition"], r["raw_offset"], r["raw_index"]) for r in rows)
+    lines = Counter((r["session_id"], r["message"], r["timestamp_us"]) for r in rows)
+    assert max(ids.values(), default=1) == 1, "a raw line id stored twice"
+    assert max(lines.values(), default=1) == 1, "a line stored twice"
+    assert set(lines) == expected, (len(set(lines) - expected), len(expected - set(lines)))
+    emitted: Counter[tuple[str, int, int, int]] = Counter()
+    for msg in consume_all(settings, settings.curated_topic, expect=10**9, timeout=10):  # all of it
+        emitted.update((r["raw_topic"], r["raw_partition"], r["raw_offset"], r["raw_index"])
+                       for r in decode_curated(msg.value()))  # fmt: skip
+    again = sum(n - 1 for n in emitted.values() if n > 1)
+    print(f"stored {len(rows)} lines exactly; {again} emitted again before the store's dedup")
+
+
 def test_worker_killed_three_times_mid_stream_loses_and_duplicates_nothing(
     ns: Settings, tmp_path: Path
 ) -> None:
+    """Each kill lands on a worker at work: it owns every partition, has committed progress and has
+    lines to read, while lines keep being published; a replacement takes over each time."""
     settings = ns.model_copy(
         update={"worker_session_timeout_s": 6.0, "key_budget_lps": 1e6, "global_budget_lps": 1e7}
     )
     work = incident_workload(sessions=90, lookback_s=settings.lookback_s, follow_s=settings.follow_s, seed=8)
     rng = random.Random(5)
-    slices = sorted(rng.sample(range(1, len(work.lines)), 3))
     with pipeline_running(settings, tmp_path / "logs") as children:
-        publisher = Publisher(settings)
-        start = 0
-        for n, end in enumerate([*slices, len(work.lines)]):
-            for record in work.lines[start:end]:
-                publisher.publish(record)
-            assert publisher.flush(30) == 0
-            start = end
-            if n < 3:
-                time.sleep(rng.uniform(0.2, 2.0))  # a random point: mid-batch, mid-commit or idle
-                children[0].proc.send_signal(signal.SIGKILL)
-                children[0].proc.wait(10)
-                children[0] = start_child(
-                    f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
-                )
+        paced = Paced(settings, work.lines, per_s=len(work.lines) / 40)  # over ~40 s
+        for n in range(3):
+            state = worker_at_work(settings, f"kill {n + 1}")
+            time.sleep(rng.uniform(0.0, 0.5))  # mid-batch, mid-commit or between them
+            print(f"kill {n + 1} after {paced.sent} of {len(work.lines)} lines published: {state}")
+            assert paced.sent < len(work.lines), "publishing ended before the kill: not mid-stream"
+            children[0].proc.send_signal(signal.SIGKILL)
+            children[0].proc.wait(10)
+            children[0] = start_child(
+                f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
+            )
+        paced.finish()
         eventually(
             lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
-            120,
+            150,
             "every line",
         )
         time.sleep(3)  # anything extra would arrive now
-        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
-    got = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
-    assert len(got) == len(set(got)), "duplicate rows after dedup"
-    assert set(got) == work.expected
+        assert_stored_exactly(settings, work.expected)
 
 
 def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
@@ -107,8 +179,13 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
             [worker, ingest],
         )
         assert broker.stop()
+        at_stop = len(sent)
         time.sleep(3)  # the publisher keeps queueing locally meanwhile
+        during = len(sent) - at_stop
         assert broker.start()
+        print(f"broker stopped with ingest and the worker owning their partitions; {during} lines published "
+              f"while it was down")  # fmt: skip
+        assert during > 100, "no lines were published during the outage"
         time.sleep(3)
         stop.set()
         thread.join(10)
@@ -161,54 +238,52 @@ def test_broker_restart_while_publishing_loses_nothing_and_the_worker_resumes(
             broker.start()
 
 
-class DownFor:
-    """A store that refuses every flush for `seconds` after its first one, then works."""
-
-    name = "down-for"
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.first: float | None = None
-        self.pending: list[CuratedRecord] = []
-        self.written: list[CuratedRecord] = []
-
-    def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
-        self.pending.extend(rows)
-
-    def flush(self) -> None:
-        from pipeline.errors import RetryableSinkError
-
-        rows, self.pending = self.pending, []
-        self.first = self.first or time.monotonic()
-        if time.monotonic() - self.first < self.seconds:
-            raise RetryableSinkError("store unavailable")
-        self.written.extend(rows)
-
-    def close(self) -> None:
-        pass
-
-
-def test_store_unavailable_for_30s_the_sink_backs_off_then_catches_up(ns: Settings) -> None:
-    settings = ns.model_copy(update={"sink_batch_ms": 200, "sink_max_backoff_s": 4.0})
+def test_postgres_stopped_mid_stream_the_sink_backs_off_within_its_cap_then_catches_up(
+    ns: Settings, postgres_server: PrivatePostgres
+) -> None:
+    """A real store outage: the PostgreSQL server is stopped (sessions cut) while the sink runs and
+    lines keep arriving, and started again. While it is down nothing is committed; the waits between
+    retries double up to the cap and never pass it; afterwards every raw line is stored exactly once."""
+    cap = 2.0
+    settings = ns.model_copy(update={"sink_batch_ms": 200, "sink_max_backoff_s": cap})
     ensure_topics(settings)
-    produce_curated(settings, messages=10, per_message=10)
-    sink = DownFor(30)
+    table = f"outage_{settings.app_id.rsplit('-', 1)[-1]}"
+    sink = PostgresSink(postgres_server.dsn, table)
+    produce_curated(settings, messages=5, per_message=10)  # lines 0-49
     runner = SinkRunner(settings, sink)
     thread = run_in_thread(runner)
     try:
-        time.sleep(25)
-        assert committed(settings, runner.group) == 0 and sink.written == []
-        retries_while_down = runner.metrics.retries
-        produce_curated(settings, messages=5, per_message=10)  # more arrives meanwhile
-        eventually(lambda: committed(settings, runner.group) == 15 or None, 60, "catching up")
+        eventually(lambda: committed(settings, runner.group) == 5 or None, 60, "the first lines stored")
+        postgres_server.stop()
+        down_at = committed(settings, runner.group)
+        print(f"PostgreSQL stopped: the sink had committed {down_at} messages; more arrive during the outage")
+        produce_curated(settings, messages=5, per_message=10, first=50)  # lines 50-99, during the outage
+        produce_curated(settings, messages=2, per_message=10)  # and a redelivery of lines 0-19
+        eventually(lambda: len(runner.metrics.retry_waits_s) >= 6 or None, 60, "retries while it is down")
+        assert committed(settings, runner.group) == down_at == 5  # nothing committed while down
+        waits = list(runner.metrics.retry_waits_s)
+        postgres_server.start()
+        eventually(
+            lambda: committed(settings, runner.group) == 12 or None, 90, "catching up after the outage"
+        )
     finally:
         runner.stop()
         thread.join(15)
-    assert 4 <= retries_while_down <= 20  # backed off (exponential, capped), not a busy loop
-    assert len(sink.written) == 150 and len({r["raw_offset"] for r in sink.written}) == 100
+        if postgres_server.proc is None:
+            postgres_server.start()
+    # exponential from 0.2 s, capped: 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, ...
+    assert waits[:4] == [0.2, 0.4, 0.8, 1.6] and max(waits) == cap and waits[4:] == [cap] * len(waits[4:])
+    with psycopg.connect(postgres_server.dsn) as conn:
+        stored = conn.execute(f"SELECT raw_id, message FROM {table}").fetchall()
+    messages = sorted(m for _, m in stored)
+    assert len(stored) == len({r for r, _ in stored}) == 100  # 120 delivered, 100 raw lines, once each
+    assert messages == sorted(f"line {i}" for i in range(100))
 
 
 def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings, tmp_path: Path) -> None:
+    """A second worker joins while the first is at work (lines to read, publishing going on); the
+    test sees the group split the partitions between them, and the store is exact: with shared state
+    (hindsight.shared) captures reach the other process's partitions too."""
     settings = ns.model_copy(
         update={
             "partitions": 4,
@@ -218,50 +293,47 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
         }
     )
     work = incident_workload(sessions=90, lookback_s=settings.lookback_s, follow_s=settings.follow_s, seed=12)
-    lb, fw = int(settings.lookback_s * 1e6), int(settings.follow_s * 1e6)
-    # Lines every worker must keep whichever partitions it owns: each session's window around its own
-    # triggers, and WARN+. (Endpoint captures reach only the partitions of the process that saw the
-    # trigger, a documented limit, so those lines may or may not be there.)
-    by_session = {i.session_id: i.timestamp for i in work.injected}
-    must = {
-        (r["session_id"], r["message"], r["timestamp"])
-        for r in work.lines
-        if r["level"] in ("WARN", "ERROR", "FATAL")
-        or (
-            r["session_id"] in by_session
-            and by_session[r["session_id"]] - lb <= r["timestamp"] <= by_session[r["session_id"]] + fw
-        )
-    }
-    half = len(work.lines) // 2
     with pipeline_running(settings, tmp_path / "logs") as children:
-        publisher = Publisher(settings)
-        for record in work.lines[:half]:
-            publisher.publish(record)
-        assert publisher.flush(30) == 0
-        time.sleep(1)
+        paced = Paced(settings, work.lines, per_s=len(work.lines) / 30)  # over ~30 s
+        state = worker_at_work(settings, "the second worker joining")
+        print(f"worker2 joins after {paced.sent} of {len(work.lines)} lines published: {state}")
+        assert paced.sent < len(work.lines), "publishing ended before the join: not mid-stream"
         children.append(
             start_child("worker2", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs")
         )
-        time.sleep(2)  # publishing goes on while the group rebalances
-        for record in work.lines[half:]:
-            publisher.publish(record)
-        assert publisher.flush(30) == 0
-
-        def stored() -> set[tuple[str, str, int]] | None:
-            rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
-            got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
-            return got if must <= got else None
-
-        got = eventually(stored, 120, "every trigger's lines")
+        split = eventually(lambda: members_with_partitions(settings) or None, 90, "the group splitting")
+        print(f"assignment after the join: {split} (at {paced.sent} lines published)")
+        assert len(split) == 2 and sorted(p for ps in split.values() for p in ps) == [0, 1, 2, 3]
+        paced.finish()
+        eventually(
+            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
+            150,
+            "every line",
+        )
         time.sleep(3)
-        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
-        worker2_log = (tmp_path / "logs" / "worker2.log").read_text()
-    keys = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
-    assert len(keys) == len(set(keys)), "duplicate rows after dedup"
-    assert must <= set(keys) <= work.expected
-    assert got
-    assignments = [ln for ln in worker2_log.splitlines() if "Setting newly assigned partitions" in ln]
-    assert any(settings.sessions_topic in ln for ln in assignments), "the second worker never got a partition"
+        assert_stored_exactly(settings, work.expected)
+
+
+def members_with_partitions(settings: Settings) -> dict[str, list[int]] | None:
+    """logs.sessions partitions per member of the worker group, once stable with two members."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        group = admin.describe_consumer_groups([settings.app_id], request_timeout=5)[settings.app_id].result()
+    except KafkaException:
+        return None
+    owned = {
+        m.member_id: sorted(
+            tp.partition
+            for tp in (m.assignment.topic_partitions if m.assignment else [])
+            if tp.topic == settings.sessions_topic
+        )
+        for m in group.members
+    }
+    stable = str(group.state).endswith("STABLE") and len(owned) == 2 and all(owned.values())
+    return owned if stable else None
 
 
 def group_owns(settings: Settings, group_id: str, topic: str) -> bool:
@@ -315,13 +387,7 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
             assert publisher.flush(30) == 0
 
         def progress() -> int:
-            """Offsets of logs.sessions the worker group committed (all partitions)."""
-            consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.app_id})
-            try:
-                parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
-                return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-            finally:
-                consumer.close()
+            return sessions_committed(settings)
 
         for n, at in enumerate(kills):
             # the kill must hit a worker at work: it owns every partition and commits what it reads
@@ -354,7 +420,4 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
             "every line",
         )
         time.sleep(3)
-        rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
-    got = [(r["session_id"], r["message"], r["timestamp_us"]) for r in rows]
-    assert len(got) == len(set(got)), "duplicate rows after dedup"
-    assert set(got) == work.expected
+        assert_stored_exactly(settings, work.expected)
