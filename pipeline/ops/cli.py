@@ -272,7 +272,7 @@ def _rules(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action == "dry-run":
             from tqdm import tqdm
 
-            with tqdm(unit="msg", desc="scanning logs.raw", file=sys.stderr, disable=args.json) as bar:
+            with tqdm(unit="msg", desc="scanning logs.raw", file=sys.stderr, disable=_no_bar(args)) as bar:
                 report = control.dry_run(
                     settings, _read_json(args.target), parse_duration(args.since), bar.update
                 )
@@ -297,7 +297,7 @@ def _capture(args: argparse.Namespace, settings: Settings) -> int:
 
     wait_for_broker(settings)
     ensure_topics(settings)
-    with tqdm(unit="msg", desc="reading history", file=sys.stderr, disable=args.json) as bar:
+    with tqdm(unit="msg", desc="reading history", file=sys.stderr, disable=_no_bar(args)) as bar:
         result = captures.start_capture(
             settings,
             args.user_id,
@@ -354,7 +354,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     )
     tune_gc(settings.worker_gc_threshold)  # a batch job: no need to re-walk what it started with
     # rate and ETA: the bar's total is the number of raw messages the scan will read
-    with tqdm(unit="msg", desc=f"replay {spec.replay_id}", file=sys.stderr, disable=args.json) as bar:
+    with tqdm(unit="msg", desc=f"replay {spec.replay_id}", file=sys.stderr, disable=_no_bar(args)) as bar:
         result = replay(settings, spec, args.to, progress=bar.update, on_plan=lambda n: bar.reset(total=n))
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
@@ -367,13 +367,38 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _no_bar(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal, and never with --json (a log file gets none)."""
+    return bool(args.json) or not sys.stderr.isatty()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("log-hindsight")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hindsight", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hindsight {_version()}")
     parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
+    # the same global flags after the subcommand (`hindsight worker --log-level INFO`); SUPPRESS keeps
+    # the value given before it when none is given after
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="Logging level (default WARNING).")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add_parser(*a, parents=[common], **kw)  # type: ignore[method-assign]
 
     p = sub.add_parser("stack", help="Local Kafka broker: fetch (jars), up, down, status.")
-    p.add_argument("action", choices=["fetch", "up", "down", "status"])
+    p.add_argument(
+        "action",
+        choices=["fetch", "up", "down", "status"],
+        help="fetch the jars, start, stop, or say how it is.",
+    )
     p.add_argument("--json", action="store_true", help="Machine-readable status.")
     p.set_defaults(func=_stack)
 
@@ -408,8 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_sink)
 
     p = sub.add_parser("query", help="Read stored lines.")
-    for flag in ("--session", "--service", "--endpoint", "--transaction-id"):
-        p.add_argument(flag)
+    p.add_argument("--session", help="Session id, exactly.")
+    p.add_argument("--service", help="Service name, exactly.")
+    p.add_argument("--endpoint", help="Endpoint (route), exactly.")
+    p.add_argument("--transaction-id", help="Transaction id, exactly.")
     p.add_argument("--user", "--user-id", dest="user", help="User id (either flag, as in capture).")
     p.add_argument("--level", help="Minimum level, e.g. WARN.")
     p.add_argument("--since", help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
@@ -419,12 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", help="Trigger reason (error, latency, ...) or trigger id.")
     p.add_argument("--rule", help="Id of a rule that matched the line.")
     p.add_argument("--sql", help="Read-only SQL over the store (power users); other filters ignored.")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    p.add_argument("--limit", type=int, default=100, help="Most rows (default 100; a table shows them all).")
+    p.add_argument(
+        "--format", choices=["table", "jsonl", "csv"], default="table", help="Output format (default table)."
+    )
     p.set_defaults(func=_query)
 
     p = sub.add_parser("rules", help="Capture rules: add FILE, list, rm ID, validate FILE, dry-run FILE.")
-    p.add_argument("action", choices=["add", "list", "rm", "validate", "dry-run"])
+    p.add_argument(
+        "action", choices=["add", "list", "rm", "validate", "dry-run"], help="What to do with rules."
+    )
     p.add_argument("target", nargs="?", default=None, help="Rule JSON file (- for stdin), or the id for rm.")
     p.add_argument("--since", default="24h", help="dry-run: how far back to evaluate (e.g. 24h).")
     p.add_argument("--json", action="store_true", help="Machine-readable output.")
@@ -441,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="Re-read logs.raw for a period (and filters) into curated or a file.")
     p.add_argument("--since", required=True, help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
     p.add_argument("--until", help="Same forms; default now.")
-    for flag in ("--endpoint", "--service", "--session"):
-        p.add_argument(flag)
+    p.add_argument("--endpoint", help="Only lines of this endpoint.")
+    p.add_argument("--service", help="Only lines of this service.")
+    p.add_argument("--session", help="Only lines of this session.")
     p.add_argument("--user", "--user-id", dest="user", help="User id (either flag, as in capture).")
     p.add_argument("--from-offsets", help="PARTITION:OFFSET,... to start from instead of by time.")
     p.add_argument("--to", default="curated", help="curated (default) or a file path (.jsonl, .jsonl.gz).")
@@ -468,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_api)
 
     p = sub.add_parser("demo", help="Run the whole pipeline on a generated workload and report.")
-    p.add_argument("--sessions", type=int, default=300)
+    p.add_argument("--sessions", type=int, default=300, help="Sessions in the generated workload.")
     p.set_defaults(func=_demo)
     return parser
 
@@ -488,10 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"hindsight: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr
         )
-        return 2
-    except HindsightError as exc:
+        return 1
+    except HindsightError as exc:  # a runtime failure; 2 is argparse's, for usage errors only
         print(f"hindsight: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         return 130
 

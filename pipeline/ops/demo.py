@@ -140,7 +140,14 @@ def run_demo(base: Settings, sessions: int = 300, out: Callable[[str], None] = p
             run_id=run_id,
         )
         publisher = Publisher(settings)
-        for record in tqdm(work.lines, desc="publishing", unit="line", file=sys.stderr, mininterval=0.2):
+        for record in tqdm(
+            work.lines,
+            desc="publishing",
+            unit="line",
+            file=sys.stderr,
+            mininterval=0.2,
+            disable=not sys.stderr.isatty(),
+        ):
             publisher.publish(record)
         if publisher.flush(30) > 0 or publisher.metrics.failed:
             raise HindsightError(f"publisher could not deliver: {publisher.metrics.last_error}")

@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
 import fastavro
+from fastavro.schema import fingerprint
 
 from pipeline.errors import DecodeError
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-_CRC64_EMPTY = 0xC15D213AA4D7A795
-
-
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
 
 
 def crc64_avro(data: bytes) -> bytes:
-    """CRC-64-AVRO fingerprint (Avro spec), little-endian as single-object encoding stores it."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return struct.pack("<Q", fp)
+    """CRC-64-AVRO fingerprint (Avro spec) of a schema's parsing canonical form, in the byte order
+    single-object encoding stores it (fastavro computes it)."""
+    return bytes.fromhex(fingerprint(data.decode(), "CRC-64-AVRO"))
 
 
 def strip_logical(node: Any) -> Any:

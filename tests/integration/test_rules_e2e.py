@@ -276,17 +276,29 @@ def test_invalid_record_in_the_rules_topic_is_dead_lettered_with_its_reason(cont
 
     producer = Producer(control.kafka_client_config())
     producer.produce(control.rules_topic, key=b"junk", value=b'{"id": "junk", "actions": {"level": "LOUD"}}')
+    # a pattern the linear-time engine cannot run, written by another producer past the API
+    backref = {"id": "backref", "match": {"all": [{"message_regex": "(a)\\1"}]}, "actions": {"drop": True}}
+    producer.produce(control.rules_topic, key=b"backref", value=json.dumps(backref).encode())
     assert producer.flush(10) == 0
     deadline = time.monotonic() + 30
-    letters: list[Any] = []
-    while time.monotonic() < deadline and not letters:
-        letters = [m for m in consume_all(control, control.dlq_topic, 1, timeout=2) if m.key() == b"junk"]
-    assert letters, "the worker did not dead-letter the invalid rule"
-    headers = {k: v.decode() for k, v in letters[0].headers() or []}
+    letters: dict[bytes, Any] = {}
+    while time.monotonic() < deadline and len(letters) < 2:
+        letters = {
+            m.key(): m
+            for m in consume_all(control, control.dlq_topic, 2, timeout=2)
+            if m.key() in (b"junk", b"backref")
+        }
+    assert set(letters) == {b"junk", b"backref"}, "the worker did not dead-letter the invalid rules"
+    headers = {k: v.decode() for k, v in letters[b"junk"].headers() or []}
     assert headers["hindsight.error_type"] == "invalid_rule"
     assert headers["hindsight.source_topic"] == control.rules_topic
     assert "actions.level" in headers["hindsight.reason"]
+    backref_reason = {k: v.decode() for k, v in letters[b"backref"].headers() or []}["hindsight.reason"]
+    assert "RE2" in backref_reason and "message_regex" in backref_reason
     assert call(control, "GET", "/rules/junk")[0] == 404
+    # the API refuses it with the reason, before it reaches the topic
+    status, body = call(control, "PUT", "/rules/backref", backref)
+    assert status == 400 and "RE2" in json.dumps(body), body
 
 
 def wait_processed(settings: Settings, timeout_s: float = 60.0) -> None:

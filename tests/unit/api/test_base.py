@@ -231,6 +231,11 @@ def test_the_metrics_server_cuts_off_clients_that_never_finish() -> None:
         half = [_raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") for _ in range(200)]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             assert resp.status == 200
+            text = resp.read().decode()
+        # the standard process and GC series, as every Prometheus client exports them
+        standard = ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected_total")
+        for series in (*standard, "python_info"):
+            assert f"\n{series}" in text, series
         for sock in half[:20]:
             assert _closed_within(sock, 5) is not None  # its thread is free again
     finally:
