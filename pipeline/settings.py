@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pipeline.errors import ConfigError
 from pipeline.types import CUSTOM_FUNCTION
 
 
@@ -28,12 +33,73 @@ def default_home() -> Path:
     return Path(data) / "hindsight"
 
 
+CONFIG_ENV = "HINDSIGHT_CONFIG"
+# HINDSIGHT_* variables that are not settings: switches of the package itself and of its tests
+NOT_SETTINGS = frozenset({CONFIG_ENV, "HINDSIGHT_NATIVE", "HINDSIGHT_CHROMIUM"})
+
+
+def _nearest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class TomlFile(PydanticBaseSettingsSource):
+    """Settings from a TOML file (HINDSIGHT_CONFIG or `hindsight --config`), under the environment:
+    keys are the settings' names (`lookback_s = 30`); an unknown key is refused with the nearest one."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        try:
+            self.data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        known = settings_cls.model_fields
+        unknown = [k for k in self.data if k not in known]
+        if unknown:
+            raise ConfigError(
+                f"config file {path}: unknown setting {unknown[0]}{_nearest(unknown[0], known)}"
+            )
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelled HINDSIGHT_* variable is an error naming the nearest setting, not silently
+    ignored (HINDSIGHT_LOOKBAK_S=5 used to leave the lookback at its default)."""
+    known = {f"HINDSIGHT_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
+    unknown = sorted(k for k in environ if k.startswith("HINDSIGHT_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]}{_nearest(unknown[0], known)}")
+
+
 class Settings(BaseSettings):
-    """Every knob of log-hindsight. Environment variables use the HINDSIGHT_ prefix."""
+    """Every knob of log-hindsight. Environment variables use the HINDSIGHT_ prefix; a TOML file
+    (HINDSIGHT_CONFIG) lies under them; unknown variables and keys are refused."""
 
     model_config = SettingsConfigDict(
         env_prefix="HINDSIGHT_", extra="forbid", populate_by_name=True, frozen=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        refuse_unknown_variables(os.environ)
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            return init_settings, env_settings
+        return init_settings, env_settings, TomlFile(settings_cls, Path(path))
 
     # --- Kafka ---------------------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from pipeline.errors import HindsightError
-from pipeline.settings import Settings
+from pipeline.settings import CONFIG_ENV, Settings
 
 log = logging.getLogger("pipeline.ops.cli")
 
@@ -121,6 +122,25 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(render(checks))
     return 0 if summary(checks)["ok"] else 1
+
+
+MASK = "**********"  # as pydantic shows a SecretStr
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    shown = settings.model_dump(mode="json")  # SecretStr values come out masked
+    for name, field in Settings.model_fields.items():
+        if field.repr is False and shown.get(name):  # e.g. kafka_extra_config holds sasl.password
+            shown[name] = (
+                {k: "**********" for k in shown[name]} if isinstance(shown[name], dict) else "**********"
+            )
+    if args.json:
+        print(json.dumps(shown, indent=2, sort_keys=True))
+    else:
+        width = max(map(len, shown))
+        for name in sorted(shown):
+            print(f"{name:<{width}} = {json.dumps(shown[name])}")
+    return 0
 
 
 def _otlp(args: argparse.Namespace, settings: Settings) -> int:
@@ -385,10 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hindsight", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hindsight {_version()}")
     parser.add_argument("--log-level", default="WARNING", help="Logging level (default WARNING).")
+    parser.add_argument(
+        "--config", help="TOML file of settings, under the environment's (also HINDSIGHT_CONFIG)."
+    )
     # the same global flags after the subcommand (`hindsight worker --log-level INFO`); SUPPRESS keeps
     # the value given before it when none is given after
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="Logging level (default WARNING).")
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS, help="TOML file of settings (also HINDSIGHT_CONFIG)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser = sub.add_parser
     sub.add_parser = lambda *a, **kw: add_parser(*a, parents=[common], **kw)  # type: ignore[method-assign]
@@ -499,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="Serve the rules and captures HTTP API (needs HINDSIGHT_API_TOKEN).")
     p.set_defaults(func=_api)
 
+    p = sub.add_parser("config", help="Settings: show the effective ones (secrets masked).")
+    p.add_argument(
+        "action", choices=["show"], help="show: every setting with its value and where it came from."
+    )
+    p.add_argument("--json", action="store_true", help="Machine-readable output.")
+    p.set_defaults(func=_config)
+
     p = sub.add_parser("demo", help="Run the whole pipeline on a generated workload and report.")
     p.add_argument("--sessions", type=int, default=300, help="Sessions in the generated workload.")
     p.set_defaults(func=_demo)
@@ -512,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
+    if args.config:
+        os.environ[CONFIG_ENV] = args.config  # the one place settings are built reads it
     try:
         settings = Settings()
         return int(args.func(args, settings))

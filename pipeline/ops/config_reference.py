@@ -17,8 +17,11 @@ HEADER = """# Configuration
 
 Every setting is an environment variable with the `HINDSIGHT_` prefix; a few also take their
 conventional unprefixed name (`KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_URL`, ...). Lists and mappings are
-JSON. Settings given unknown keys refuse them (a misspelled variable is not detected yet). Generated from
-`pipeline/settings.py` by `make docs`; a test fails when this file and the settings differ.
+JSON. A TOML file of the same settings by name (`lookback_s = 30`), given with `hindsight --config FILE`
+or `HINDSIGHT_CONFIG`, lies under the environment. An unknown `HINDSIGHT_*` variable or file key is
+refused with the nearest valid name; `hindsight config show` prints the effective settings, secrets
+masked. Generated from `pipeline/settings.py` by `make docs`; a test fails when this file and the
+settings differ.
 """
 
 
