@@ -353,7 +353,7 @@ print(client.query("EXISTS TABLE h.logs_before_history").result_rows)
     out = subprocess.run(  # chDB: one store per process, and this module's fixture holds another
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     ).stdout.splitlines()
-    assert out[0] == "['004_history']"
+    assert out[0] == "['004_history', '005_otel_logs_view']"
     assert out[1] == (
         "[('old line', ['error'], ['t-old'], ['r1'], 45, [{'TriggerId': 't-old', 'Reasons': ['error'], "
         "'RuleIds': ['r1'], 'Tags': [], 'Routes': [], 'RetentionDays': 45}])]"
@@ -377,3 +377,38 @@ def test_a_running_query_never_holds_up_an_insert(sink: ClickHouseSink) -> None:
     assert [
         r["message"] for r in run_query(sink.client, QueryFilters(session="during-query"), "hindsight")
     ] == ["m650.0"]
+
+
+def test_otel_logs_answers_the_exporters_queries_each_line_once(sink: ClickHouseSink) -> None:
+    """Queries written for the OpenTelemetry exporter's otel_logs table run unchanged against the
+    hindsight.otel_logs view: its columns only, each line once although it was stored twice."""
+    rows = [row(800 + i, "otel-s", "ERROR" if i == 2 else "INFO") for i in range(3)]
+    for r in rows:
+        r["service"] = "otel-svc"
+        r["trace_id"] = "0af7651916cd43dd8448eb211c80319c"
+    sink.write_batch(rows)
+    sink.flush()
+    sink.write_batch(rows)  # a redelivery
+    sink.flush()
+    q = sink.client.query
+    latest = q(
+        "SELECT Timestamp, ServiceName, SeverityText, Body FROM hindsight.otel_logs "
+        "WHERE ServiceName = 'otel-svc' ORDER BY Timestamp DESC LIMIT 100"
+    ).result_rows
+    assert [(r[1], r[2], r[3]) for r in latest] == [
+        ("otel-svc", "ERROR", "m802.0"),
+        ("otel-svc", "INFO", "m801.0"),
+        ("otel-svc", "INFO", "m800.0"),
+    ]
+    by_trace = q(
+        "SELECT Body FROM hindsight.otel_logs "
+        "WHERE TraceId = '0af7651916cd43dd8448eb211c80319c' ORDER BY Timestamp"
+    ).result_rows
+    assert by_trace == [("m800.0",), ("m801.0",), ("m802.0",)]
+    levels = q(
+        "SELECT SeverityText, count() FROM hindsight.otel_logs WHERE ServiceName = 'otel-svc' "
+        "AND mapContains(LogAttributes, 'k') GROUP BY SeverityText ORDER BY SeverityText"
+    ).result_rows
+    assert levels == [("ERROR", 1), ("INFO", 2)]
+    columns = [r[0] for r in q("DESCRIBE TABLE hindsight.otel_logs").result_rows]
+    assert set(columns) == set(OTEL_LOGS)
