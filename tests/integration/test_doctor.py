@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from pipeline.ops.services import settings_env
 from pipeline.settings import Settings
 from tests.conftest import free_port
 
-from .helpers import pipeline_running
+from .helpers import eventually, pipeline_running
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +34,13 @@ def test_doctor_finds_missing_topics_then_a_healthy_pipeline(ns: Settings, tmp_p
 
     ensure_topics(ns)
     with pipeline_running(ns, tmp_path / "logs"):
-        time.sleep(2)  # the groups have joined
-        during = by_name(ns)
+
+        def joined() -> dict[str, tuple[str, str, str]] | None:  # each group has its member
+            checks = by_name(ns)
+            groups = ("worker group", "sink group")
+            return checks if all(checks[g][0] == OK for g in groups) else None
+
+        during = eventually(joined, 60, "the worker and sink groups to have joined")
     assert during["topics"][0] == OK and "168 h" in during["topics"][1]
     assert during["worker group"][0] == OK and "1 member(s)" in during["worker group"][1]
     assert during["sink group"][0] == OK
