@@ -53,7 +53,12 @@ class FlakySink:
 
 
 def produce_curated(
-    settings: Settings, messages: int, per_message: int, poison_at: int | None = None, first: int = 0
+    settings: Settings,
+    messages: int,
+    per_message: int,
+    poison_at: int | None = None,
+    first: int = 0,
+    poison: str = "poison",
 ) -> None:
     """`messages` curated messages of `per_message` lines each: line n (from `first`) is raw offset n,
     message "line n", in session s<message index>."""
@@ -62,7 +67,7 @@ def produce_curated(
     for m in range(messages):
         batch = []
         for _ in range(per_message):
-            msg = "poison" if n == poison_at else f"line {n}"
+            msg = poison if n == poison_at else f"line {n}"
             line = RawLine(
                 normalize(
                     {
