@@ -122,3 +122,32 @@ def test_worker_killed_between_early_lines_and_error_still_emits_them(ns: Settin
         )
     assert [r["message"] for r in rows] == [f"early {i}" for i in range(5)] + ["the error"]
     assert (tmp_path / "logs" / "worker2.log").read_text().count("rebuilt window state") >= 1
+
+
+def test_the_global_emission_budget_summarises_a_storm_end_to_end(ns: Settings, tmp_path: Path) -> None:
+    """Over the worker's global budget, lines are summarised, not dropped: in the store, the kept
+    lines plus the lines the summaries count are exactly every line the triggers asked to keep."""
+    settings = ns.model_copy(update={"key_budget_lps": 1e6, "global_budget_lps": 20.0})
+    now = time.time_ns() // 1000
+    lines = [
+        {"timestamp": now + s * 1000 + i, "service": "storm", "level": "ERROR" if i == 9 else "DEBUG",
+         "message": f"s{s} line {i}", "session_id": f"storm-{settings.app_id}-{s}"}
+        for s in range(30)
+        for i in range(10)
+    ]  # fmt: skip
+    with pipeline_running(settings, tmp_path / "logs"):
+        publisher = Publisher(settings)
+        for line in lines:
+            publisher.publish_obj(line)
+        assert publisher.flush(30) == 0
+
+        def accounted() -> tuple[int, int] | None:
+            rows = remote_query(query_api(settings), QueryFilters(service="storm", limit=100_000))
+            summaries = [r for r in rows if r["trigger_reasons"] == ["summary"]]
+            kept = [r for r in rows if r["trigger_reasons"] != ["summary"]]
+            counted = sum(int(r["attributes"]["hindsight.summary.lines"]) for r in summaries)
+            return (len(kept), counted) if summaries and len(kept) + counted >= len(lines) else None
+
+        kept, counted = eventually(accounted, 120, "kept plus summarised lines to cover the storm")
+    print(f"global budget 20 lines/s: {kept} lines kept, {counted} summarised, of {len(lines)}")
+    assert kept + counted == len(lines) and counted > 0 and kept < len(lines)
