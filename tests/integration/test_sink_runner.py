@@ -172,3 +172,57 @@ def test_undecodable_curated_message_is_dead_lettered(ns: Settings) -> None:
     [dead] = consume_all(settings, settings.dlq_topic, expect=1)
     assert dict(dead.headers())["hindsight.stage"] == b"sink:flaky"
     assert runner.metrics.dlq_messages == 1
+
+
+class SlowSink:
+    """Records what it stored; each flush takes `delay_s`, so a rebalance finds rows not yet flushed."""
+
+    name = "slow"
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.pending: list[CuratedRecord] = []
+        self.written: list[CuratedRecord] = []
+
+    def write_batch(self, rows: Sequence[CuratedRecord]) -> None:
+        self.pending.extend(rows)
+
+    def flush(self) -> None:
+        time.sleep(self.delay_s)
+        rows, self.pending = self.pending, []
+        self.written.extend(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def test_two_sinks_in_one_group_share_the_partitions_and_lose_nothing(ns: Settings) -> None:
+    """A second sink joins the group while the first holds rows it has not flushed: the revoked
+    partitions' uncommitted rows are dropped by the first and re-read by their new owner, so together
+    they store every raw line (a few twice, which the stores' raw-id keys absorb) and commit all."""
+    settings = ns.model_copy(update={"partitions": 4, "sink_batch_ms": 300})
+    ensure_topics(settings)
+    produce_curated(settings, messages=40, per_message=5)  # 200 lines over 40 sessions, 4 partitions
+    first, second = SlowSink(0.5), SlowSink(0.0)
+    runner1 = SinkRunner(settings, first)
+    thread1 = run_in_thread(runner1)
+    runner2 = SinkRunner(settings, second)
+    thread2: threading.Thread | None = None
+    try:
+        eventually(lambda: first.written or None, 60, "the first sink storing")
+        thread2 = run_in_thread(runner2)
+        produce_curated(settings, messages=40, per_message=5, first=200)  # while the group rebalances
+        eventually(lambda: committed(settings, runner1.group) == 80 or None, 90, "both sinks committing all")
+        eventually(lambda: second.written or None, 30, "the second sink storing its share")
+    finally:
+        runner1.stop()
+        runner2.stop()
+        thread1.join(15)
+        if thread2 is not None:
+            thread2.join(15)
+    ids = [r["raw_offset"] for r in (*first.written, *second.written)]
+    again = len(ids) - len(set(ids))
+    print(
+        f"first stored {len(first.written)}, second {len(second.written)}, {again} twice after the rebalance"
+    )
+    assert set(ids) == set(range(400))
