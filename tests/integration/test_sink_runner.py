@@ -197,13 +197,14 @@ class SlowSink:
 
 
 def test_two_sinks_in_one_group_share_the_partitions_and_lose_nothing(ns: Settings) -> None:
-    """A second sink joins the group while the first holds rows it has not flushed: the revoked
-    partitions' uncommitted rows are dropped by the first and re-read by their new owner, so together
-    they store every raw line (a few twice, which the stores' raw-id keys absorb) and commit all."""
+    """A second sink joins the group while the first is storing (slowly): the partitions are split,
+    rows the first had not flushed when its partitions were revoked are dropped there and re-read by
+    their new owner, so together they store every raw line (any stored twice is absorbed by the
+    stores' raw-id keys; the count is printed) and the group commits everything."""
     settings = ns.model_copy(update={"partitions": 4, "sink_batch_ms": 300})
     ensure_topics(settings)
     produce_curated(settings, messages=40, per_message=5)  # 200 lines over 40 sessions, 4 partitions
-    first, second = SlowSink(0.5), SlowSink(0.0)
+    first, second = SlowSink(2.0), SlowSink(0.0)
     runner1 = SinkRunner(settings, first)
     thread1 = run_in_thread(runner1)
     runner2 = SinkRunner(settings, second)
@@ -211,7 +212,9 @@ def test_two_sinks_in_one_group_share_the_partitions_and_lose_nothing(ns: Settin
     try:
         eventually(lambda: first.written or None, 60, "the first sink storing")
         thread2 = run_in_thread(runner2)
-        produce_curated(settings, messages=40, per_message=5, first=200)  # while the group rebalances
+        eventually(lambda: runner2.consumer.assignment() or None, 60, "the second sink owning partitions")
+        print(f"the second sink owns {sorted(tp.partition for tp in runner2.consumer.assignment())}")
+        produce_curated(settings, messages=40, per_message=5, first=200)  # to both owners
         eventually(lambda: committed(settings, runner1.group) == 80 or None, 90, "both sinks committing all")
         eventually(lambda: second.written or None, 30, "the second sink storing its share")
     finally:
