@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         default=None,
         description="Confluent-compatible schema registry; enables its framing on read and write.",
     )
+    schema_registry_auth: SecretStr | None = Field(
+        default=None, description="Basic auth of the schema registry, as user:password."
+    )
+    schema_registry_ca: Path | None = Field(
+        default=None, description="CA certificate (PEM) that signed the schema registry's TLS certificate."
+    )
     max_record_bytes: int = Field(
         default=1_048_576, ge=1024, description="Raw records above this size are dead-lettered."
     )

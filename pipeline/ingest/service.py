@@ -24,7 +24,7 @@ from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
 from pipeline.wire.raw import RawDecoder
-from pipeline.wire.registry import SchemaRegistry
+from pipeline.wire.registry import from_settings as registry_from_settings
 from pipeline.wire.shapes import FieldMap
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Ingest:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+        registry = registry_from_settings(settings)
         self.decoder = RawDecoder(settings.max_record_bytes, registry, field_map(settings))
         self.producer = Producer(
             {

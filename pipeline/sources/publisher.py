@@ -22,7 +22,7 @@ from pipeline.sources.logcontext import current
 from pipeline.types import CONTEXT_FIELDS, Level, LogRecord, session_key
 from pipeline.wire.raw import RawEncoder, iter_json_lines
 from pipeline.wire.records import normalize
-from pipeline.wire.registry import SchemaRegistry
+from pipeline.wire.registry import from_settings as registry_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Publisher:
 
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self.settings = settings
-        registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+        registry = registry_from_settings(settings)
         self.encoder = RawEncoder(settings.wire_format, registry, settings.raw_topic)
         self.producer = producer or Producer(producer_config(settings))
         self.topic = settings.raw_topic

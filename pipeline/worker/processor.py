@@ -15,7 +15,7 @@ from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, LogRecord
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
-from pipeline.wire.registry import SchemaRegistry
+from pipeline.wire.registry import from_settings as registry_from_settings
 from pipeline.wire.sessions import decode_line, decode_lines, records_of, split_sessions
 from pipeline.worker.dedup import OriginDedup
 
@@ -74,7 +74,7 @@ class RawProcessor:
 
     def __init__(self, settings: Settings, origin: str | None = None) -> None:
         """`origin`: this process on the shared-state topic (None: it shares state with nobody)."""
-        registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+        registry = registry_from_settings(settings)
         self.decoder = RawDecoder(settings.max_record_bytes, registry)
         self.sessions_topic = settings.sessions_topic
         self.dedup = OriginDedup()  # repeats of canonical lines after an ingest restart

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import struct
@@ -235,12 +236,28 @@ def test_curated_json_rejects_what_avro_would(change: dict[str, Any]) -> None:
 
 
 class _Registry(BaseHTTPRequestHandler):
-    """A Confluent-compatible registry speaking the two calls the client makes (real HTTP)."""
+    """A Confluent-compatible registry speaking the two calls the client makes (real HTTP); it wants
+    basic auth when `auth` is set, and records each request's Authorization header."""
 
     schemas: dict[int, str] = {}
+    auth: str | None = None
+    seen_auth: list[str | None] = []
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization")
+        self.seen_auth.append(given)
+        if self.auth is None or given == "Basic " + base64.b64encode(self.auth.encode()).decode():
+            return True
+        data = b'{"error_code": 40101, "message": "Unauthorized"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return False
 
     def _json(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -252,12 +269,16 @@ class _Registry(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if not self._authorized():
+            return
         schema_id = 100 + len(self.schemas)
         self.schemas[schema_id] = body["schema"]
         self._json({"id": schema_id})
 
     def do_GET(self) -> None:
-        schema_id = int(self.path.rsplit("/", 1)[1])
+        if not self._authorized():
+            return
+        schema_id = int(self.path.split("?")[0].rsplit("/", 1)[1])
         self._json({"schema": self.schemas[schema_id]})
 
 
@@ -279,6 +300,28 @@ def test_schema_registry_framing_round_trip() -> None:
         server.shutdown()
     with pytest.raises(ConfigError):
         RawEncoder("confluent", None)
+
+
+def test_schema_registry_with_basic_auth() -> None:
+    """confluent-kafka's registry client sends the configured user:password; without them the
+    registry's refusal is a clear dead-letter reason."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Registry.auth = "svc:pa55"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        value = RawEncoder("confluent", SchemaRegistry(url, basic_auth="svc:pa55"), "logs.raw").encode(
+            [normalize(line())]
+        )
+        records, errors = RawDecoder(1 << 20, SchemaRegistry(url, basic_auth="svc:pa55")).decode(value)
+        assert errors == [] and len(records) == 1
+        records, errors = RawDecoder(1 << 20, SchemaRegistry(url)).decode(value)
+        [(_, error)] = errors
+        assert records == [] and error.error_type == "unknown_schema" and "Unauthorized" in error.detail
+        assert "Basic " + base64.b64encode(b"svc:pa55").decode() in _Registry.seen_auth
+    finally:
+        _Registry.auth = None
+        server.shutdown()
 
 
 @pytest.mark.parametrize(
