@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from pipeline.errors import BrokerUnavailable, StackError
@@ -20,7 +21,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
+POM = Path(str(files("pipeline") / "ops" / "kafka-pom.xml"))  # deploy/kafka/pom.xml, as package data
 READY_MARK = ".complete"
 
 LOG4J2 = """\

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import weakref
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse"
+# package data (deploy/clickhouse/ in the checkout, through the pipeline/migrations symlink)
+MIGRATIONS = Path(str(files("pipeline") / "migrations"))
 
 
 def open_client(settings: Settings) -> Client:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,7 +14,8 @@ from fastavro.schema import fingerprint
 
 from pipeline.errors import DecodeError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# package data (schemas/ in the checkout, through the pipeline/schemas symlink; real files in a wheel)
+SCHEMA_DIR = Path(str(files("pipeline") / "schemas"))
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 
 

@@ -174,6 +174,24 @@ def test_undecodable_curated_message_is_dead_lettered(ns: Settings) -> None:
     assert runner.metrics.dlq_messages == 1
 
 
+def split_between_two(settings: Settings, group: str) -> list[list[int]] | None:
+    """logs.curated partitions per member of `group`, once it is stable with two members that both
+    own some."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+    except KafkaException:
+        return None
+    owned = [
+        sorted(tp.partition for tp in (m.assignment.topic_partitions if m.assignment else []))
+        for m in described.members
+    ]
+    stable = str(described.state).endswith("STABLE") and len(owned) == 2 and all(owned)
+    return sorted(owned) if stable else None
+
+
 class SlowSink:
     """Records what it stored; each flush takes `delay_s`, so a rebalance finds rows not yet flushed."""
 
@@ -212,8 +230,9 @@ def test_two_sinks_in_one_group_share_the_partitions_and_lose_nothing(ns: Settin
     try:
         eventually(lambda: first.written or None, 60, "the first sink storing")
         thread2 = run_in_thread(runner2)
-        eventually(lambda: runner2.consumer.assignment() or None, 60, "the second sink owning partitions")
-        print(f"the second sink owns {sorted(tp.partition for tp in runner2.consumer.assignment())}")
+        # asked of the broker: the consumer itself belongs to its runner's thread
+        split = eventually(lambda: split_between_two(settings, runner1.group), 60, "the group splitting")
+        print(f"the group's partitions per member: {split}")
         produce_curated(settings, messages=40, per_message=5, first=200)  # to both owners
         eventually(lambda: committed(settings, runner1.group) == 80 or None, 90, "both sinks committing all")
         eventually(lambda: second.written or None, 30, "the second sink storing its share")
