@@ -16,12 +16,11 @@ import fnmatch
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
-import re2
-
 from pipeline.errors import ConfigError
+from pipeline.rules.patterns import searcher
 from pipeline.types import CuratedRecord
 
 Action = Literal["mask", "hash", "drop"]
@@ -46,18 +45,11 @@ _CLOUD = (
 _CARD = r"(?P<card>\b\d(?:[ -]?\d){12,18}\b)"
 
 
-def _hint_engine(pattern: str) -> Callable[[str], object]:
-    options = re2.Options()
-    options.case_sensitive = False
-    options.log_errors = False
-    return re2.compile(pattern, options).search  # type: ignore[no-any-return]
-
-
 SECRETS = re.compile("|".join((_BEARER, _PAIR, _CLOUD, _CARD)), re.IGNORECASE)
 # A cheap first test, on RE2 (linear, and 2.4x faster than `re` here on mixed-case alternation):
 # most lines hold none of the words or digit runs the patterns above need.
-_HINT = _hint_engine(
-    r"bearer|passw|pwd|secret|token|api[_-]?key|access[_-]?key|AKIA|ASIA|AIza|gh[pousr]_|xox[abpors]-"
+_HINT = searcher(
+    r"(?i)bearer|passw|pwd|secret|token|api[_-]?key|access[_-]?key|AKIA|ASIA|AIza|gh[pousr]_|xox[abpors]-"
     r"|\d{6}|\d{4}[ -]\d{4}"
 )
 
