@@ -80,3 +80,26 @@ def pipeline_running(
     finally:
         for child in reversed(children):
             child.stop()
+
+
+def group_partitions(settings: Settings, group: str, topic: str) -> dict[str, list[int]] | None:
+    """Partitions of `topic` per member of consumer group `group`, asked of the broker (a consumer
+    belongs to its own thread); None unless the group exists and is stable."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+    except KafkaException:  # the group does not exist yet
+        return None
+    if not str(described.state).endswith("STABLE"):
+        return None
+    return {
+        m.member_id: sorted(
+            tp.partition
+            for tp in (m.assignment.topic_partitions if m.assignment else [])
+            if tp.topic == topic
+        )
+        for m in described.members
+    }

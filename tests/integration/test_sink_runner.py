@@ -18,7 +18,7 @@ from pipeline.types import CuratedRecord, RawLine
 from pipeline.wire.curated import encode_curated
 from pipeline.wire.records import normalize
 
-from .helpers import consume_all, eventually
+from .helpers import consume_all, eventually, group_partitions
 
 pytestmark = pytest.mark.integration
 NOW = 1_790_000_000_000_000
@@ -175,21 +175,9 @@ def test_undecodable_curated_message_is_dead_lettered(ns: Settings) -> None:
 
 
 def split_between_two(settings: Settings, group: str) -> list[list[int]] | None:
-    """logs.curated partitions per member of `group`, once it is stable with two members that both
-    own some."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka_client_config())
-    try:
-        described = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
-    except KafkaException:
-        return None
-    owned = [
-        sorted(tp.partition for tp in (m.assignment.topic_partitions if m.assignment else []))
-        for m in described.members
-    ]
-    stable = str(described.state).endswith("STABLE") and len(owned) == 2 and all(owned)
-    return sorted(owned) if stable else None
+    """logs.curated partitions per member of `group`, once stable with two members owning some."""
+    owned = group_partitions(settings, group, settings.curated_topic)
+    return sorted(owned.values()) if owned is not None and len(owned) == 2 and all(owned.values()) else None
 
 
 class SlowSink:

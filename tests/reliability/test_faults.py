@@ -31,7 +31,7 @@ from pipeline.store.query import QueryFilters
 from pipeline.wire.curated import decode_curated
 from pipeline.wire.raw import RawDecoder
 from tests.conftest import PrivatePostgres
-from tests.integration.helpers import consume_all, eventually, pipeline_running
+from tests.integration.helpers import consume_all, eventually, group_partitions, pipeline_running
 from tests.integration.test_sink_runner import committed, produce_curated, run_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -318,43 +318,16 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
 
 def members_with_partitions(settings: Settings) -> dict[str, list[int]] | None:
     """logs.sessions partitions per member of the worker group, once stable with two members."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka_client_config())
-    try:
-        group = admin.describe_consumer_groups([settings.app_id], request_timeout=5)[settings.app_id].result()
-    except KafkaException:
-        return None
-    owned = {
-        m.member_id: sorted(
-            tp.partition
-            for tp in (m.assignment.topic_partitions if m.assignment else [])
-            if tp.topic == settings.sessions_topic
-        )
-        for m in group.members
-    }
-    stable = str(group.state).endswith("STABLE") and len(owned) == 2 and all(owned.values())
-    return owned if stable else None
+    owned = group_partitions(settings, settings.app_id, settings.sessions_topic)
+    return owned if owned is not None and len(owned) == 2 and all(owned.values()) else None
 
 
 def group_owns(settings: Settings, group_id: str, topic: str) -> bool:
     """The group is stable and its members were assigned every partition of the topic."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka_client_config())
-    try:
-        group = admin.describe_consumer_groups([group_id], request_timeout=5)[group_id].result()
-    except KafkaException:  # the group does not exist yet
-        return False
-    assigned = {
-        tp.partition
-        for member in group.members
-        for tp in (member.assignment.topic_partitions if member.assignment else [])
-        if tp.topic == topic
-    }
-    return str(group.state).endswith("STABLE") and assigned == set(range(settings.partitions))
+    owned = group_partitions(settings, group_id, topic)
+    return owned is not None and sorted(p for ps in owned.values() for p in ps) == list(
+        range(settings.partitions)
+    )
 
 
 def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settings, tmp_path: Path) -> None:
