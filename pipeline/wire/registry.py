@@ -59,6 +59,8 @@ class SchemaRegistry:
             fetched = self.client.get_schema(schema_id)
         except Exception as exc:  # the registry's own error, or the connection's
             raise DecodeError("unknown_schema", f"schema id {schema_id} not fetched: {exc}") from exc
+        if not fetched.schema_str:
+            raise DecodeError("unknown_schema", f"schema id {schema_id}: the registry answered no schema")
         schema = AvroSchema(json.loads(fetched.schema_str))
         with self._lock:
             self._by_id[schema_id] = schema
