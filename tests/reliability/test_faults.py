@@ -23,7 +23,7 @@ from connectors.postgres import PostgresSink
 from pipeline.kafka import ensure_topics, group_lag
 from pipeline.ops.demo import start_child, wait_until
 from pipeline.ops.stack import LocalBroker
-from pipeline.ops.workload import incident_workload
+from pipeline.ops.workload import IncidentWorkload, incident_workload
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_summary
@@ -90,6 +90,29 @@ class Paced:
         assert not self.thread.is_alive() and self.publisher.flush(30) == 0
 
 
+def wait_for_every_line(settings: Settings, work: IncidentWorkload, timeout_s: float) -> None:
+    """Until the store holds as many distinct lines as the ground truth; on timeout, the failure
+    names each missing line with its session's injected incident, so a loss can be traced."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if remote_summary(query_api(settings))["lines"] >= len(work.expected):
+            return
+        time.sleep(1)
+    rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
+    got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
+    missing = sorted(work.expected - got, key=lambda m: m[2])
+    incidents = {i.session_id: (i.kind, i.timestamp) for i in work.injected}
+    t0 = work.lines[0]["timestamp"]
+    detail = [
+        f"{sid} +{(ts - t0) / 1e6:.2f}s {msg!r} incident={incidents.get(sid, ('?', 0))[0]}"
+        f"@+{(incidents.get(sid, ('?', t0))[1] - t0) / 1e6:.2f}s"
+        for sid, msg, ts in missing[:40]
+    ]
+    raise AssertionError(
+        f"{len(missing)} of {len(work.expected)} lines missing after {timeout_s:.0f} s:\n" + "\n".join(detail)
+    )
+
+
 def assert_stored_exactly(settings: Settings, expected: set[tuple[str, str, int]]) -> None:
     """The store holds each expected line once, with its fields, and nothing else: compared as a
     multiset of raw ids and of (session, message, time). Lines the pipeline emitted more than once
@@ -131,11 +154,7 @@ def test_worker_killed_three_times_mid_stream_loses_and_duplicates_nothing(
                 f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
             )
         paced.finish()
-        eventually(
-            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
-            150,
-            "every line",
-        )
+        wait_for_every_line(settings, work, 150)
         time.sleep(3)  # anything extra would arrive now
         assert_stored_exactly(settings, work.expected)
 
