@@ -326,12 +326,8 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
         print(f"assignment after the join: {split} (at {paced.sent} lines published)")
         assert len(split) == 2 and sorted(p for ps in split.values() for p in ps) == [0, 1, 2, 3]
         paced.finish()
-        eventually(
-            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
-            150,
-            "every line",
-        )
-        time.sleep(3)
+        wait_for_every_line(settings, work, 150)
+        time.sleep(3)  # anything extra would arrive now
         assert_stored_exactly(settings, work.expected)
 
 
@@ -408,10 +404,6 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
                 f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
             )
         publish_until(1e9)
-        eventually(
-            lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None,
-            150,
-            "every line",
-        )
-        time.sleep(3)
+        wait_for_every_line(settings, work, 150)
+        time.sleep(3)  # anything extra would arrive now
         assert_stored_exactly(settings, work.expected)
