@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "action",
         choices=["fetch", "up", "down", "status"],
-        help="fetch the jars, start, stop, or say how it is.",
+        help="fetch the jars, start, stop, or say how it is (status exits 3 when stopped, as in LSB).",
     )
     p.add_argument("--json", action="store_true", help="Machine-readable status.")
     p.set_defaults(func=_stack)

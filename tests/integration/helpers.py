@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.kafka import ensure_topics
 from pipeline.ops.demo import Child, start_child, wait_until
@@ -103,3 +103,56 @@ def group_partitions(settings: Settings, group: str, topic: str) -> dict[str, li
         )
         for m in described.members
     }
+
+
+def chain_lag(settings: Settings, sinks: tuple[str, ...] = ("clickhouse",)) -> dict[str, int]:
+    """What each stage of the pipeline has not committed yet: ingest on logs.raw, the worker on
+    logs.sessions, each sink on logs.curated (messages; a group that never committed counts all)."""
+    from pipeline.kafka import group_lag
+
+    stages = {
+        "ingest": (settings.ingest_group, settings.raw_topic),
+        "worker": (settings.app_id, settings.sessions_topic),
+        **{f"sink {name}": (f"{settings.sink_group}-{name}", settings.curated_topic) for name in sinks},
+    }
+    return {
+        stage: sum(group_lag(settings, group, topic).values()) for stage, (group, topic) in stages.items()
+    }
+
+
+def topic_ends(settings: Settings, topic: str) -> list[int]:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"ends-{uuid.uuid4().hex}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(meta.partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def wait_drained(settings: Settings, timeout_s: float, sinks: tuple[str, ...] = ("clickhouse",)) -> None:
+    """Until nothing more can reach the store: every stage committed everything before it (a sink
+    commits only after its rows were written, the worker only after curated was flushed) and
+    logs.curated did not grow between two such observations (what a worker emits on its own, from
+    the shared-state log or its tick, has landed too). Replaces "sleep, anything extra would arrive
+    now" before an exact comparison: the wait is as long as the pipeline needs, and says why it
+    timed out."""
+    deadline = time.monotonic() + timeout_s
+    last: tuple[dict[str, int], list[int]] | None = None
+    seen_ends: list[int] | None = None
+    while time.monotonic() < deadline:
+        lags = chain_lag(settings, sinks)
+        ends = topic_ends(settings, settings.curated_topic)
+        last = (lags, ends)
+        if not any(lags.values()):
+            if ends == seen_ends:
+                return
+            seen_ends = ends
+        else:
+            seen_ends = None
+        time.sleep(0.5)
+    raise AssertionError(
+        f"the pipeline did not drain within {timeout_s:.0f} s (lag per stage, curated ends): {last}"
+    )

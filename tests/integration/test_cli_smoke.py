@@ -233,3 +233,32 @@ def test_stack_fetch_and_status(kafka: Settings) -> None:
     assert fetched.returncode == 0, fetched.stderr.decode()
     status = orjson.loads(ok(cli(kafka, "stack", "status", "--json")))
     assert status["running"] is True
+
+
+def test_stack_up_down_of_a_broker_of_its_own(kafka: Settings, tmp_path: Path) -> None:
+    """A second local broker (own home and ports): `stack up` starts it and creates the topics,
+    `stack down` stops it (its process is gone, status says so), and a second `down` has nothing to
+    stop."""
+    if not kafka.local_broker:
+        pytest.skip("starts a local broker; KAFKA_BOOTSTRAP_SERVERS names a cluster")
+    own = Settings(
+        home=tmp_path / "home", cache_dir=kafka.cache_dir, kafka_port=free_port(pair=True), kafka_heap="256m"
+    )
+    up = ok(cli(own, "stack", "up"))
+    assert "started" in up and "topics created" in up, up
+    try:
+        status = orjson.loads(ok(cli(own, "stack", "status", "--json")))
+        assert status["running"] is True and status["managed"] is True and status["pid"], status
+        pid = int(status["pid"])
+        from confluent_kafka.admin import AdminClient
+
+        topics = AdminClient(own.kafka_client_config()).list_topics(timeout=10).topics
+        assert own.raw_topic in topics and own.sessions_topic in topics
+    finally:
+        down = ok(cli(own, "stack", "down"))
+    assert "kafka stopped" in down
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the broker's process is gone, not just reported stopped
+    stopped = cli(own, "stack", "status", "--json")
+    assert stopped.returncode == 3 and orjson.loads(stopped.stdout)["running"] is False  # LSB: not running
+    assert "nothing to stop" in ok(cli(own, "stack", "down"))

@@ -27,7 +27,7 @@ from pipeline.types import LogRecord
 from tests.conftest import free_port
 from tests.reliability.test_faults import group_owns
 
-from .helpers import consume_all, eventually, pipeline_running
+from .helpers import consume_all, eventually, pipeline_running, wait_drained
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def stored(settings: Settings, work: Workload) -> list[tuple[str, str, int]]:
         180,
         "every expected line stored",
     )
-    time.sleep(3)  # anything extra would arrive now
+    wait_drained(settings, 120)  # anything extra has arrived once every stage committed all
     rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
     for r in rows:
         if (r["session_id"], r["message"], r["timestamp_us"]) not in work.expected:

@@ -19,7 +19,7 @@ from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_summary
 from pipeline.store.query import QueryFilters
 
-from .helpers import consume_all, eventually, pipeline_running
+from .helpers import consume_all, eventually, pipeline_running, wait_drained
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_publish_to_query_exact_lines_and_dead_letters(ns: Settings, tmp_path: P
             return n if n >= len(expected) else None
 
         eventually(stored, 60, f"{len(expected)} stored lines")
-        time.sleep(1.5)  # one more sink batch interval: anything extra would show up now
+        wait_drained(ns, 60)  # anything extra has arrived once every stage committed all
         rows = remote_query(query_api(ns), QueryFilters(limit=100_000))
 
     got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
@@ -152,6 +152,6 @@ def test_quiet_workload_stores_only_warn_and_above(ns: Settings, tmp_path: Path)
             publisher.publish(record)
         assert publisher.flush(30) == 0
         eventually(lambda: remote_summary(query_api(ns))["lines"] >= len(expected) or None, 60, "WARN lines")
-        time.sleep(1.5)
+        wait_drained(ns, 60)
         rows = remote_query(query_api(ns), QueryFilters(limit=100_000))
     assert {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows} == expected

@@ -182,7 +182,7 @@ def test_lines_without_a_time_keep_one_row_through_three_replays(ns: Settings, t
     replaying their period into curated three times adds no row: every path gives a line the Kafka
     record's time, so one raw line id is one row of the store."""
     from pipeline.store.client import query_api, remote_sql, remote_summary
-    from tests.integration.helpers import eventually, pipeline_running
+    from tests.integration.helpers import eventually, pipeline_running, wait_drained
 
     settings = ns.model_copy(update={"key_budget_lps": 1e6, "global_budget_lps": 1e7})
     producer = Producer(settings.kafka_client_config())
@@ -226,7 +226,7 @@ def test_lines_without_a_time_keep_one_row_through_three_replays(ns: Settings, t
         for _ in range(3):
             assert replay(settings, spec)["matched_lines"] == 30
         eventually(lambda: identity()["replayed"] > 0 or None, 60, "the replayed lines in the store")
-        time.sleep(3)  # the sink's last batches
+        wait_drained(settings, 60)  # the sink's last batches are in once every stage committed all
         after = identity()
     assert after["rows"] == after["ids"] == 30, after
     # the history stays: lines the ERROR kept still say so beside the replay's reason

@@ -165,7 +165,7 @@ def test_undecodable_curated_message_is_dead_lettered(ns: Settings) -> None:
     thread = run_in_thread(runner)
     try:
         eventually(lambda: len(sink.written) >= 2 or None, 30, "valid rows")
-        time.sleep(0.5)
+        eventually(lambda: runner.metrics.dlq_messages or None, 30, "the undecodable message dead-lettered")
     finally:
         runner.stop()
         thread.join(15)

@@ -4,7 +4,6 @@ receiver that is down for a while gets everything afterwards, nothing lost."""
 from __future__ import annotations
 
 import threading
-import time
 
 import orjson
 import pytest
@@ -44,7 +43,12 @@ def test_webhook_gets_routed_redacted_lines_and_catches_up_after_an_outage(ns: S
     thread = threading.Thread(target=run_sink, args=(settings, "webhook", stop), daemon=True)
     thread.start()
     try:
-        time.sleep(3)  # several failed attempts with back-off
+        # the outage lasts until the sink was refused three times (it retries, with back-off)
+        eventually(
+            lambda: sum(status == 503 for _, status, _ in receiver.seen) >= 3 or None,
+            30,
+            "three refused posts",
+        )
         assert receiver.got == []
         receiver.status = 200
 

@@ -17,7 +17,7 @@ from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_stats, remote_summary
 from pipeline.store.query import QueryFilters
 
-from .helpers import consume_all, eventually, pipeline_running
+from .helpers import consume_all, eventually, pipeline_running, wait_drained
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def test_ground_truth_workload_exact_set(ns: Settings, tmp_path: Path, curated_f
         eventually(
             lambda: remote_summary(query_api(settings))["lines"] >= len(work.expected) or None, 60, "lines"
         )
-        time.sleep(2)  # anything extra would arrive now
+        wait_drained(settings, 60)  # anything extra has arrived once every stage committed all
         rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
         # every window closes (by event time, or once its partition is quiet for the grace period);
         # each partition's part of a window arrives on its own, so wait for all lines to be accounted for

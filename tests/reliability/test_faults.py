@@ -31,7 +31,13 @@ from pipeline.store.query import QueryFilters
 from pipeline.wire.curated import decode_curated
 from pipeline.wire.raw import RawDecoder
 from tests.conftest import PrivatePostgres
-from tests.integration.helpers import consume_all, eventually, group_partitions, pipeline_running
+from tests.integration.helpers import (
+    consume_all,
+    eventually,
+    group_partitions,
+    pipeline_running,
+    wait_drained,
+)
 from tests.integration.test_sink_runner import committed, produce_curated, run_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -155,7 +161,7 @@ def test_worker_killed_three_times_mid_stream_loses_and_duplicates_nothing(
             )
         paced.finish()
         wait_for_every_line(settings, work, 150)
-        time.sleep(3)  # anything extra would arrive now
+        wait_drained(settings, 120)  # anything extra has arrived once every stage committed all
         assert_stored_exactly(settings, work.expected)
 
 
@@ -327,7 +333,7 @@ def test_second_worker_joining_mid_stream_still_emits_every_trigger(ns: Settings
         assert len(split) == 2 and sorted(p for ps in split.values() for p in ps) == [0, 1, 2, 3]
         paced.finish()
         wait_for_every_line(settings, work, 150)
-        time.sleep(3)  # anything extra would arrive now
+        wait_drained(settings, 120)  # anything extra has arrived once every stage committed all
         assert_stored_exactly(settings, work.expected)
 
 
@@ -399,11 +405,17 @@ def test_worker_killed_three_times_restarted_after_a_backlog_is_exact(ns: Settin
             children[0].proc.send_signal(signal.SIGKILL)
             children[0].proc.wait(10)
             publish_until(at + 15)  # the backlog the next worker finds
-            time.sleep(1.0)  # ingest moves it to logs.sessions
+            eventually(  # the backlog waits in logs.sessions, not in logs.raw
+                lambda: (
+                    sum(group_lag(settings, settings.ingest_group, settings.raw_topic).values()) == 0 or None
+                ),
+                60,
+                f"ingest moving backlog {n + 1} to {settings.sessions_topic}",
+            )
             children[0] = start_child(
                 f"worker{n + 2}", ["--log-level", "INFO", "worker"], settings, tmp_path / "logs"
             )
         publish_until(1e9)
         wait_for_every_line(settings, work, 150)
-        time.sleep(3)  # anything extra would arrive now
+        wait_drained(settings, 120)  # anything extra has arrived once every stage committed all
         assert_stored_exactly(settings, work.expected)

@@ -20,7 +20,7 @@ from pipeline.store.client import query_api, remote_query, remote_summary
 from pipeline.store.query import QueryFilters
 from pipeline.types import LogRecord
 from pipeline.wire.records import normalize
-from tests.integration.helpers import consume_all, eventually, pipeline_running
+from tests.integration.helpers import consume_all, eventually, pipeline_running, wait_drained
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 S = 1_000_000
@@ -130,7 +130,7 @@ def test_two_workers_share_captures_and_auth_failure_counts(ns: Settings, tmp_pa
             90,
             "the kept lines",
         )
-        time.sleep(3)  # anything extra would arrive now
+        wait_drained(settings, 90)  # anything extra has arrived once every stage committed all
         rows = remote_query(query_api(settings), QueryFilters(limit=100_000))
         for child in children:
             assert child.proc.poll() is None, f"{child.name} exited"
