@@ -21,7 +21,7 @@ COPY schemas ./schemas
 COPY deploy ./deploy
 COPY --from=native /app/pipeline/engine/*.so /app/pipeline/engine/native.sha256 ./pipeline/engine/
 # editable: schemas/ and deploy/clickhouse/ are read from the source tree
-RUN pip install -e . && useradd --create-home hindsight && mkdir -p /data && chown hindsight /data
+RUN pip install -e ".[all]" && useradd --create-home hindsight && mkdir -p /data && chown hindsight /data
 USER hindsight
 ENV HINDSIGHT_HOME=/data
 ENTRYPOINT ["hindsight"]

@@ -7,6 +7,7 @@ from typing import cast
 
 from connectors.base.protocols import SinkFactory
 from pipeline.errors import ConfigError
+from pipeline.extras import missing
 
 REGISTRY: dict[str, str] = {
     "clickhouse": "connectors.clickhouse:ClickHouseSink",
@@ -24,4 +25,11 @@ def load_sink(name: str) -> SinkFactory:
     except KeyError:
         raise ConfigError(f"unknown sink {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
     module, _, attr = target.partition(":")
-    return cast(SinkFactory, getattr(importlib.import_module(module), attr))
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as exc:  # its client library comes with an extra (pipeline/extras.py)
+        error = missing(exc, f"the {name} sink")
+        if error is None:
+            raise
+        raise error from None
+    return cast(SinkFactory, getattr(loaded, attr))

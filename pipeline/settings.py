@@ -426,6 +426,12 @@ class Settings(BaseSettings):
     query_port: int = Field(default=8765, ge=0, le=65535, description="Port of the store's query API.")
     otlp_host: str = Field(default="127.0.0.1", description="Bind address of the OTLP/HTTP logs receiver.")
     otlp_port: int = Field(default=4318, ge=0, le=65535, description="Port of the OTLP/HTTP logs receiver.")
+    otlp_grpc_port: int = Field(
+        default=4317,
+        ge=0,
+        le=65535,
+        description="Port of the OTLP/gRPC logs receiver on otlp_host (0: none; needs the grpc extra).",
+    )
     otlp_max_body_bytes: int = Field(
         default=16 * 1_048_576, ge=1024, description="Largest OTLP request body (after gzip) accepted."
     )

@@ -1,4 +1,4 @@
-"""OTLP/HTTP logs receiver: POST /v1/logs (protobuf or JSON, gzip allowed) -> logs.raw.
+"""OTLP/HTTP logs receiver: POST /v1/logs (protobuf or JSON, gzip allowed) -> logs.raw (gRPC: otlp_grpc).
 
 Answers as the OTLP spec asks: 200 with an ExportLogsServiceResponse (partial_success counts the
 records that were dead-lettered, with the first reason); errors as a google.rpc.Status in the
@@ -107,9 +107,11 @@ class OtlpServer(Server):
             return Response(json_format.MessageToJson(response, indent=None).encode(), 200, media_type=JSON)
         return Response(response.SerializeToString(), 200, media_type=PROTOBUF)
 
-    def export(self, body: bytes, content_type: str) -> tuple[int, str]:
-        """Publish one request's records; returns (rejected count, first reason). Raises OtlpError."""
-        self.requests[content_type] = self.requests.get(content_type, 0) + 1
+    def export(self, body: bytes, content_type: str, via: str | None = None) -> tuple[int, str]:
+        """Publish one request's records; returns (rejected count, first reason). Raises OtlpError.
+        `via` labels the request in the metrics instead of its content type (the gRPC receiver)."""
+        label = via or content_type
+        self.requests[label] = self.requests.get(label, 0) + 1
         mapped = map_request(parse_request(body, content_type))
         for record in mapped.records:
             self.publisher.publish(record)
@@ -170,7 +172,7 @@ class OtlpCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield labelled(
             "hindsight_otlp_requests",
-            "OTLP export requests by content type",
+            "OTLP export requests by content type (grpc for OTLP/gRPC)",
             "content_type",
             self.server.requests,
         )

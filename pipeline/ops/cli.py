@@ -519,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="Seconds per check.")
     p.set_defaults(func=_doctor)
 
-    p = sub.add_parser("otlp", help="Receive OpenTelemetry logs over OTLP/HTTP (needs HINDSIGHT_API_TOKEN).")
+    p = sub.add_parser(
+        "otlp", help="Receive OpenTelemetry logs over OTLP/HTTP (4318) and OTLP/gRPC (4317); needs a token."
+    )
     p.set_defaults(func=_otlp)
 
     p = sub.add_parser("api", help="Serve the rules and captures HTTP API (needs HINDSIGHT_API_TOKEN).")

@@ -184,11 +184,19 @@ def migrate_store(settings: Settings) -> list[str]:
 
 
 def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
-    """The OTLP/HTTP receiver until SIGTERM/SIGINT (or `stop`)."""
+    """The OTLP receivers, HTTP and gRPC (unless its port is 0), until SIGTERM/SIGINT (or `stop`)."""
     from pipeline.api.otlp import OtlpServer
 
     ensure_topics(settings)
-    server = OtlpServer(settings).start()
+    server = OtlpServer(settings)
+    grpc_server = None
+    if settings.otlp_grpc_port:
+        from pipeline.api.otlp_grpc import OtlpGrpcServer
+
+        grpc_server = OtlpGrpcServer(settings, server)  # a missing grpc extra fails before anything starts
+    server.start()
+    if grpc_server is not None:
+        grpc_server.start()
     metrics = serve(settings, OtlpCollector(server))
     done = stop or threading.Event()
     if stop is None:
@@ -197,6 +205,8 @@ def run_otlp(settings: Settings, stop: threading.Event | None = None) -> None:
     try:
         done.wait()
     finally:
+        if grpc_server is not None:
+            grpc_server.stop()
         server.stop()
         if metrics is not None:
             metrics.shutdown()

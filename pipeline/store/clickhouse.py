@@ -16,6 +16,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from pipeline.errors import ConfigError, RetryableSinkError, StoreBusy
+from pipeline.extras import require
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def open_client(settings: Settings) -> Client:
                 send_receive_timeout=60,
                 **tls_options(settings),
             )
+        require("chdb", "the embedded store (used when HINDSIGHT_CLICKHOUSE_URL names no server)")
         path = settings.store_path
         path.mkdir(parents=True, exist_ok=True)
         _hold_store(path.resolve())

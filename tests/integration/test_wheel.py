@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import venv
+import zipfile
 from pathlib import Path
 
 import orjson
@@ -69,6 +70,20 @@ def test_the_installed_wheel_runs_outside_the_checkout(installed: Path, ns: Sett
     module, schemas = probe.stdout.split()
     assert str(REPO) not in module and str(REPO) not in schemas, probe.stdout  # the wheel's own files
     assert run(installed, ns, tmp_path, "--version").startswith("hindsight 0.")
+    # the store and protocol clients are extras: a core install stays small
+    [wheel] = (installed.parents[2] / "dist").glob("log_hindsight-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        [meta] = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        requires = [x for x in zf.read(meta).decode().splitlines() if x.startswith("Requires-Dist:")]
+    for package, extra in (
+        ("chdb", "embedded"),
+        ("psycopg", "postgres"),
+        ("redis", "redis"),
+        ("grpcio", "grpc"),
+    ):
+        [req] = [r for r in requires if r.split()[1].startswith(package)]
+        assert f'extra == "{extra}"' in req, req
+    assert any(r.split()[1].startswith("faust-streaming") and "extra" not in r for r in requires)
 
     settings = ns.model_copy(update={"home": tmp_path / "home", "chdb_path": tmp_path / "store"})
     applied = run(installed, settings, tmp_path, "migrate")

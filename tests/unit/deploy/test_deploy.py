@@ -104,3 +104,44 @@ def test_kustomize_builds_and_the_output_validates() -> None:
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "hindsight"
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_monitoring_overlay_scrapes_every_metrics_port_as_its_job() -> None:
+    """Prometheus Operator users: the ServiceMonitor selects the headless Service, whose selector
+    matches every pod (the base labels pod templates) and whose port names the pods' metrics port;
+    the job relabel names each pod's job after its component, as deploy/prometheus/prometheus.yml does."""
+    if shutil.which("kubectl") is None:
+        unavailable("kubectl not installed")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "monitoring")], capture_output=True, check=True, timeout=60
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "hindsight-metrics"]
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "hindsight"
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    [endpoint] = monitor["spec"]["endpoints"]
+    [port] = service["spec"]["ports"]
+    assert endpoint["port"] == port["name"] and port["targetPort"] == "metrics"
+    scraped = set()
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        pod = doc["spec"]["template"]
+        ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        if "metrics" in ports:
+            assert all(pod["metadata"]["labels"].get(k) == v for k, v in service["spec"]["selector"].items())
+            assert ports["metrics"] == port["port"]
+            scraped.add(pod["metadata"]["labels"]["app.kubernetes.io/name"])
+    jobs = {
+        j["job_name"]
+        for j in yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]
+    }
+    assert scraped == {"hindsight-ingest", "hindsight-worker", "hindsight-sink-clickhouse", "hindsight-otlp"}
+    [relabel] = endpoint["relabelings"]
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    assert relabel["targetLabel"] == "job" and {"hindsight-ingest", "hindsight-worker"} <= jobs
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
