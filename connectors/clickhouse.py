@@ -54,7 +54,47 @@ COLUMNS = [
     "TriggerIds",
     "Routes",
     "Selections",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "TraceFlags",
 ]
+
+# The exporter's otel_logs columns a line's attributes fill (the canonical line is flat: OTLP resource
+# attributes come prefixed `resource.`, scope and trace flags under OTel's names for non-OTLP formats).
+# Keys of the OpenTelemetry resource namespaces (Kubernetes metadata from Vector or Fluent Bit, ECS
+# `host.*`, `service.version`) are resource attributes too, as the Collector's processors make them.
+RESOURCE_PREFIX = "resource."
+RESOURCE_NAMESPACES = (
+    "service.", "k8s.", "host.", "container.", "cloud.", "deployment.", "process.", "os.", "faas.",
+    "telemetry.sdk.",
+)  # fmt: skip
+SCOPE_NAME, SCOPE_VERSION, TRACE_FLAGS = "otel.scope.name", "otel.scope.version", "otel.trace_flags"
+
+
+def split_attributes(
+    service: str, attributes: dict[str, str] | None
+) -> tuple[dict[str, str], dict[str, str], str, str, int]:
+    """(LogAttributes, ResourceAttributes, ScopeName, ScopeVersion, TraceFlags) of one line; the
+    resource always names its service, as the exporter's does."""
+    log_attrs: dict[str, str] = {}
+    resource = {"service.name": service}
+    scope = version = ""
+    flags = 0
+    for key, value in (attributes or {}).items():
+        if key.startswith(RESOURCE_PREFIX):
+            resource[key[len(RESOURCE_PREFIX) :]] = value
+        elif key.startswith(RESOURCE_NAMESPACES):
+            resource[key] = value
+        elif key == SCOPE_NAME:
+            scope = value
+        elif key == SCOPE_VERSION:
+            version = value
+        elif key == TRACE_FLAGS and value.isdigit() and int(value) < 256:
+            flags = int(value)
+        else:
+            log_attrs[key] = value
+    return log_attrs, resource, scope, version, flags
 
 
 def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
@@ -90,6 +130,10 @@ def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
         trig_ids,
         routes,
         selections,
+        resources,
+        scopes,
+        versions,
+        trace_flags,
     ) = cols
     for r in rows:
         ts.append(r["timestamp"] * 1000)
@@ -100,7 +144,12 @@ def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
         sevnum.append(r.get("severity_number") or 0)
         svc.append(r["service"])
         body.append(r["message"])
-        attrs.append(r.get("attributes") or {})
+        log_attrs, resource, scope, version, flags_byte = split_attributes(r["service"], r.get("attributes"))
+        attrs.append(log_attrs)
+        resources.append(resource)
+        scopes.append(scope)
+        versions.append(version)
+        trace_flags.append(flags_byte)
         sess.append(r.get("session_id") or "")
         user.append(r.get("user_id") or "")
         endp.append(r.get("endpoint") or "")

@@ -110,6 +110,7 @@ SELECT toUnixTimestamp64Micro(any(Timestamp)) AS timestamp_us, any(ServiceName) 
        any(UserId) AS user_id, any(Endpoint) AS endpoint, any(TransactionId) AS transaction_id,
        any(TraceId) AS trace_id, any(SpanId) AS span_id, any(LatencyMs) AS latency_ms,
        any(StatusCode) AS status_code, any(SecurityFlags) AS security_flags, any(LogAttributes) AS attributes,
+       any(ResourceAttributes) AS resource_attributes, any(ScopeName) AS scope_name,
        arraySort(groupUniqArrayArray(TriggerReasons)) AS trigger_reasons,
        arraySort(groupUniqArrayArray(TriggerIds)) AS trigger_ids, trigger_ids[1] AS trigger_id,
        arraySort(groupUniqArrayArray(RuleIds)) AS rule_ids, arraySort(groupUniqArrayArray(Tags)) AS tags,
@@ -152,7 +153,11 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise QueryError(f"--attr wants key=value, got {pair!r}")
-        where.append(f"LogAttributes[{{attr_key{i}:String}}] = {{attr_value{i}:String}}")
+        # a line's own attribute or its resource's (Kubernetes metadata, service.version, ...)
+        where.append(
+            f"(LogAttributes[{{attr_key{i}:String}}] = {{attr_value{i}:String}} "
+            f"OR ResourceAttributes[{{attr_key{i}:String}}] = {{attr_value{i}:String}})"
+        )
         params[f"attr_key{i}"], params[f"attr_value{i}"] = key, value
     having: list[str] = []
     if filters.trigger:

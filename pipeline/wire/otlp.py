@@ -5,7 +5,9 @@ Mapping: resource `service.name` -> service; severity text (else number) -> leve
 trace/span ids -> lowercase hex; `session.id`, `enduser.id`, `http.route`, `transaction.id`,
 `http.response.status_code` (or `http.status_code`), `hindsight.latency_ms` (or `latency_ms`), and
 `security.flags` -> their fields; every other log attribute -> attributes, other resource attributes ->
-attributes prefixed `resource.`. No Kafka here: the HTTP endpoint (otlpapi) publishes what this returns.
+attributes prefixed `resource.`, the scope's name and version -> `otel.scope.name` / `otel.scope.version`
+and the trace flags -> `otel.trace_flags` (the ClickHouse sink puts these in the otel_logs columns
+ResourceAttributes, ScopeName, ScopeVersion, TraceFlags). No Kafka here: the receivers publish it.
 """
 
 from __future__ import annotations
@@ -152,9 +154,14 @@ def map_request(request: ExportLogsServiceRequest, now_us: int | None = None) ->
         service = _text(resource.pop("service.name", None) or "unknown_service")
         resource_attrs = {f"resource.{k}": _text(v) for k, v in resource.items() if v is not None}
         for sl in rl.scope_logs:
+            scope = dict(resource_attrs)
+            if sl.scope.name:
+                scope["otel.scope.name"] = sl.scope.name
+            if sl.scope.version:
+                scope["otel.scope.version"] = sl.scope.version
             for rec in sl.log_records:
                 try:
-                    out.records.append(_map_record(rec, service, resource_attrs, now_us))
+                    out.records.append(_map_record(rec, service, scope, now_us))
                     out.positions.append(ordinal)
                 except DecodeError as exc:
                     out.rejected.append((exc.error_type, exc.detail, rec.SerializeToString()))
@@ -178,6 +185,8 @@ def _map_record(rec: Any, service: str, resource_attrs: dict[str, str], now_us: 
         line["trace_id"] = rec.trace_id.hex()
     if rec.span_id:
         line["span_id"] = rec.span_id.hex()
+    if rec.flags & 0xFF:  # W3C trace flags, the low byte of LogRecord.flags
+        attrs["otel.trace_flags"] = str(rec.flags & 0xFF)
     for key, name in _FIELDS.items():
         value = attrs.pop(key, None)
         if value is not None:

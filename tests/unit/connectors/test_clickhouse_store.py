@@ -412,3 +412,76 @@ def test_otel_logs_answers_the_exporters_queries_each_line_once(sink: ClickHouse
     assert levels == [("ERROR", 1), ("INFO", 2)]
     columns = [r[0] for r in q("DESCRIBE TABLE hindsight.otel_logs").result_rows]
     assert set(columns) == set(OTEL_LOGS)
+
+
+def test_otel_columns_are_filled_and_the_exporters_queries_find_them(sink: ClickHouseSink) -> None:
+    """A line from OTLP (resource attributes, scope, trace flags) and one from a Kubernetes shipper
+    (k8s.* metadata): ResourceAttributes, ScopeName, ScopeVersion and TraceFlags hold them as the
+    OpenTelemetry exporter writes them, LogAttributes keeps the rest, and queries of the kind its
+    documentation gives (by resource attribute, by token, a severity time series) find them."""
+    otlp, shipped = row(900, "otel-r", "ERROR"), row(901, "otel-r", "INFO")
+    otlp["service"] = shipped["service"] = "otel-res"
+    otlp["trace_id"] = "5b8efff798038103d269b633813fc60c"
+    otlp["attributes"] = {
+        "resource.deployment.environment": "prod",
+        "otel.scope.name": "checkout.payments",
+        "otel.scope.version": "1.4.0",
+        "otel.trace_flags": "1",
+        "tenant": "acme",
+    }
+    otlp["message"] = "card declined for order 7"
+    shipped["attributes"] = {"k8s.pod.name": "shop-7d9f", "k8s.namespace.name": "prod", "stream": "stdout"}
+    sink.write_batch([otlp, shipped])
+    sink.flush()
+    q = sink.client.query
+    got = q(
+        "SELECT Body, ResourceAttributes, ScopeName, ScopeVersion, TraceFlags, LogAttributes "
+        "FROM hindsight.otel_logs WHERE ServiceName = 'otel-res' ORDER BY Timestamp"
+    ).result_rows
+    assert got == [
+        (
+            "card declined for order 7",
+            {"service.name": "otel-res", "deployment.environment": "prod"},
+            "checkout.payments",
+            "1.4.0",
+            1,
+            {"tenant": "acme"},
+        ),
+        (
+            "m901.0",
+            {"service.name": "otel-res", "k8s.pod.name": "shop-7d9f", "k8s.namespace.name": "prod"},
+            "",
+            "",
+            0,
+            {"stream": "stdout"},
+        ),
+    ]
+    by_pod = q(
+        "SELECT Timestamp AS log_time, Body FROM hindsight.otel_logs "
+        "WHERE ResourceAttributes['k8s.pod.name'] = 'shop-7d9f' "
+        f"AND TimestampTime >= toDateTime({NOW // 1_000_000 - 3600})"  # the test's "last hour"
+    ).result_rows
+    assert [r[1] for r in by_pod] == ["m901.0"]
+    by_token = q(
+        "SELECT Body FROM hindsight.otel_logs WHERE hasToken(Body, 'declined') "
+        "AND ResourceAttributes['service.name'] = 'otel-res'"
+    ).result_rows
+    assert by_token == [("card declined for order 7",)]
+    series = q(
+        "SELECT toStartOfInterval(Timestamp, INTERVAL 60 second) AS time, SeverityText, count() AS count "
+        "FROM hindsight.otel_logs WHERE ServiceName = 'otel-res' "
+        "GROUP BY SeverityText, time ORDER BY SeverityText"
+    ).result_rows
+    assert [(r[1], r[2]) for r in series] == [("ERROR", 1), ("INFO", 1)]
+    # hindsight's own query: the resource beside the line's attributes, and --attr finds either
+    found_rows = run_query(
+        sink.client, QueryFilters(session="otel-r", attr=("k8s.pod.name=shop-7d9f",)), "hindsight"
+    )
+    assert len(found_rows) == 1, found_rows
+    [found] = found_rows
+    assert found["message"] == "m901.0" and found["attributes"] == {"stream": "stdout"}
+    assert found["resource_attributes"]["k8s.namespace.name"] == "prod"
+    scoped_rows = run_query(sink.client, QueryFilters(session="otel-r", attr=("tenant=acme",)), "hindsight")
+    assert len(scoped_rows) == 1, scoped_rows
+    [scoped] = scoped_rows
+    assert scoped["scope_name"] == "checkout.payments"

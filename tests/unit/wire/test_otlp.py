@@ -71,6 +71,10 @@ def test_sdk_protobuf_maps_every_field(sdk: Any) -> None:
     assert "session.id" not in err["attributes"] and "service.name" not in str(err["attributes"])
     assert err["timestamp"] > 1_700_000_000_000_000  # microseconds
     assert dbg["level"] == "DEBUG" and dbg["session_id"] == "s-1" and dbg.get("trace_id") in (None, "")
+    # the scope (the SDK names it after the Python logger) and the sampled flag of the span
+    assert err["attributes"]["otel.scope.name"] == logger.name == dbg["attributes"]["otel.scope.name"]
+    assert err["attributes"]["otel.trace_flags"] == str(int(ctx.trace_flags))  # sampled (and random)
+    assert int(ctx.trace_flags) & 1 and "otel.trace_flags" not in dbg["attributes"]
 
 
 def test_otlp_json_with_hex_ids_and_severity_numbers() -> None:
