@@ -58,6 +58,7 @@ COLUMNS = [
     "ScopeName",
     "ScopeVersion",
     "TraceFlags",
+    "TemplateId",
 ]
 
 # The exporter's otel_logs columns a line's attributes fill (the canonical line is flat: OTLP resource
@@ -134,6 +135,7 @@ def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
         scopes,
         versions,
         trace_flags,
+        template_ids,
     ) = cols
     for r in rows:
         ts.append(r["timestamp"] * 1000)
@@ -150,6 +152,7 @@ def to_columns(rows: Sequence[CuratedRecord]) -> list[list[Any]]:
         scopes.append(scope)
         versions.append(version)
         trace_flags.append(flags_byte)
+        template_ids.append(r.get("template_id") or "")
         sess.append(r.get("session_id") or "")
         user.append(r.get("user_id") or "")
         endp.append(r.get("endpoint") or "")
@@ -364,6 +367,18 @@ SLOW_KEYS = [
 ]
 
 
+TEMPLATE_COLUMNS = ["ServiceName", "Scope", "TemplateId", "Template", "Example", "FirstSeen", "LastSeen",
+                    "Count", "Levels", "Triggered"]  # fmt: skip
+
+
+def template_row(r: dict[str, Any]) -> list[Any]:
+    """A worker's delta of one template (kind "template"), as a hindsight.templates row."""
+    return [
+        r["service"], r["endpoint"], r["template_id"], r["template"], r["example"], r["first_us"],
+        r["last_us"], r["count"], r["levels"], int(r["triggered"]),
+    ]  # fmt: skip
+
+
 RULE_COLUMNS = ["WindowStart", "WindowEnd", "RuleId", "RawPartition", "Matches", "MatchedBytes",
                 "LinesEmitted", "BytesEmitted"]  # fmt: skip
 RULE_KEYS = ["window_start_us", "window_end_us", "rule_id", "partition", "matches", "matched_bytes",
@@ -371,7 +386,8 @@ RULE_KEYS = ["window_start_us", "window_end_us", "rule_id", "partition", "matche
 
 
 class ClickHouseStatsSink:
-    """Writes window statistics (logs.stats) into endpoint_stats, slow_sessions and rule_stats."""
+    """Writes window statistics (logs.stats) into endpoint_stats, slow_sessions and rule_stats, and
+    the workers' template counts into templates."""
 
     name = "clickhouse-stats"
 
@@ -389,6 +405,7 @@ class ClickHouseStatsSink:
         endpoint = [[r[k] for k in ENDPOINT_KEYS] for r in rows if r.get("kind") == "endpoint"]
         slow = [[r[k] for k in SLOW_KEYS] for r in rows if r.get("kind") == "slow_session"]
         rule = [[r[k] for k in RULE_KEYS] for r in rows if r.get("kind") == "rule"]
+        templates = [template_row(r) for r in rows if r.get("kind") == "template"]
         try:
             with self.lock:
                 if endpoint:
@@ -399,6 +416,8 @@ class ClickHouseStatsSink:
                     self.client.insert(f"{self.database}.slow_sessions", slow, column_names=SLOW_COLUMNS)
                 if rule:
                     self.client.insert(f"{self.database}.rule_stats", rule, column_names=RULE_COLUMNS)
+                if templates:
+                    self.client.insert(f"{self.database}.templates", templates, column_names=TEMPLATE_COLUMNS)
         except Exception as exc:
             raise classify(exc) from exc
 

@@ -301,6 +301,33 @@ class Settings(BaseSettings):
         default=30, ge=1, description="Retention of stored lines without a rule."
     )
 
+    # --- Templates and the novel_template trigger ------------------------------------------------
+    novel_template: bool = Field(
+        default=False,
+        description="The first line of a message template not seen within the horizon captures its session "
+        "(rules may turn it on or off per service).",
+    )
+    novel_template_scope: Literal["service", "endpoint"] = Field(
+        default="service", description="A template is new per service, or per service and endpoint."
+    )
+    novel_template_horizon_s: float = Field(
+        default=86_400.0, gt=0, description="A template not seen for this long is new again."
+    )
+    novel_template_learning_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="After a worker's first line, templates are only learned for this long (event time).",
+    )
+    novel_template_budget: int = Field(
+        default=5, ge=0, description="Most novel_template captures per service per budget window."
+    )
+    novel_template_budget_window_s: float = Field(
+        default=60.0, gt=0, description="The window of novel_template_budget (event time)."
+    )
+    templates_flush_s: float = Field(
+        default=10.0, gt=0, description="How often a worker sends its template counts to the store."
+    )
+
     # --- Store ---------------------------------------------------------------------------------
     clickhouse_url: str | None = Field(
         default=None,

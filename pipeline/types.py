@@ -75,6 +75,7 @@ class LogRecord(TypedDict, total=False):
     status_code: int | None
     security_flags: list[str]
     attributes: dict[str, str]
+    template_id: str | None  # the message's shape (engine/templates.py): set by ingest, else at curation
     # where the line sits in logs.raw: set by ingest on logs.sessions, and on every curated line
     raw_topic: str
     raw_partition: int

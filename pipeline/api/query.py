@@ -58,6 +58,7 @@ class LogsQuery(_Params):
     attr: Text | None = Field(None, description="key=value of LogAttributes; several separated by newlines")
     trigger: Text | None = Field(None, description="Trigger reason or trigger id")
     rule: Text | None = Field(None, description="Id of a rule that matched")
+    template: Text | None = Field(None, description="Template id of the message")
     limit: Annotated[int, Field(ge=1, le=100_000)] | None = Field(None, description="Most rows")
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import cast
 
 from pipeline.engine.model import Trigger, line_id
+from pipeline.engine.templates import Templates
 from pipeline.types import CuratedRecord, LogRecord, RawLine
+
+TEMPLATES = Templates()  # the process's template cache (curation of lines without an id)
 
 
 def curate(
@@ -50,6 +53,8 @@ def set_curated(
     retention_days: int,
 ) -> None:
     """Add the curated fields to a record, in place."""
+    if not record.get("template_id"):  # a line that did not come through ingest (replays, captures)
+        record["template_id"] = TEMPLATES.id_of(record["message"])
     record["raw_topic"] = topic
     record["raw_partition"] = partition
     record["raw_offset"] = offset

@@ -31,6 +31,7 @@ class Hindsight:
         self.shared = Shared(config, decode_line, origin)
         self.engines: dict[tuple[str, int], Engine] = {}
         self.retired = WindowMetrics()  # counters of engines whose partition moved away: they stay monotonic
+        self.templates_flushed_us = 0  # wall clock of the last catalog delta
 
     def engine(self, topic: str, partition: int) -> Engine:
         eng = self.engines.get((topic, partition))
@@ -98,6 +99,8 @@ class Hindsight:
             elif kind == "baseline":
                 sketch = LatencySketch.from_dict(ev["sketch"])
                 shared.close_baseline(ev["endpoint"], ev["window"], sketch, False)
+            elif kind == "template":
+                shared.catalog.learn_remote(ev["service"], ev["scope"], ev["template_id"], ev["ts"])
         captures, em.captures = em.captures, []
         for cap in captures:  # opened by an auth-failure trigger fired here
             for eng in self.engines.values():
@@ -144,6 +147,12 @@ class Hindsight:
         if self.engines:
             self.shared.expire_captures(max(e.watermark for e in self.engines.values()))
         em = Emission()
+        if now_us - self.templates_flushed_us >= self.config.templates_flush_us:
+            self.templates_flushed_us = now_us
+            catalog = self.shared.catalog
+            em.stats.extend(catalog.take_deltas())  # to hindsight.templates, through logs.stats
+            if self.engines:
+                catalog.forget(max(e.watermark for e in self.engines.values()))
         idle_ticks = self.config.stats_idle_close_s
         for eng in self.engines.values():
             eng.idle_ticks = 0 if eng.active else eng.idle_ticks + 1

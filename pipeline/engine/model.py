@@ -41,6 +41,14 @@ class WindowConfig:
     global_budget_lps: float = 50_000.0
     budget_burst_s: float = 5.0
     retention_days: int = 30
+    # the template catalog and the novel_template trigger (engine/novelty.py)
+    novel_template: bool = False
+    novel_template_scope: str = "service"  # or "endpoint": a template is new per service and endpoint
+    novel_template_horizon_us: int = 86_400_000_000
+    novel_template_learning_us: int = 300_000_000
+    novel_template_budget: int = 5
+    novel_template_budget_window_us: int = 60_000_000
+    templates_flush_us: int = 10_000_000
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WindowConfig:

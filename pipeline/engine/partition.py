@@ -122,6 +122,8 @@ class Engine:
         floor = self._floor(rules)
         triggers = self.triggers  # a native method call when compiled (a bound-method alias is not)
         ep_caps, user_caps, svc_caps = [self.shared.captures[f] for f in CAPTURE_FIELDS]
+        catalog = self.shared.catalog
+        templates = self.shared.templates
         match = rules.match if rules else None
         levels = LEVEL_VALUE
         run_win = -1
@@ -146,8 +148,12 @@ class Engine:
             chunk_bytes += size
             endpoint = rec["endpoint"]
             found = match(rec) if match is not None else None  # rules are evaluated once per line
+            # every line counts under its template (ingest set its id); a novel one may trigger
+            tid = rec.get("template_id") or templates.id_of(rec["message"])
+            novel = not catalog.known(rec, tid, ts)
             if (
-                found
+                novel
+                or found
                 or levels[rec["level"]] >= floor
                 or ts <= st.follow_until
                 or triggers.may_fire(rec, st)
@@ -160,7 +166,7 @@ class Engine:
                     run_n = run_bytes = 0
                     run_lats = []
                     run_win = -1
-                self._line(em, key, st, chunk, pos, size, floor, found, replay)
+                self._line(em, key, st, chunk, pos, size, floor, found, replay, tid if novel else None)
                 continue
             # the fast path: the line only joins its session's buffer and a run of window statistics
             win = ts - ts % window
@@ -201,11 +207,19 @@ class Engine:
         floor: int,
         found: list[Compiled] | None,
         replay: bool,
+        novel_template: str | None = None,
     ) -> None:
-        """One line that may trigger, match rules (`found`) or be emitted, with exact per-line semantics."""
+        """One line that may trigger, match rules (`found`) or be emitted, with exact per-line semantics;
+        `novel_template`: the id of its template when the catalog did not know it."""
         cfg = self.config
         rec = chunk.rec(pos)
         ts = rec["timestamp"]
+        novel = False
+        if novel_template is not None:
+            shared = self.shared
+            learned = shared.catalog.learn(rec, novel_template, ts)
+            shared.learned_template(learned, ts)
+            novel = shared.catalog.fires(rec["service"], learned, ts)
         severity = LEVEL_VALUE[rec["level"]]
         endpoint = rec["endpoint"]
         latency = rec["latency_ms"]
@@ -229,6 +243,8 @@ class Engine:
                 floor = verdict.level
         triggers = self.triggers
         reasons = triggers.reasons(st, rec, ts, severity, endpoint, latency)
+        if novel:
+            reasons.append("novel_template")
         if triggers.auth_to_report:
             # reported in a rebuild too: the previous owner's report may never have reached the log
             # (the count ignores a repeat), and Hindsight.refire needs the line's place

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from pipeline.engine.templates import Templates
 from pipeline.types import session_key
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, canonical_object, good_positions
@@ -63,6 +64,7 @@ class IngestStage:
     def __init__(self, decoder: RawDecoder, partitions: int, max_lines_per_message: int = 1000) -> None:
         self.decoder = decoder
         self.partition_of = SessionPartitioner(partitions)
+        self.templates = Templates()  # each line's template id, for the worker's novelty trigger
         self.max_lines = max_lines_per_message
         self.lines_in = 0
         self.lines_out = 0
@@ -75,6 +77,7 @@ class IngestStage:
         decoder = self.decoder
         max_bytes = decoder.max_bytes
         partition_of = self.partition_of
+        templates = self.templates
         fast = 0
         for msg in messages:
             self.messages_in += 1
@@ -85,7 +88,8 @@ class IngestStage:
             item = canonical_object(value) if value and len(value) <= max_bytes else None
             if value and item is not None and (item.observed_timestamp or _OBSERVED not in value):
                 observed = None if item.observed_timestamp is not None else ts_us or item.timestamp
-                line = with_origin(value, msg.topic, msg.partition, msg.offset, observed)
+                tid = templates.id_of(item.message)  # stateless per-line work: here, not in the worker
+                line = with_origin(value, msg.topic, msg.partition, msg.offset, observed, tid)
                 part = partition_of(_session_key(item))
                 batch = pending.get(part)
                 if batch is None:
@@ -109,6 +113,7 @@ class IngestStage:
                 full["raw_partition"] = msg.partition
                 full["raw_offset"] = msg.offset
                 full["raw_index"] = index
+                full["template_id"] = templates.id_of(rec["message"])
                 part = partition_of(rec["session_id"] or session_key(rec))
                 batch = pending.get(part)
                 if batch is None:

@@ -159,6 +159,45 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _templates(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from pipeline.store.client import sql_query
+    from pipeline.store.query import parse_time, templates_sql
+    from pipeline.store.render import format_csv, format_jsonl, format_table
+
+    since = None
+    if args.new:
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        since = int(midnight.timestamp() * 1_000_000)
+    if args.since:
+        since = parse_time(args.since)
+    rows = sql_query(settings, templates_sql(settings.clickhouse_database, args.service, since), args.limit)
+    for row in rows:
+        row["first_seen"] = (
+            row["first_seen"].isoformat() if hasattr(row["first_seen"], "isoformat") else row["first_seen"]
+        )
+        row["last_seen"] = (
+            row["last_seen"].isoformat() if hasattr(row["last_seen"], "isoformat") else row["last_seen"]
+        )
+    if args.format == "jsonl":
+        text = format_jsonl(rows)
+    elif args.format == "csv":
+        text = format_csv(rows)
+    else:
+        text = format_table(
+            rows, columns=["service", "template_id", "count", "first_seen", "triggered", "template"]
+        )
+    if text:
+        print(text)
+    if not rows:
+        print(
+            "no templates stored yet: the worker sends its counts every HINDSIGHT_TEMPLATES_FLUSH_S",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _query(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.store.client import query_logs, sql_query
     from pipeline.store.query import QueryFilters, parse_time
@@ -180,6 +219,7 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
             attr=tuple(args.attr or ()),
             trigger=args.trigger,
             rule=args.rule,
+            template=args.template,
             limit=args.limit,
         )
         rows = query_logs(settings, filters)
@@ -458,6 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_sink)
 
+    p = sub.add_parser("templates", help="The message templates seen: top by count, or the new ones.")
+    p.add_argument("--service", help="Only this service's templates.")
+    p.add_argument("--new", action="store_true", help="Only templates first seen today (UTC), newest first.")
+    p.add_argument(
+        "--since", help="Only templates first seen since (ISO time or 15m/2h/1d ago), newest first."
+    )
+    p.add_argument("--limit", type=int, default=50, help="Most templates (default 50).")
+    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="Output format.")
+    p.set_defaults(func=_templates)
+
     p = sub.add_parser("query", help="Read stored lines.")
     p.add_argument("--session", help="Session id, exactly.")
     p.add_argument("--service", help="Service name, exactly.")
@@ -468,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="15m, 2h, 7d, ISO-8601 or epoch seconds.")
     p.add_argument("--until", help="Same forms as --since.")
     p.add_argument("--grep", help="Text in the message (full text, case-sensitive).")
+    p.add_argument(
+        "--template", metavar="ID", help="Lines of this message template (see hindsight templates)."
+    )
     p.add_argument("--attr", action="append", metavar="KEY=VALUE", help="Attribute equals (repeatable).")
     p.add_argument("--trigger", help="Trigger reason (error, latency, ...) or trigger id.")
     p.add_argument("--rule", help="Id of a rule that matched the line.")

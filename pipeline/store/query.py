@@ -69,6 +69,7 @@ class QueryFilters:
     attr: tuple[str, ...] = ()  # key=value pairs of LogAttributes, all must hold
     trigger: str | None = None  # a trigger reason (error, latency, ...) or a trigger id
     rule: str | None = None  # a rule id among the rules that matched the line
+    template: str | None = None  # a template id (hindsight templates lists them)
     limit: int = 100
 
     @classmethod
@@ -111,6 +112,7 @@ SELECT toUnixTimestamp64Micro(any(Timestamp)) AS timestamp_us, any(ServiceName) 
        any(TraceId) AS trace_id, any(SpanId) AS span_id, any(LatencyMs) AS latency_ms,
        any(StatusCode) AS status_code, any(SecurityFlags) AS security_flags, any(LogAttributes) AS attributes,
        any(ResourceAttributes) AS resource_attributes, any(ScopeName) AS scope_name,
+       any(TemplateId) AS template_id,
        arraySort(groupUniqArrayArray(TriggerReasons)) AS trigger_reasons,
        arraySort(groupUniqArrayArray(TriggerIds)) AS trigger_ids, trigger_ids[1] AS trigger_id,
        arraySort(groupUniqArrayArray(RuleIds)) AS rule_ids, arraySort(groupUniqArrayArray(Tags)) AS tags,
@@ -149,6 +151,9 @@ def build_sql(filters: QueryFilters, database: str) -> tuple[str, dict[str, Any]
     if filters.grep:
         where.append("Body LIKE {grep:String}")
         params["grep"] = "%" + re.sub(r"([\\%_])", r"\\\1", filters.grep) + "%"
+    if filters.template:
+        where.append("TemplateId = {template:String}")
+        params["template"] = filters.template
     for i, pair in enumerate(filters.attr):
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -286,3 +291,25 @@ def endpoint_stats(
             }
         )
     return out
+
+
+def _literal(text: str) -> str:
+    """A ClickHouse string literal (quotes and backslashes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def templates_sql(database: str, service: str | None = None, new_since_us: int | None = None) -> str:
+    """The template catalog (hindsight.templates, count deltas summed per template): top by count, or
+    with new_since_us, those first seen since then, newest first. A read-only SELECT for the store's
+    SQL path (sandboxed like `hindsight query --sql`)."""
+    where = f"WHERE ServiceName = {_literal(service)}" if service else ""
+    having = f"HAVING first_seen_us >= {int(new_since_us)}" if new_since_us is not None else ""
+    order = "first_seen DESC" if new_since_us is not None else "count DESC, template_id"
+    return (
+        "SELECT ServiceName AS service, Scope AS endpoint, TemplateId AS template_id, "
+        "max(Template) AS template, sum(Count) AS count, "
+        "toUnixTimestamp64Micro(min(FirstSeen)) AS first_seen_us, min(FirstSeen) AS first_seen, "
+        "max(LastSeen) AS last_seen, sumMap(Levels) AS levels, max(Triggered) AS triggered, "
+        f"max(Example) AS example FROM {database}.templates {where} "
+        f"GROUP BY ServiceName, Scope, TemplateId {having} ORDER BY {order}"
+    )

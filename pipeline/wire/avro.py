@@ -74,9 +74,19 @@ def schemas() -> dict[str, AvroSchema]:
     return {s.name: s for s in out}
 
 
+def previous_schemas() -> list[AvroSchema]:
+    """Earlier versions of the curated schema (schemas/previous/), still read: a message written
+    before an upgrade decodes, its newer fields taking their defaults when read (.get)."""
+    out = []
+    for path in sorted((SCHEMA_DIR / "previous").glob("curated_record.v*.avsc")):
+        curated = json.loads(path.read_text())
+        out += [AvroSchema(curated), AvroSchema(_batch_of(curated, "CuratedBatch"))]
+    return out
+
+
 @cache
 def by_fingerprint() -> dict[bytes, AvroSchema]:
-    return {s.fingerprint: s for s in schemas().values()}
+    return {s.fingerprint: s for s in [*previous_schemas(), *schemas().values()]}
 
 
 def avro_objects(schema: AvroSchema, payload: memoryview) -> list[Any]:

@@ -27,6 +27,7 @@ class _Line(_Canonical, kw_only=True):
     raw_partition: Annotated[int, msgspec.Meta(ge=0)]
     raw_offset: Annotated[int, msgspec.Meta(ge=0)]
     raw_index: Annotated[int, msgspec.Meta(ge=0)]
+    template_id: str | None = None  # the message's template (ingest sets it; older lines lack it)
 
 
 _DECODER = msgspec.json.Decoder(list[_Line])
@@ -45,15 +46,25 @@ def join_lines(lines: Sequence[bytes]) -> bytes:
     return b"[" + b",".join(lines) + b"]"
 
 
-def with_origin(value: bytes, topic: str, partition: int, offset: int, observed_us: int | None) -> bytes:
+def with_origin(
+    value: bytes,
+    topic: str,
+    partition: int,
+    offset: int,
+    observed_us: int | None,
+    template_id: str | None = None,
+) -> bytes:
     """A raw value that is one canonical JSON object, as a line of logs.sessions without decoding it
-    again: its origin (and the observed time, when it has none) written in front of its own fields.
-    Ingest's fast path for single-line messages: ~0.3 us instead of ~3 us for a dict and its encoding."""
+    again: its origin, its template id (a canonical object has none) and the observed time (when it
+    has none) written in front of its own fields. Ingest's fast path for single-line messages:
+    ~0.3 us instead of ~3 us for a dict and its encoding."""
     head = b'{"raw_topic":%b,"raw_partition":%d,"raw_offset":%d,"raw_index":0,' % (
         orjson.dumps(topic),
         partition,
         offset,
     )
+    if template_id is not None:
+        head += b'"template_id":"%b",' % template_id.encode()  # 16 hex digits: nothing to escape
     if observed_us is not None:
         head += b'"observed_timestamp":%d,' % observed_us
     return head + value[1:]

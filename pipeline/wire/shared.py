@@ -1,5 +1,5 @@
 """The shared-state topic's records: one change of a worker process's shared state (a capture, an auth
-failure, a part of an endpoint's latency window), JSON, validated on the way in."""
+failure, a part of an endpoint's latency window, a template learned), JSON, validated on the way in."""
 
 from __future__ import annotations
 
@@ -38,7 +38,15 @@ class _Baseline(msgspec.Struct, tag="baseline", tag_field="kind", forbid_unknown
     sketch: dict[str, int]
 
 
-_DECODER = msgspec.json.Decoder(_Capture | _Auth | _Baseline)
+class _Template(msgspec.Struct, tag="template", tag_field="kind", forbid_unknown_fields=True):
+    origin: str
+    service: str
+    scope: str  # the endpoint, or "" when templates are new per service
+    template_id: str
+    ts: int
+
+
+_DECODER = msgspec.json.Decoder(_Capture | _Auth | _Baseline | _Template)
 
 
 def encode_change(change: dict[str, Any], origin: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -353,7 +354,7 @@ print(client.query("EXISTS TABLE h.logs_before_history").result_rows)
     out = subprocess.run(  # chDB: one store per process, and this module's fixture holds another
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     ).stdout.splitlines()
-    assert out[0] == "['004_history', '005_otel_logs_view']"
+    assert out[0] == "['004_history', '005_otel_logs_view', '006_templates']"
     assert out[1] == (
         "[('old line', ['error'], ['t-old'], ['r1'], 45, [{'TriggerId': 't-old', 'Reasons': ['error'], "
         "'RuleIds': ['r1'], 'Tags': [], 'Routes': [], 'RetentionDays': 45}])]"
@@ -485,3 +486,51 @@ def test_otel_columns_are_filled_and_the_exporters_queries_find_them(sink: Click
     assert len(scoped_rows) == 1, scoped_rows
     [scoped] = scoped_rows
     assert scoped["scope_name"] == "checkout.payments"
+
+
+def test_template_catalog_sums_worker_deltas_and_lines_carry_their_template(sink: ClickHouseSink) -> None:
+    """Two workers' count deltas of one template sum into one catalog row (the learner's text and
+    example kept); `templates_sql` lists top by count or the new ones; a kept line's TemplateId
+    is queryable with the template filter."""
+    from pipeline.engine.templates import mask, template_id
+    from pipeline.store.query import templates_sql
+    from pipeline.store.sandbox import run_sql
+
+    tid = template_id(mask("card 7 declined"))
+    old = template_id(mask("cart loaded"))
+
+    def delta(
+        t: str, first: int, last: int, count: int, levels: dict[str, int], text: str = ""
+    ) -> dict[str, Any]:
+        return {"kind": "template", "service": "tpl-svc", "endpoint": "", "template_id": t, "template": text,
+                "example": text and text.replace("<*>", "7"), "first_us": NOW + first, "last_us": NOW + last,
+                "count": count, "levels": levels, "triggered": bool(text) and t == tid}  # fmt: skip
+
+    stats = sink.stats_sink()
+    stats.write_batch([
+        delta(old, -86_400_000_000 * 2, 0, 40, {"INFO": 40}, "cart loaded"),
+        delta(tid, 5, 9, 2, {"INFO": 2}, "card <*> declined"),  # the process that learned it
+        delta(tid, 7, 30, 3, {"WARN": 1, "INFO": 2}),  # another process's counts of it
+    ])  # fmt: skip
+    stats.flush()
+    top = run_sql(sink.reader, templates_sql("hindsight", "tpl-svc"), 10, "hindsight")
+    assert [(r["template_id"], r["count"]) for r in top] == [(old, 40), (tid, 5)]
+    new = run_sql(sink.reader, templates_sql("hindsight", "tpl-svc", NOW - 86_400_000_000), 10, "hindsight")
+    [row_] = new
+    assert (row_["template"], row_["example"], row_["triggered"]) == (
+        "card <*> declined",
+        "card 7 declined",
+        1,
+    )
+    assert row_["levels"] == {"INFO": 4, "WARN": 1} and row_["first_seen_us"] == NOW + 5
+    assert run_sql(sink.reader, templates_sql("hindsight", "o'ther\\"), 10, "hindsight") == []  # quoted
+
+    record = normalize(
+        {"timestamp": NOW + 960, "service": "tpl-svc", "level": "ERROR", "message": "card 7 declined"}
+    )
+    line = curate(RawLine(record, "logs.raw", 1, 960, 0), ["error"], None, 30)  # curation sets the id
+    assert line["template_id"] == tid
+    sink.write_batch([line])
+    sink.flush()
+    [found] = run_query(sink.client, QueryFilters(template=tid), "hindsight")
+    assert found["message"] == "card 7 declined" and found["template_id"] == tid

@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 from aiokafka.partitioner import murmur2
 
+from pipeline.engine.templates import mask, template_id
 from pipeline.ingest.stage import IngestStage, RawMessage, SessionPartitioner
 from pipeline.settings import Settings
 from pipeline.wire.raw import RawDecoder
@@ -107,7 +108,9 @@ def test_single_canonical_objects_take_the_fast_path_with_the_same_result() -> N
         )  # fmt: skip
         assert rec["observed_timestamp"] == T_MS * 1000  # the Kafka record's time, on every redelivery
         assert rec["severity_number"] == 13 and rec["timestamp"] == line["timestamp"]
-    differ = ("message", "raw_offset")
+    # the template id is the message's (ingest computes it on both paths)
+    assert fast["template_id"] == template_id(mask("m")) and slow["template_id"] == template_id(mask("n"))
+    differ = ("message", "raw_offset", "template_id")
     assert {k: v for k, v in fast.items() if k not in differ} == {
         k: v for k, v in slow.items() if k not in differ
     }
