@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.engine.model import WindowConfig
 from pipeline.engine.templates import mask
+from pipeline.rules.compiled import RuleSet
 from pipeline.types import LogRecord
 
 _EXAMPLE_CHARS = 500
@@ -58,7 +59,6 @@ class Catalog:
         self.fired: dict[str, deque[int]] = {}  # per service: event times of recent firings
         self.suppressed = 0  # novel templates beyond a budget
         self.novel = 0  # templates learned here (novel lines)
-        self.overrides: dict[str, bool] = {}  # per service, from rules: on or off
 
     def key(self, rec: LogRecord, template_id: str) -> tuple[str, str, str]:
         return (rec["service"], (rec["endpoint"] or "") if self.by_endpoint else "", template_id)
@@ -103,10 +103,12 @@ class Catalog:
         elif ts > entry.last_us:
             entry.last_us = ts
 
-    def fires(self, service: str, key: tuple[str, str, str], ts: int) -> bool:
-        """Whether a novel template (just learned) fires the trigger: on for the service, past the
-        learning period, within the service's budget. Counts what the budget suppressed."""
-        on = self.overrides.get(service, self.config.novel_template)
+    def fires(self, service: str, key: tuple[str, str, str], ts: int, rules: RuleSet) -> bool:
+        """Whether a novel template (just learned) fires the trigger: on for the service (a rule's
+        novelty action, else the setting), past the learning period, within the service's budget.
+        Counts what the budget suppressed."""
+        by_rule = rules.novelty_for(service) if rules.novelty else None
+        on = self.config.novel_template if by_rule is None else by_rule
         if not on or ts < self.learning_until:
             return False
         recent = self.fired.get(service)

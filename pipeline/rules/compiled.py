@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pipeline.rules.model import (
     LEVEL_VALUE,
@@ -341,10 +341,17 @@ class RuleSet:
         # floor instead of joining the scan: otherwise every line would take the slow path.
         self.default_level: int | None = None
         default_priority = -(10**9)
+        # rules that turn the novel_template trigger on or off per service: decided per service
+        # (novelty_for), never per line
+        self.novelty: list[Compiled] = []
+        self._novelty_by_service: dict[str, bool | None] = {}
         for rule in self.rules.values():
             if not rule.active(self.now):
                 continue
             c = self.compiled[rule.id] = compile_rule(rule)
+            if rule.actions.novelty is not None:
+                self.novelty.append(c)
+                continue
             if _level_only_catch_all(rule):
                 if rule.priority > default_priority:
                     default_priority = rule.priority
@@ -376,6 +383,20 @@ class RuleSet:
             (name, by, sorted({len(p) for p in by})) for name, by in self.by_prefix.items()
         )
         self._verdicts: dict[tuple[str, ...], Verdict] = {}
+
+    def novelty_for(self, service: str) -> bool | None:
+        """The novel_template trigger for a service by the rules: on, off, or None (the setting
+        decides). The highest priority matching rule wins (then the lower id); cached per service."""
+        if service in self._novelty_by_service:
+            return self._novelty_by_service[service]
+        decided: bool | None = None
+        line = cast(LogRecord, {"service": service})  # novelty rules read the service only
+        for c in sorted(self.novelty, key=lambda c: (-c.rule.priority, c.id)):
+            if c.test(line):
+                decided = c.rule.actions.novelty == "on"
+                break
+        self._novelty_by_service[service] = decided
+        return decided
 
     def __bool__(self) -> bool:
         """Whether any rule needs evaluating per line."""

@@ -225,14 +225,22 @@ class Actions(_Strict):
     route: list[str] = Field(default_factory=list, description="Extra sinks (by name) for kept lines.")
     drop: bool = Field(default=False, description="Never store the line (e.g. health checks).")
     level: LevelName | None = Field(default=None, description="Store lines at or above this level.")
+    novelty: Literal["on", "off"] | None = Field(
+        default=None,
+        description="Turn the novel_template trigger on or off for the matched services (a rule with "
+        "this action matches on service only and has no other action).",
+    )
 
     @model_validator(mode="after")
     def _sane(self) -> Actions:
         if self.drop and (self.capture or self.level or self.tag or self.retain or self.route):
             raise ValueError("drop cannot be combined with capture, level, tag, retain or route")
-        if not (
+        others = (
             self.capture or self.tag or self.retain or self.stats or self.route or self.drop or self.level
-        ):
+        )
+        if self.novelty is not None and others:
+            raise ValueError("novelty is a rule of its own: no other action beside it")
+        if not (others or self.novelty):
             raise ValueError("give at least one action")
         return self
 
@@ -261,6 +269,15 @@ class Rule(_Strict):
     def _window(self) -> Rule:
         if self.active_from and self.active_until and self.active_from >= self.active_until:
             raise ValueError("active_from must be before active_until")
+        return self
+
+    @model_validator(mode="after")
+    def _novelty_per_service(self) -> Rule:
+        # decided per service, once (RuleSet.novelty_for), never per line: so only the service counts
+        if self.actions.novelty is not None:
+            for cond in [*self.match.all, *self.match.any]:
+                if cond.model_fields_set - {"service"}:
+                    raise ValueError("a novelty rule matches on service only")
         return self
 
     def active(self, now: datetime) -> bool:

@@ -181,3 +181,50 @@ def test_counts_leave_as_deltas_on_the_tick() -> None:
     )
     assert (d["first_us"], d["last_us"], d["service"]) == (T0 + 1 * S, T0 + 3 * S, "shop")
     assert [x for x in hs.tick(T0 + 200 * S).stats if x["kind"] == "template"] == []  # nothing new since
+
+
+def test_rules_turn_the_trigger_on_or_off_per_service() -> None:
+    from pipeline.rules.compiled import RuleSet
+    from pipeline.rules.model import validate_rule
+
+    def rule(rid: str, service: object, mode: str, priority: int = 0) -> Any:
+        return validate_rule(
+            {
+                "id": rid,
+                "priority": priority,
+                "match": {"all": [{"service": service}]},
+                "actions": {"novelty": mode},
+            }
+        )
+
+    rules = RuleSet([rule("on-shop", "shop", "on"), rule("off-glob", {"glob": "batch-*"}, "off")])
+    assert not rules  # nothing evaluated per line
+    assert (rules.novelty_for("shop"), rules.novelty_for("batch-7"), rules.novelty_for("other")) == (
+        True,
+        False,
+        None,
+    )
+    higher = RuleSet([rule("on-shop", "shop", "on"), rule("off-shop", "shop", "off", priority=5)])
+    assert higher.novelty_for("shop") is False
+
+    off_by_default = engine(config=WindowConfig(**{**CFG.__dict__, "novel_template": False}))
+    off_by_default.set_rules(rules)
+    feed(off_by_default, chatter(0, 12, "w"))
+    feed(off_by_default, [line(0, "wb", "batch warm 1", service="batch-7")])
+    kept = feed(
+        off_by_default, [line(20, "s", "a shop shape"), line(21, "b", "a batch shape", service="batch-7")]
+    )
+    assert [r["message"] for r in kept if r["session_id"] == "s"] == ["a shop shape"]  # on by the rule
+    assert not [r for r in kept if r["service"] == "batch-7"]  # off by the rule
+
+
+def test_a_novelty_rule_matches_on_service_only_and_acts_alone() -> None:
+    import pytest
+
+    from pipeline.rules.model import RuleError, validate_rule
+
+    with pytest.raises(RuleError, match="service only"):
+        validate_rule({"id": "x", "match": {"all": [{"endpoint": "/pay"}]}, "actions": {"novelty": "on"}})
+    with pytest.raises(RuleError, match="no other action"):
+        validate_rule({"id": "x", "actions": {"novelty": "off", "tag": {"tags": ["t"]}}})
+    assert validate_rule({"id": "x", "actions": {"novelty": "off"}}).actions.novelty == "off"  # every service
