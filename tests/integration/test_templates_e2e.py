@@ -97,7 +97,7 @@ def test_a_new_shape_keeps_its_context_once_and_a_deploy_stays_in_budget(
             "novel_template": True,
             "novel_template_learning_s": 5.0,
             "novel_template_budget": BUDGET,
-            "novel_template_budget_window_s": 60.0,
+            "novel_template_budget_window_s": 30.0,  # the firing at 40 s is out of it by the deploy
             "lookback_s": float(LOOKBACK_S),
             "follow_s": float(FOLLOW_S),
             "templates_flush_s": 1.0,
