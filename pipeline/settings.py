@@ -302,6 +302,11 @@ class Settings(BaseSettings):
     )
 
     # --- Templates and the novel_template trigger ------------------------------------------------
+    templates: bool = Field(
+        default=True,
+        description="Count every line under its message template (the catalog in hindsight.templates; "
+        "the novel_template trigger needs it).",
+    )
     novel_template: bool = Field(
         default=False,
         description="The first line of a message template not seen within the horizon captures its session "

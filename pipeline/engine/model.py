@@ -42,6 +42,7 @@ class WindowConfig:
     budget_burst_s: float = 5.0
     retention_days: int = 30
     # the template catalog and the novel_template trigger (engine/novelty.py)
+    templates: bool = True  # the catalog (off: no counting, no novel_template trigger)
     novel_template: bool = False
     novel_template_scope: str = "service"  # or "endpoint": a template is new per service and endpoint
     novel_template_horizon_us: int = 86_400_000_000

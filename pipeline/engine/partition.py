@@ -122,7 +122,7 @@ class Engine:
         floor = self._floor(rules)
         triggers = self.triggers  # a native method call when compiled (a bound-method alias is not)
         ep_caps, user_caps, svc_caps = [self.shared.captures[f] for f in CAPTURE_FIELDS]
-        catalog = self.shared.catalog
+        catalog = self.shared.catalog if cfg.templates else None
         templates = self.shared.templates
         match = rules.match if rules else None
         levels = LEVEL_VALUE
@@ -149,8 +149,11 @@ class Engine:
             endpoint = rec["endpoint"]
             found = match(rec) if match is not None else None  # rules are evaluated once per line
             # every line counts under its template (ingest set its id); a novel one may trigger
-            tid = rec.get("template_id") or templates.id_of(rec["message"])
-            novel = not catalog.known(rec, tid, ts)
+            novel = False
+            tid = ""
+            if catalog is not None:
+                tid = rec.get("template_id") or templates.id_of(rec["message"])
+                novel = not catalog.known(rec, tid, ts)
             if (
                 novel
                 or found

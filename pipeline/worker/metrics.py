@@ -85,6 +85,15 @@ class WorkerCollector(Collector):
             "Message bytes held in the lookback buffers",
             p.buffered_bytes,
         )
+        yield gauge("hindsight_templates", "Message templates in this worker's catalog", p.templates_known)
+        yield counter(
+            "hindsight_novel_templates", "Templates learned from a line of this worker", p.novel_templates
+        )
+        yield counter(
+            "hindsight_novel_templates_suppressed",
+            "Novel templates that did not fire: the service's budget was spent",
+            p.novel_suppressed,
+        )
         yield gauge("hindsight_buffer_lines", "Lines held in the lookback buffers", p.buffered_lines)
         yield gauge("hindsight_sessions", "Sessions with state in this worker", p.sessions)
         yield gauge("hindsight_lookback_seconds", "Configured lookback", p.lookback_us / 1e6)

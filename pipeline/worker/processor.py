@@ -66,6 +66,9 @@ class ProcessorStats:
     repeated_lines: int  # canonical lines an ingest restart sent again, dropped
     lookback_us: int  # configured
     effective_lookback_us: int  # what evictions leave of it
+    templates_known: int  # templates in the catalog
+    novel_templates: int  # templates learned from a line of this process
+    novel_suppressed: int  # novel templates the budget kept from firing
 
 
 class RawProcessor:
@@ -206,4 +209,7 @@ class RawProcessor:
             self.dedup.repeats,
             windows.config.lookback_us,
             windows.effective_lookback_us(),
+            len(windows.shared.catalog.entries),
+            windows.shared.catalog.novel,
+            windows.shared.catalog.suppressed,
         )

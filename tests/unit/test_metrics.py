@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.engine.templates import mask
 from pipeline.metrics import LagCache
 from pipeline.rules.compiled import RuleSet
 from pipeline.rules.model import validate_rule
@@ -87,6 +88,10 @@ def test_worker_counters_exact_and_cost_accounting() -> None:
     assert sum(v for (name, _), v in got.items() if name == "hindsight_dlq_records_total") == 1
     assert got[("hindsight_sessions", ())] == 3
     assert got[("hindsight_buffer_lines", ())] == 5  # every line stays in its chunk for the lookback
+    # the lines' templates: each message above has a shape of its own (the trigger is off by default)
+    shapes = {mask(r["message"]) for batch in messages for r in batch}
+    assert got[("hindsight_templates", ())] == got[("hindsight_novel_templates_total", ())] == len(shapes)
+    assert got[("hindsight_novel_templates_suppressed_total", ())] == 0
     lag = ("hindsight_consumer_lag_messages", (("group", "g"), ("partition", "0"), ("topic", "logs.raw")))
     assert got[lag] == 5
     every = {name for name, _ in got}

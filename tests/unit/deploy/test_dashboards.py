@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,20 @@ def test_compose_validates_and_prometheus_scrapes_the_metric_ports() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_new_templates_panel_lists_a_template_first_seen_in_the_range(store: ClickHouseSink) -> None:
+    now_us = int(time.time() * 1_000_000)
+    stats = store.stats_sink()
+    stats.write_batch(
+        [
+            {"kind": "template", "service": "panel-svc", "endpoint": "", "template_id": "00aa11bb22cc33dd",
+             "template": "tls handshake <*> failed", "example": "tls handshake 4 failed",
+             "first_us": now_us - 60_000_000, "last_us": now_us, "count": 4, "levels": {"WARN": 4}, "triggered": True},
+        ]
+    )  # fmt: skip
+    stats.flush()
+    [(_, target)] = [t for t in targets("grafana-clickhouse-datasource") if t[0].endswith("New templates")]
+    rows = store.client.query(grafana_macros(target["rawSql"])).named_results()
+    [row] = [r for r in rows if r["service"] == "panel-svc"]
+    assert (row["template"], row["lines"], row["triggered"]) == ("tls handshake <*> failed", 4, 1)
