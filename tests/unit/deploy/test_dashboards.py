@@ -174,7 +174,8 @@ def test_new_templates_panel_lists_a_template_first_seen_in_the_range(store: Cli
         [
             {"kind": "template", "service": "panel-svc", "endpoint": "", "template_id": "00aa11bb22cc33dd",
              "template": "tls handshake <*> failed", "example": "tls handshake 4 failed",
-             "first_us": now_us - 60_000_000, "last_us": now_us, "count": 4, "levels": {"WARN": 4}, "triggered": True},
+             "first_us": now_us - 60_000_000, "last_us": now_us, "count": 4, "levels": {"WARN": 4},
+             "triggered": True},
         ]
     )  # fmt: skip
     stats.flush()
