@@ -25,6 +25,8 @@ from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
 from pipeline import engine
+from pipeline.engine.novelty import Catalog
+from pipeline.engine.templates import Templates
 from pipeline.kafka import ensure_topics
 from pipeline.ops.demo import start_child
 from pipeline.ops.workload import generate
@@ -33,7 +35,7 @@ from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
 from pipeline.wire.raw import RawDecoder, RawEncoder
 from pipeline.wire.sessions import decode_sessions, encode_sessions
-from pipeline.worker.processor import RawProcessor, tune_gc
+from pipeline.worker.processor import RawProcessor, tune_gc, window_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,6 +86,74 @@ def bench_processor(lines: list[Any]) -> dict[str, float]:
     return out
 
 
+def bench_templates(lines: list[Any]) -> dict[str, float]:
+    """What a line's template costs: masking a message not seen before (ingest, once per distinct
+    message), the cache for a message seen before, the catalog lookup the worker does per line (the
+    known-template path: target <= 2 us), and drain3 (the reference miner) on the same messages."""
+    messages = [rec["message"] for rec in lines]
+    templates = Templates()
+    t = time.perf_counter()
+    ids = [templates.id_of(m) for m in messages]
+    cold = time.perf_counter() - t
+    t = time.perf_counter()
+    for m in messages:
+        templates.id_of(m)
+    warm = time.perf_counter() - t
+    config = window_config(Settings())
+    catalog = Catalog(config)
+    records = [{**rec, "template_id": tid} for rec, tid in zip(lines, ids, strict=True)]
+    for rec in records[:1000]:
+        if not catalog.known(rec, rec["template_id"], rec["timestamp"]):  # type: ignore[arg-type]
+            catalog.learn(rec, rec["template_id"], rec["timestamp"])  # type: ignore[arg-type]
+    t = time.perf_counter()
+    for rec in records:
+        if not catalog.known(rec, rec["template_id"], rec["timestamp"]):  # type: ignore[arg-type]
+            catalog.learn(rec, rec["template_id"], rec["timestamp"])  # type: ignore[arg-type]
+    known = time.perf_counter() - t
+    out = {
+        "template_distinct_messages": len(set(messages)),
+        "template_distinct_templates": len(set(ids)),
+        "template_mask_us_per_message": cold / max(templates.masked, 1) * 1e6,
+        "template_cached_us_per_line": warm / len(messages) * 1e6,
+        "template_known_path_us_per_line": (warm + known) / len(messages) * 1e6,
+        "template_catalog_us_per_line": known / len(records) * 1e6,
+    }
+    try:
+        from drain3 import TemplateMiner  # the reference algorithm (a bench extra)
+    except ImportError:
+        return out
+    miner = TemplateMiner()
+    sample = messages[:20_000]
+    t = time.perf_counter()
+    for m in sample:
+        miner.add_log_message(m)
+    out["drain3_us_per_line"] = (time.perf_counter() - t) / len(sample) * 1e6
+    return out
+
+
+def bench_processor_sessions(lines: list[Any]) -> dict[str, float]:
+    """The worker's own path in-process (logs.sessions values of ~1000 lines from many sessions, as
+    ingest writes them), with the template catalog on and off."""
+    templates = Templates()
+    recs = [
+        {**rec, "raw_topic": "logs.raw", "raw_partition": 0, "raw_offset": i, "raw_index": 0,
+         "template_id": templates.id_of(rec["message"])}
+        for i, rec in enumerate(lines)
+    ]  # fmt: skip
+    payloads = [encode_sessions(recs[i : i + 1000]) for i in range(0, len(recs), 1000)]
+    out: dict[str, float] = {}
+    for label, on in (("on", True), ("off", False), ("on_again", True)):
+        settings = Settings(templates=on)
+        proc = RawProcessor(settings)
+        gc.collect()
+        t = time.perf_counter()
+        for offset, payload in enumerate(payloads):
+            proc.handle(settings.sessions_topic, 0, offset, payload)
+        out[f"processor_sessions_templates_{label}_lines_per_s"] = rate(len(lines), time.perf_counter() - t)
+        del proc
+    return out
+
+
 def bench_worker(base: Settings, lines: list[Any], rounds: int) -> dict[str, Any]:
     """Publish once; then, `rounds` times, the limit and one worker run per curated encoding (each
     its own consumer group). This VM's speed drifts by a third between minutes, so each round's
@@ -115,6 +185,13 @@ def bench_worker(base: Settings, lines: list[Any], rounds: int) -> dict[str, Any
             lines_per_s = run_worker(worker, per_line, f"round {r + 1}/{rounds}: worker, curated {fmt}")
             figures.setdefault(f"worker_curated_{fmt}_lines_per_s", []).append(lines_per_s)
             figures.setdefault(f"worker_curated_{fmt}_to_limit_ratio", []).append(lines_per_s / limit)
+        # the template catalog's cost: the same worker without it, right after (target: within 10%)
+        worker = settings.model_copy(update={"app_id": f"{settings.app_id}-notpl-{r}", "templates": False})
+        off = run_worker(worker, per_line, f"round {r + 1}/{rounds}: worker, no templates")
+        figures.setdefault("worker_no_templates_lines_per_s", []).append(off)
+        figures.setdefault("worker_templates_to_no_templates_ratio", []).append(
+            figures["worker_curated_json_lines_per_s"][-1] / off
+        )
     out: dict[str, Any] = {
         "publish_lines_per_s": rate(len(lines), publish_s),
         "sessions_messages": messages,
@@ -254,6 +331,8 @@ def main() -> None:
     tune_gc(Settings().worker_gc_threshold)  # as the worker does
     results.update(bench_serde(sample))
     results.update(bench_processor(sample))
+    results.update(bench_processor_sessions(sample))
+    results.update(bench_templates(sample))
     results.update(bench_memory(sample))
     with bench_broker() as base:
         results.update(bench_worker(base, lines, int(os.environ.get("BENCH_ROUNDS", "3"))))

@@ -8,9 +8,11 @@ space-separated token: a token with a digit in it (numbers, ids, IPs, UUIDs, tim
 messages already seen to their template, so a repeated message costs one dict lookup.
 
 Ingest computes a line's template (stateless work, outside the worker); the worker only looks the id
-up in its catalog. Measured (bench/worker_throughput.py): a token scan beats a regular expression
-(~2x here: Python's re tries every alternative at every position), and drain3's tree, which also
-merges templates whose words differ, costs tens of microseconds a line: it does not pay on every line.
+up in its catalog. Measured (bench/worker_throughput.py, 300k lines): masking a new message ~3.3 us
+(a token scan: a regular expression with the same rules took ~5 us, Python's re trying every
+alternative at every position), a cached message ~0.3 us, the worker's catalog lookup ~0.7 us in a
+Python loop (less inside the compiled engine). drain3's tree, which also merges templates whose words
+differ, took ~8 us a line on the same messages: it does not pay on every line.
 """
 
 from __future__ import annotations

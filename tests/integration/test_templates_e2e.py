@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from pipeline.engine.templates import mask, template_id
@@ -20,6 +21,7 @@ from pipeline.store.query import QueryFilters, templates_sql
 from pipeline.types import LogRecord
 
 from .helpers import eventually, pipeline_running, wait_drained
+from .test_cli_smoke import cli, ok
 
 pytestmark = pytest.mark.integration
 S = 1_000_000
@@ -123,6 +125,13 @@ def test_a_new_shape_keeps_its_context_once_and_a_deploy_stays_in_budget(
         templates = eventually(catalog, 60, "the template catalog in the store")
         novel_id = template_id(mask(NOVEL))
         by_template = remote_query(api, QueryFilters(template=novel_id))
+        # the same through the CLI, as a user runs it
+        listed = [
+            orjson.loads(x)
+            for x in ok(cli(settings, "templates", "--since", "1h", "--format", "jsonl")).split("\n")
+            if x
+        ]
+        queried = ok(cli(settings, "query", "--template", novel_id, "--format", "jsonl"))
     got = {(r["session_id"], r["message"], r["timestamp_us"]) for r in rows}
     assert len(rows) == len(got)
     assert got == work.expected, (sorted(got - work.expected)[:10], sorted(work.expected - got)[:10])
@@ -130,6 +139,9 @@ def test_a_new_shape_keeps_its_context_once_and_a_deploy_stays_in_budget(
     assert {r["session_id"] for r in rows} == {"novel", "deploy0", "deploy1", "deploy2"}
     assert all(r["template_id"] == template_id(mask(r["message"])) for r in rows)
     assert [r["session_id"] for r in by_template] == ["novel"]  # the repeat's line was not kept
+    assert [orjson.loads(x)["message"] for x in queried.splitlines() if x] == [NOVEL]
+    assert {t["template_id"] for t in listed} == {t["template_id"] for t in templates}
+    assert [t["first_seen_us"] for t in listed] == sorted((t["first_seen_us"] for t in listed), reverse=True)
     by_id = {t["template_id"]: t for t in templates}
     novel = by_id[novel_id]
     assert (novel["template"], novel["count"], novel["triggered"]) == (NOVEL, 2, 1)  # seen twice, fired once

@@ -5,6 +5,7 @@ learning period, the budget after a deploy, a catalog shared between processes, 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_a_new_shape_keeps_its_sessions_lookback_and_follow_up_once() -> None:
 def test_nothing_fires_while_learning_and_when_off_for_the_service() -> None:
     hs = engine()
     assert feed(hs, [line(1, "a", "first shape"), line(2, "a", "second shape 7")]) == []  # learning
-    off = engine(config=WindowConfig(**{**CFG.__dict__, "novel_template": False}))
+    off = engine(config=dataclasses.replace(CFG, novel_template=False))
     assert feed(off, [*chatter(0, 12, "w"), line(20, "b", "brand new shape")]) == []
 
 
@@ -207,7 +208,7 @@ def test_rules_turn_the_trigger_on_or_off_per_service() -> None:
     higher = RuleSet([rule("on-shop", "shop", "on"), rule("off-shop", "shop", "off", priority=5)])
     assert higher.novelty_for("shop") is False
 
-    off_by_default = engine(config=WindowConfig(**{**CFG.__dict__, "novel_template": False}))
+    off_by_default = engine(config=dataclasses.replace(CFG, novel_template=False))
     off_by_default.set_rules(rules)
     feed(off_by_default, chatter(0, 12, "w"))
     feed(off_by_default, [line(0, "wb", "batch warm 1", service="batch-7")])
