@@ -222,7 +222,7 @@ class Engine:
             shared = self.shared
             learned = shared.catalog.learn(rec, novel_template, ts)
             shared.learned_template(learned, ts)
-            novel = shared.catalog.fires(rec["service"], learned, ts, shared.rules)
+            novel = shared.catalog.fires(learned, ts, shared.rules)
         severity = LEVEL_VALUE[rec["level"]]
         endpoint = rec["endpoint"]
         latency = rec["latency_ms"]

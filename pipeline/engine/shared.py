@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.engine.budget import Bucket
 from pipeline.engine.model import CAPTURE_FIELDS, Capture, Trigger, WindowConfig
-from pipeline.engine.novelty import Catalog
+from pipeline.engine.novelty import Catalog, Entry
 from pipeline.engine.sketch import LatencySketch
 from pipeline.engine.templates import Templates
 from pipeline.rules.compiled import RuleSet
@@ -47,13 +47,21 @@ class Shared:
         self.buffered_bytes = 0
         self.global_bucket = Bucket(config.global_budget_lps * config.budget_burst_s)
         self.catalog = Catalog(config)  # templates seen, and the novel_template trigger's decision
-        self.templates = Templates()  # template ids of lines that came without one (not via ingest)
+        # template ids of lines that came without one (not through ingest): a small cache, since with
+        # ingest in front no line needs it
+        self.templates = Templates(cache_size=10_000)
 
-    def learned_template(self, key: tuple[str, str, str], ts: int) -> None:
+    def learned_template(self, entry: Entry, ts: int) -> None:
         """A template learned here: every other process learns it from the shared log."""
         if self.origin is not None:
             self.outbox.append(
-                {"kind": "template", "service": key[0], "scope": key[1], "template_id": key[2], "ts": ts}
+                {
+                    "kind": "template",
+                    "service": entry.service,
+                    "scope": entry.endpoint,
+                    "template_id": entry.template_id,
+                    "ts": ts,
+                }
             )
 
     def baseline_p95(self, endpoint: str) -> float | None:

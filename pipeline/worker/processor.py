@@ -209,7 +209,7 @@ class RawProcessor:
             self.dedup.repeats,
             windows.config.lookback_us,
             windows.effective_lookback_us(),
-            len(windows.shared.catalog.entries),
+            len(windows.shared.catalog),
             windows.shared.catalog.novel,
             windows.shared.catalog.suppressed,
         )
