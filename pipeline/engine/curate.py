@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from pipeline.engine.model import Trigger, line_id
+from pipeline.engine.model import LEVEL_VALUE, Trigger, line_id
 from pipeline.engine.templates import Templates
 from pipeline.types import CuratedRecord, LogRecord, RawLine
 
@@ -55,6 +55,8 @@ def set_curated(
     """Add the curated fields to a record, in place."""
     if not record.get("template_id"):  # a line that did not come through ingest (replays, captures)
         record["template_id"] = TEMPLATES.id_of(record["message"])
+    if not record.get("severity_number"):  # the worker leaves it to here (wire/sessions.py dicts_of)
+        record["severity_number"] = LEVEL_VALUE[record["level"]]
     record["raw_topic"] = topic
     record["raw_partition"] = partition
     record["raw_offset"] = offset

@@ -16,7 +16,7 @@ from pipeline.types import CuratedRecord, LogRecord
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.registry import from_settings as registry_from_settings
-from pipeline.wire.sessions import decode_line, decode_lines, records_of, split_sessions
+from pipeline.wire.sessions import decode_line, decode_lines, dicts_of, split_sessions
 from pipeline.worker.dedup import OriginDedup
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class RawProcessor:
                          len(lines) - len(kept))  # fmt: skip
                 lines = [lines[i] for i in kept]
                 encoded = [encoded[i] for i in kept]
-            records = records_of(lines)
+            records = dicts_of(lines)
         else:
             records, errors = self.decoder.decode(value, timestamp_ms * 1000 if timestamp_ms else None)
         if errors and not replay:
