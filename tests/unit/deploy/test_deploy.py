@@ -90,13 +90,18 @@ def test_strimzi_topics_match_what_hindsight_creates() -> None:
         assert {k: str(v) for k, v in topics[name]["config"].items()} == spec.config, name
 
 
-def test_kustomize_builds_and_the_output_validates() -> None:
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    """What `kubectl kustomize deploy/k8s/<overlay>` builds."""
     if shutil.which("kubectl") is None:
         unavailable("kubectl not installed")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "strimzi")], capture_output=True, check=True, timeout=60
+        ["kubectl", "kustomize", str(K8S / overlay)], capture_output=True, check=True, timeout=60
     ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_kustomize_builds_and_the_output_validates() -> None:
+    docs = kustomize("strimzi")
     assert len(docs) == 17  # with the logs.sessions and hindsight.shared topics and the ingest Deployment
     for doc in docs:
         if doc["kind"] == "KafkaTopic":
@@ -110,12 +115,7 @@ def test_the_monitoring_overlay_scrapes_every_metrics_port_as_its_job() -> None:
     """Prometheus Operator users: the ServiceMonitor selects the headless Service, whose selector
     matches every pod (the base labels pod templates) and whose port names the pods' metrics port;
     the job relabel names each pod's job after its component, as deploy/prometheus/prometheus.yml does."""
-    if shutil.which("kubectl") is None:
-        unavailable("kubectl not installed")
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "monitoring")], capture_output=True, check=True, timeout=60
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
+    docs = kustomize("monitoring")
     [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
     [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "hindsight-metrics"]
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "hindsight"
