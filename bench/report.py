@@ -73,10 +73,27 @@ def main() -> None:
             f"medians of {w.get('rounds', 1)} rounds, each round's ratio from back-to-back runs",
         ),
         (
-            "Worker throughput (JSON lines/s, Avro curated: the default)",
+            "Worker throughput (JSON lines/s, Avro curated)",
             fmt(w.get("worker_curated_avro_lines_per_s")),
             f"ratio {fmt(w.get('worker_curated_avro_to_limit_ratio'))}; "
             f"{fmt(w.get('curated_share'))} of the lines are curated (fastavro ~20-30 us a row)",
+        ),
+        (
+            "Message templates: the known-template path (us a line)",
+            fmt(w.get("template_known_path_us_per_line")),
+            f"target <= 2 us: ingest's cached lookup {fmt(w.get('template_cached_us_per_line'))} + the "
+            f"worker's catalog {fmt(w.get('template_catalog_us_per_line'))}; masking a message not seen "
+            f"before {fmt(w.get('template_mask_us_per_message'))} us; drain3 on the same messages "
+            f"{fmt(w.get('drain3_us_per_line'))} us",
+        ),
+        (
+            "Worker with the template catalog / without it",
+            fmt(w.get("worker_templates_to_no_templates_ratio")),
+            f"target >= 0.9: {fmt(w.get('worker_templates_lines_per_s'))} / "
+            f"{fmt(w.get('worker_no_templates_lines_per_s'))} lines/s (the median of per-round back-to-back "
+            f"pairs, order alternated; each side its own median); in-process on the worker's path "
+            f"{fmt(w.get('processor_sessions_templates_ratio'))} "
+            f"({fmt(w.get('processor_sessions_templates_us_per_line'))} us a line)",
         ),
         (
             "Trigger-to-queryable latency p50 / p99",

@@ -12,7 +12,7 @@ up in its catalog. Measured (bench/worker_throughput.py, 300k lines): masking a 
 (a token scan: a regular expression with the same rules took ~5 us, Python's re trying every
 alternative at every position), a cached message ~0.3 us, the worker's catalog lookup ~0.7 us in a
 Python loop (less inside the compiled engine). drain3's tree, which also merges templates whose words
-differ, took ~8 us a line on the same messages: it does not pay on every line.
+differ, took ~5-8 us a line on the same messages: it does not pay on every line.
 """
 
 from __future__ import annotations
