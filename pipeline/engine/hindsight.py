@@ -136,6 +136,7 @@ class Hindsight:
     def set_rules(self, rules: RuleSet) -> None:
         """Swap in a new rule set (the worker's rule reader calls this; lines after it see the new rules)."""
         self.shared.rules = rules
+        self.shared.catalog.set_rules(rules)
 
     def tick(self, now_us: int) -> Emission:
         """Call about once a second (wall clock): idle engines close their old windows, rules whose time
@@ -143,7 +144,7 @@ class Hindsight:
         rules = self.shared.rules
         now = datetime.fromtimestamp(now_us / 1e6, UTC)
         if rules.rules and rules.changed_at(now):
-            self.shared.rules = rules.at(now)
+            self.set_rules(rules.at(now))
         if self.engines:
             self.shared.expire_captures(max(e.watermark for e in self.engines.values()))
         em = Emission()

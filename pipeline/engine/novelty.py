@@ -3,7 +3,8 @@
 Each line's template id (ingest sets it, see templates.py) is looked up under its scope: the service,
 or the service and endpoint. A known template only has its counts updated (one dict lookup, on the
 engine's fast path); a template not seen within the horizon is novel. A novel line fires when the
-trigger is on for its service (setting, or a rule's novelty action), the learning period after the
+trigger is on for its service (setting, or a rule's novelty action, which may also set the service's
+scope), the learning period after the
 process's first line is over (until then every template is learned, none fires) and the service's
 budget allows it (at most `budget` firings per budget window: a deploy that changes every message
 learns them all and captures a few; the rest are counted as suppressed, and the catalog keeps them).
@@ -54,6 +55,8 @@ class Catalog:
     def __init__(self, config: WindowConfig) -> None:
         self.config = config
         self.by_endpoint = config.novel_template_scope == "endpoint"
+        self.rules = RuleSet()
+        self._endpoint_scoped: dict[str, bool] = {}  # per service: its scope, by the rules or the setting
         self.horizon_us = config.novel_template_horizon_us
         # scope (the service, or service NUL endpoint) -> template id -> entry: nested, so a line's
         # lookup builds no key object
@@ -67,16 +70,34 @@ class Catalog:
     def __len__(self) -> int:
         return sum(len(by) for by in self.entries.values())
 
+    def set_rules(self, rules: RuleSet) -> None:
+        """Rules changed: a service's scope (a novelty rule may set it) is decided again."""
+        self.rules = rules
+        self._endpoint_scoped = {}
+
+    def endpoint_scoped(self, service: str) -> bool:
+        """Whether the service's templates are new per endpoint: its novelty rule's scope ("service" or
+        "endpoint"), else the setting. Cached per service."""
+        scoped = self._endpoint_scoped.get(service)
+        if scoped is None:
+            mode = self.rules.novelty_for(service) if self.rules.novelty else None
+            scoped = self.by_endpoint if mode not in ("service", "endpoint") else mode == "endpoint"
+            self._endpoint_scoped[service] = scoped
+        return scoped
+
     def scope_of(self, service: str, endpoint: str | None) -> str:
-        return f"{service}\x00{endpoint or ''}" if self.by_endpoint else service
+        return f"{service}\x00{endpoint or ''}" if self.endpoint_scoped(service) else service
 
     def known(self, rec: LogRecord, template_id: str, ts: int) -> bool:
         """Count the line under its template; False when the template is novel (not seen within the
         horizon): the caller then treats the line as one that may trigger and calls learn().
         The engine's fast path, every line: two dict lookups and three counts (~0.5 us measured
         against the same worker without the catalog, bench/worker_throughput.py)."""
-        scope = f"{rec['service']}\x00{rec['endpoint'] or ''}" if self.by_endpoint else rec["service"]
-        by = self.entries.get(scope)
+        service = rec["service"]
+        scoped = self._endpoint_scoped.get(service)
+        if scoped is None:
+            scoped = self.endpoint_scoped(service)
+        by = self.entries.get(f"{service}\x00{rec['endpoint'] or ''}" if scoped else service)
         if by is None:
             return False
         entry = by.get(template_id)
@@ -97,7 +118,8 @@ class Catalog:
         """A novel line's template, learned here from this line."""
         if self.learning_until < 0:  # the process's first line (a first line is always novel)
             self.learning_until = ts + self.config.novel_template_learning_us
-        service, endpoint = rec["service"], (rec["endpoint"] or "") if self.by_endpoint else ""
+        service = rec["service"]
+        endpoint = (rec["endpoint"] or "") if self.endpoint_scoped(service) else ""
         entry = Entry(service, endpoint, template_id, ts)
         entry.example = rec["message"][:_EXAMPLE_CHARS]
         entry.template = mask(rec["message"])[:_EXAMPLE_CHARS]
@@ -139,8 +161,8 @@ class Catalog:
         novelty action, else the setting), past the learning period, within the service's budget.
         Counts what the budget suppressed."""
         service = entry.service
-        by_rule = rules.novelty_for(service) if rules.novelty else None
-        on = self.config.novel_template if by_rule is None else by_rule
+        mode = rules.novelty_for(service) if rules.novelty else None
+        on = self.config.novel_template if mode is None else mode != "off"
         if not on or ts < self.learning_until:
             return False
         recent = self.fired.get(service)

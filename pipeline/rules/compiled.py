@@ -344,7 +344,7 @@ class RuleSet:
         # rules that turn the novel_template trigger on or off per service: decided per service
         # (novelty_for), never per line
         self.novelty: list[Compiled] = []
-        self._novelty_by_service: dict[str, bool | None] = {}
+        self._novelty_by_service: dict[str, str | None] = {}
         for rule in self.rules.values():
             if not rule.active(self.now):
                 continue
@@ -384,16 +384,17 @@ class RuleSet:
         )
         self._verdicts: dict[tuple[str, ...], Verdict] = {}
 
-    def novelty_for(self, service: str) -> bool | None:
-        """The novel_template trigger for a service by the rules: on, off, or None (the setting
-        decides). The highest priority matching rule wins (then the lower id); cached per service."""
+    def novelty_for(self, service: str) -> str | None:
+        """The novel_template trigger for a service by the rules: "off", "on" (the scope setting's),
+        "service" or "endpoint" (on, with that scope), or None (the settings decide). The highest
+        priority matching rule wins (then the lower id); cached per service."""
         if service in self._novelty_by_service:
             return self._novelty_by_service[service]
-        decided: bool | None = None
+        decided: str | None = None
         line = cast(LogRecord, {"service": service})  # novelty rules read the service only
         for c in sorted(self.novelty, key=lambda c: (-c.rule.priority, c.id)):
             if c.test(line):
-                decided = c.rule.actions.novelty == "on"
+                decided = c.rule.actions.novelty
                 break
         self._novelty_by_service[service] = decided
         return decided

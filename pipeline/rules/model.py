@@ -225,10 +225,11 @@ class Actions(_Strict):
     route: list[str] = Field(default_factory=list, description="Extra sinks (by name) for kept lines.")
     drop: bool = Field(default=False, description="Never store the line (e.g. health checks).")
     level: LevelName | None = Field(default=None, description="Store lines at or above this level.")
-    novelty: Literal["on", "off"] | None = Field(
+    novelty: Literal["on", "off", "service", "endpoint"] | None = Field(
         default=None,
-        description="Turn the novel_template trigger on or off for the matched services (a rule with "
-        "this action matches on service only and has no other action).",
+        description="The novel_template trigger for the matched services: on, off, or on with templates "
+        "new per service or per endpoint (a rule with this action matches on service only and has no "
+        "other action).",
     )
 
     @model_validator(mode="after")

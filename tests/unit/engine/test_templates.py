@@ -201,12 +201,12 @@ def test_rules_turn_the_trigger_on_or_off_per_service() -> None:
     rules = RuleSet([rule("on-shop", "shop", "on"), rule("off-glob", {"glob": "batch-*"}, "off")])
     assert not rules  # nothing evaluated per line
     assert (rules.novelty_for("shop"), rules.novelty_for("batch-7"), rules.novelty_for("other")) == (
-        True,
-        False,
+        "on",
+        "off",
         None,
     )
     higher = RuleSet([rule("on-shop", "shop", "on"), rule("off-shop", "shop", "off", priority=5)])
-    assert higher.novelty_for("shop") is False
+    assert higher.novelty_for("shop") == "off"
 
     off_by_default = engine(config=dataclasses.replace(CFG, novel_template=False))
     off_by_default.set_rules(rules)
@@ -229,3 +229,20 @@ def test_a_novelty_rule_matches_on_service_only_and_acts_alone() -> None:
     with pytest.raises(RuleError, match="no other action"):
         validate_rule({"id": "x", "actions": {"novelty": "off", "tag": {"tags": ["t"]}}})
     assert validate_rule({"id": "x", "actions": {"novelty": "off"}}).actions.novelty == "off"  # every service
+
+
+def test_a_rule_scopes_a_service_by_endpoint() -> None:
+    """With "endpoint", a shape known on one endpoint of the service is new on another; the other
+    services keep the setting's scope (per service)."""
+    from pipeline.rules.compiled import RuleSet
+    from pipeline.rules.model import validate_rule
+
+    hs = engine()
+    scoped = {"id": "ep", "match": {"all": [{"service": "shop"}]}, "actions": {"novelty": "endpoint"}}
+    hs.set_rules(RuleSet([validate_rule(scoped)]))
+    feed(hs, [*chatter(0, 12, "w"), line(1, "w2", "stock 3 low", service="depot")])
+    first = feed(hs, [line(20, "a", "refund 5 denied")])  # /pay
+    again = feed(hs, [line(30, "b", "refund 9 denied", endpoint="/refund")])  # new on /refund
+    assert [r["session_id"] for r in first] == ["a"] and [r["session_id"] for r in again] == ["b"]
+    # depot keeps the setting's scope (per service): its known shape is not new on another endpoint
+    assert feed(hs, [line(40, "c", "stock 8 low", service="depot", endpoint="/other")]) == []
