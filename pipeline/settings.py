@@ -332,6 +332,11 @@ class Settings(BaseSettings):
     templates_flush_s: float = Field(
         default=10.0, gt=0, description="How often a worker sends its template counts to the store."
     )
+    templates_max: int = Field(
+        default=200_000,
+        ge=100,
+        description="Most templates a worker remembers (~300 B each); past it the least recently seen go.",
+    )
 
     # --- Store ---------------------------------------------------------------------------------
     clickhouse_url: str | None = Field(

@@ -50,6 +50,7 @@ class WindowConfig:
     novel_template_budget: int = 5
     novel_template_budget_window_us: int = 60_000_000
     templates_flush_us: int = 10_000_000
+    templates_max: int = 200_000
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> WindowConfig:

@@ -62,13 +62,15 @@ class Catalog:
         # lookup builds no key object
         self.entries: dict[str, dict[str, Entry]] = {}
         self.dirty: list[Entry] = []  # counted since the last delta
+        self.size = 0  # entries in all scopes
+        self.evicted = 0  # entries dropped to stay within templates_max
         self.learning_until = -1  # event time; set by the first line
         self.fired: dict[str, deque[int]] = {}  # per service: event times of recent firings
         self.suppressed = 0  # novel templates beyond a budget
         self.novel = 0  # templates learned here (novel lines)
 
     def __len__(self) -> int:
-        return sum(len(by) for by in self.entries.values())
+        return self.size
 
     def set_rules(self, rules: RuleSet) -> None:
         """Rules changed: a service's scope (a novelty rule may set it) is decided again."""
@@ -143,6 +145,8 @@ class Catalog:
         by[entry.template_id] = entry
         entry.dirty = True
         self.dirty.append(entry)
+        if old is None:
+            self._grow()
 
     def learn_remote(self, service: str, scope: str, template_id: str, ts: int) -> None:
         """Another process learned this template (from the shared log): known here from now on."""
@@ -153,8 +157,28 @@ class Catalog:
         entry = by.get(template_id)
         if entry is None:
             by[template_id] = Entry(service, scope, template_id, ts)
+            self._grow()
         elif ts > entry.last_us:
             entry.last_us = ts
+
+    def _grow(self) -> None:
+        """One entry was added; past templates_max the tenth least recently seen go. Messages whose
+        variable parts are words (user names, say) make a template each: the catalog stays bounded,
+        at worst forgetting rare shapes early (they may then fire again, within the budget)."""
+        self.size += 1
+        if self.size <= self.config.templates_max:
+            return
+        everything = [(e.last_us, scope, tid) for scope, by in self.entries.items() for tid, e in by.items()]
+        everything.sort()
+        for _, scope, tid in everything[: max(len(everything) // 10, 1)]:
+            entry = self.entries[scope].pop(tid)
+            if entry.dirty:
+                entry.dirty = False
+                self.dirty.remove(entry)
+            if not self.entries[scope]:
+                del self.entries[scope]
+            self.size -= 1
+            self.evicted += 1
 
     def fires(self, entry: Entry, ts: int, rules: RuleSet) -> bool:
         """Whether a novel template (just learned) fires the trigger: on for the service (a rule's
@@ -211,5 +235,6 @@ class Catalog:
             by = self.entries[scope]
             for tid in [t for t, e in by.items() if e.last_us < horizon and not e.dirty]:
                 del by[tid]
+                self.size -= 1
             if not by:
                 del self.entries[scope]

@@ -94,6 +94,11 @@ class WorkerCollector(Collector):
             "Novel templates that did not fire: the service's budget was spent",
             p.novel_suppressed,
         )
+        yield counter(
+            "hindsight_templates_evicted",
+            "Templates forgotten early: the catalog was at HINDSIGHT_TEMPLATES_MAX",
+            p.templates_evicted,
+        )
         yield gauge("hindsight_buffer_lines", "Lines held in the lookback buffers", p.buffered_lines)
         yield gauge("hindsight_sessions", "Sessions with state in this worker", p.sessions)
         yield gauge("hindsight_lookback_seconds", "Configured lookback", p.lookback_us / 1e6)

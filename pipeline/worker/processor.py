@@ -69,6 +69,7 @@ class ProcessorStats:
     templates_known: int  # templates in the catalog
     novel_templates: int  # templates learned from a line of this process
     novel_suppressed: int  # novel templates the budget kept from firing
+    templates_evicted: int  # templates forgotten early to stay within templates_max
 
 
 class RawProcessor:
@@ -212,4 +213,5 @@ class RawProcessor:
             len(windows.shared.catalog),
             windows.shared.catalog.novel,
             windows.shared.catalog.suppressed,
+            windows.shared.catalog.evicted,
         )

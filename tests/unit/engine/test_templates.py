@@ -246,3 +246,21 @@ def test_a_rule_scopes_a_service_by_endpoint() -> None:
     assert [r["session_id"] for r in first] == ["a"] and [r["session_id"] for r in again] == ["b"]
     # depot keeps the setting's scope (per service): its known shape is not new on another endpoint
     assert feed(hs, [line(40, "c", "stock 8 low", service="depot", endpoint="/other")]) == []
+
+
+def test_the_catalog_stays_within_templates_max() -> None:
+    """Shapes made of words (a template per user name): past templates_max the least recently seen
+    are forgotten, counted, and their pending counts are not sent twice."""
+    hs = engine(config=dataclasses.replace(CFG, templates_max=100))
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    names = [f"{a}{b}" for a in words for b in words] + [f"{a}x{b}" for a in words for b in words[:5]]
+    feed(hs, [line(1 + i * 0.01, "u", f"login by {name} ok") for i, name in enumerate(names)])  # 150
+    catalog = hs.shared.catalog
+    assert len(catalog) <= 100 and catalog.evicted == len(names) - len(catalog)
+    assert len(catalog) == sum(len(by) for by in catalog.entries.values())
+    kept = {d["template_id"] for d in catalog.take_deltas()}
+    assert len(kept) == len(catalog)  # what was forgotten is not sent
+    # the most recent shape is still known: no second firing for it
+    assert catalog.known(
+        line(5, "u", f"login by {names[-1]} ok"), template_id(mask(f"login by {names[-1]} ok")), T0 + 5 * S
+    )
