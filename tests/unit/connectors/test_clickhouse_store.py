@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,8 @@ def test_unreachable_server_is_retryable() -> None:
 
 def test_rule_stats_rows_land_in_rule_stats(sink: ClickHouseSink) -> None:
     stats = sink.stats_sink()
-    base = {"window_start_us": NOW, "window_end_us": NOW + 60_000_000, "kind": "rule"}
+    now = int(time.time() * 1_000_000)  # not NOW: the table's TTL (90 days) would drop rows of then
+    base = {"window_start_us": now, "window_end_us": now + 60_000_000, "kind": "rule"}
     stats.write_batch(
         [
             {
@@ -497,13 +499,15 @@ def test_template_catalog_sums_worker_deltas_and_lines_carry_their_template(sink
     from pipeline.store.sandbox import run_sql
 
     tid = template_id(mask("card 7 declined"))
+    base = int(time.time() * 1_000_000)  # now: the table's TTL (90 days past LastSeen) keeps the rows
     old = template_id(mask("cart loaded"))
 
     def delta(
         t: str, first: int, last: int, count: int, levels: dict[str, int], text: str = ""
     ) -> dict[str, Any]:
         return {"kind": "template", "service": "tpl-svc", "endpoint": "", "template_id": t, "template": text,
-                "example": text and text.replace("<*>", "7"), "first_us": NOW + first, "last_us": NOW + last,
+                "example": text and text.replace("<*>", "7"),
+                "first_us": base + first, "last_us": base + last,
                 "count": count, "levels": levels, "triggered": bool(text) and t == tid}  # fmt: skip
 
     stats = sink.stats_sink()
@@ -515,20 +519,21 @@ def test_template_catalog_sums_worker_deltas_and_lines_carry_their_template(sink
     stats.flush()
     top = run_sql(sink.reader, templates_sql("hindsight", "tpl-svc"), 10, "hindsight")
     assert [(r["template_id"], r["count"]) for r in top] == [(old, 40), (tid, 5)]
-    new = run_sql(sink.reader, templates_sql("hindsight", "tpl-svc", NOW - 86_400_000_000), 10, "hindsight")
+    new = run_sql(sink.reader, templates_sql("hindsight", "tpl-svc", base - 86_400_000_000), 10, "hindsight")
     [row_] = new
     assert (row_["template"], row_["example"], row_["triggered"]) == (
         "card <*> declined",
         "card 7 declined",
         1,
     )
-    assert row_["levels"] == {"INFO": 4, "WARN": 1} and row_["first_seen_us"] == NOW + 5
+    assert row_["levels"] == {"INFO": 4, "WARN": 1} and row_["first_seen_us"] == base + 5
     assert run_sql(sink.reader, templates_sql("hindsight", "o'ther\\"), 10, "hindsight") == []  # quoted
 
     record = normalize(
         {"timestamp": NOW + 960, "service": "tpl-svc", "level": "ERROR", "message": "card 7 declined"}
     )
-    line = curate(RawLine(record, "logs.raw", 1, 960, 0), ["error"], None, 30)  # curation sets the id
+    # curation sets the id (a long retention: the TTL must not drop a row of NOW's day, months ago)
+    line = curate(RawLine(record, "logs.raw", 1, 960, 0), ["error"], None, 3650)
     assert line["template_id"] == tid
     sink.write_batch([line])
     sink.flush()
