@@ -36,17 +36,24 @@ pytestmark = pytest.mark.integration
 TOKEN = "otlp-token"
 
 
-@pytest.fixture
-def receiver(ns: Settings) -> Iterator[tuple[Settings, str, OtlpServer]]:
+def receiver_settings(ns: Settings, **more: object) -> Settings:
+    """Settings of a receiver with three tokens (all scopes, ingest only, read only), its topics made."""
     settings = ns.model_copy(
         update={
             "api_token": SecretStr(TOKEN),
             "ingest_token": SecretStr("ingest-only"),
             "read_token": SecretStr("read-only"),
             "otlp_port": free_port(),
+            **more,
         }
     )
     ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def receiver(ns: Settings) -> Iterator[tuple[Settings, str, OtlpServer]]:
+    settings = receiver_settings(ns)
     server = OtlpServer(settings).start()
     try:
         yield settings, f"http://127.0.0.1:{server.port}/v1/logs", server

@@ -17,33 +17,21 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePb
-from pydantic import SecretStr
 
 from pipeline.api.otlp import OtlpServer
 from pipeline.api.otlp_grpc import OtlpGrpcServer
-from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from tests.conftest import free_port
 
 from .helpers import consume_all
-from .test_otlp_e2e import TOKEN, _emit, _raw_records
+from .test_otlp_e2e import TOKEN, _emit, _raw_records, receiver_settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def receiver(ns: Settings) -> Iterator[tuple[Settings, str, OtlpServer]]:
-    settings = ns.model_copy(
-        update={
-            "api_token": SecretStr(TOKEN),
-            "ingest_token": SecretStr("ingest-only"),
-            "read_token": SecretStr("read-only"),
-            "otlp_port": free_port(),
-            "otlp_grpc_port": free_port(),
-            "otlp_max_body_bytes": 65_536,
-        }
-    )
-    ensure_topics(settings)
+    settings = receiver_settings(ns, otlp_grpc_port=free_port(), otlp_max_body_bytes=65_536)
     http = OtlpServer(settings)
     server = OtlpGrpcServer(settings, http).start()
     http.start()  # both, as `hindsight otlp` runs them
