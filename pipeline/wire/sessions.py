@@ -46,6 +46,19 @@ def join_lines(lines: Sequence[bytes]) -> bytes:
     return b"[" + b",".join(lines) + b"]"
 
 
+_ORIGIN_HEADS: dict[tuple[str, int], bytes] = {}  # (raw topic, raw partition) -> the head before the offset
+
+
+def _origin_head(topic: str, partition: int) -> bytes:
+    head = _ORIGIN_HEADS.get((topic, partition))
+    if head is None:
+        if len(_ORIGIN_HEADS) >= 10_000:
+            _ORIGIN_HEADS.clear()
+        head = b'{"raw_topic":%b,"raw_partition":%d,"raw_offset":' % (orjson.dumps(topic), partition)
+        _ORIGIN_HEADS[(topic, partition)] = head
+    return head
+
+
 def with_origin(
     value: bytes,
     topic: str,
@@ -57,17 +70,19 @@ def with_origin(
     """A raw value that is one canonical JSON object, as a line of logs.sessions without decoding it
     again: its origin, its template id (a canonical object has none) and the observed time (when it
     has none) written in front of its own fields. Ingest's fast path for single-line messages:
-    ~0.3 us instead of ~3 us for a dict and its encoding."""
-    head = b'{"raw_topic":%b,"raw_partition":%d,"raw_offset":%d,"raw_index":0,' % (
-        orjson.dumps(topic),
-        partition,
-        offset,
-    )
-    if template_id is not None:
-        head += b'"template_id":"%b",' % template_id.encode()  # 16 hex digits: nothing to escape
+    ~0.7 us instead of ~3 us for a dict and its encoding (the head up to the offset is cached per raw
+    partition: 1.0 us before; one format call, a memoryview of the value measured slower)."""
+    rest = value[1:]
+    head = _origin_head(topic, partition)
+    if template_id is not None:  # 16 hex digits: nothing to escape
+        if observed_us is not None:
+            return b'%b%d,"raw_index":0,"template_id":"%b","observed_timestamp":%d,%b' % (
+                head, offset, template_id.encode(), observed_us, rest
+            )  # fmt: skip
+        return b'%b%d,"raw_index":0,"template_id":"%b",%b' % (head, offset, template_id.encode(), rest)
     if observed_us is not None:
-        head += b'"observed_timestamp":%d,' % observed_us
-    return head + value[1:]
+        return b'%b%d,"raw_index":0,"observed_timestamp":%d,%b' % (head, offset, observed_us, rest)
+    return b'%b%d,"raw_index":0,%b' % (head, offset, rest)
 
 
 def decode_lines(value: bytes | None) -> list[_Line]:
@@ -103,7 +118,9 @@ def decode_sessions(value: bytes | None) -> list[LogRecord]:
 
 def split_sessions(value: bytes) -> list[bytes]:
     """The encoded form of each line of a logs.sessions value that decode_sessions accepted, in order:
-    what the worker buffers instead of the decoded dicts (~0.6 us per line to split)."""
+    what the worker buffers instead of the decoded dicts (~0.7 us per line to split). A byte search
+    for separators ingest would write is no cheaper: bytes.count and bytes.split over a 580 KB value
+    cost 0.4-0.75 us a line each here, so checking and cutting took 1.85 us."""
     return [bytes(raw) for raw in _SPLIT.decode(value)]
 
 
