@@ -103,11 +103,15 @@ def bench_templates(lines: list[Any]) -> dict[str, float]:
     catalog = Catalog(config)
     records = [{**rec, "template_id": tid} for rec, tid in zip(lines, ids, strict=True)]
     for rec in records[:1000]:
-        if not catalog.known(rec, rec["template_id"], rec["timestamp"]):  # type: ignore[arg-type]
+        if not catalog.known(
+            rec["service"], rec["endpoint"], rec["level"], rec["template_id"], rec["timestamp"]
+        ):
             catalog.learn(rec, rec["template_id"], rec["timestamp"])  # type: ignore[arg-type]
     t = time.perf_counter()
     for rec in records:
-        if not catalog.known(rec, rec["template_id"], rec["timestamp"]):  # type: ignore[arg-type]
+        if not catalog.known(
+            rec["service"], rec["endpoint"], rec["level"], rec["template_id"], rec["timestamp"]
+        ):
             catalog.learn(rec, rec["template_id"], rec["timestamp"])  # type: ignore[arg-type]
     known = time.perf_counter() - t
     out = {

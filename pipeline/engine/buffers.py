@@ -10,7 +10,7 @@ from pipeline.engine.budget import Bucket, Suppressed
 from pipeline.engine.model import Trigger, WindowConfig, WindowMetrics
 from pipeline.engine.shared import Shared
 from pipeline.engine.stats import Stats
-from pipeline.types import LogRecord, RawLine
+from pipeline.types import LineView, LogRecord, RawLine
 
 # Bytes a buffered line costs beyond its message text when it is kept as its record dict (lines
 # handed over without their encoded form): the dict and its values, ~1.7 KB in all (measured by the
@@ -48,13 +48,13 @@ class Chunk:
     def __init__(
         self,
         offset: int,
-        recs: list[LogRecord],
+        recs: list[LineView],
         idx: list[int] | None,
         data: list[bytes] | None = None,
         decode: Callable[[bytes], LogRecord] | None = None,
     ) -> None:
         self.offset = offset
-        self.recs: list[LogRecord] | None = recs
+        self.recs: list[LineView] | None = recs
         self.count = len(recs)
         self.data = data if decode is not None else None  # encoded lines, beside recs
         self.decode = decode
@@ -82,12 +82,12 @@ class Chunk:
         recs = self.recs
         if self.data is None or recs is None:
             return
-        self.ts = [r["timestamp"] for r in recs]
+        self.ts = [r.timestamp for r in recs]
         first = recs[0]
-        ep, user, svc = first["endpoint"], first["user_id"], first["service"]
+        ep, user, svc = first.endpoint, first.user_id, first.service
         uniform = True
         for r in recs:
-            if r["endpoint"] != ep or r["user_id"] != user or r["service"] != svc:
+            if r.endpoint != ep or r.user_id != user or r.service != svc:
                 uniform = False
                 break
         self.keys = (ep, user, svc) if uniform else None
@@ -97,13 +97,13 @@ class Chunk:
         """The record of the line at `pos` (decoded again if the chunk is sealed)."""
         recs = self.recs
         if recs is not None:
-            return recs[pos]
+            return recs[pos].record()
         assert self.data is not None and self.decode is not None
         return self.decode(self.data[pos])
 
     def timestamp(self, pos: int) -> int:
         recs = self.recs
-        return recs[pos]["timestamp"] if recs is not None else self.ts[pos]
+        return recs[pos].timestamp if recs is not None else self.ts[pos]
 
     def size(self, pos: int) -> int:
         """What the line at `pos` counts against the memory budget."""
@@ -112,7 +112,7 @@ class Chunk:
             return len(data[pos]) + COMPACT_OVERHEAD
         recs = self.recs
         assert recs is not None
-        return len(recs[pos]["message"]) + ENTRY_OVERHEAD
+        return len(recs[pos].message) + ENTRY_OVERHEAD
 
     def line(self, topic: str, partition: int, pos: int) -> RawLine:
         """The line at `pos` with its id: its origin in logs.raw when it carries one (lines read from

@@ -55,7 +55,7 @@ def set_curated(
     """Add the curated fields to a record, in place."""
     if not record.get("template_id"):  # a line that did not come through ingest (replays, captures)
         record["template_id"] = TEMPLATES.id_of(record["message"])
-    if not record.get("severity_number"):  # the worker leaves it to here (wire/sessions.py dicts_of)
+    if not record.get("severity_number"):  # a record given without one (tests, older callers)
         record["severity_number"] = LEVEL_VALUE[record["level"]]
     record["raw_topic"] = topic
     record["raw_partition"] = partition

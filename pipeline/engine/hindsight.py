@@ -7,12 +7,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.engine.model import Emission, Trigger, WindowConfig, WindowMetrics
+from pipeline.engine.model import Emission, RecordLine, Trigger, WindowConfig, WindowMetrics
 from pipeline.engine.partition import Engine
 from pipeline.engine.shared import Shared
 from pipeline.engine.sketch import LatencySketch
 from pipeline.rules.compiled import RuleSet
-from pipeline.types import LogRecord
+from pipeline.types import LineView, LogRecord
 
 
 class Hindsight:
@@ -49,11 +49,26 @@ class Hindsight:
         replay: bool = False,
         encoded: list[bytes] | None = None,
     ) -> Emission:
-        """The decoded lines of one raw message; idx gives their positions when some were rejected;
-        `encoded`, beside `records`, their encoded forms (buffered instead of the records)."""
+        """The decoded lines of one raw message as records; idx gives their positions when some were
+        rejected; `encoded`, beside `records`, their encoded forms (buffered instead of the records)."""
+        lines: list[LineView] = [RecordLine(rec) for rec in records]
+        return self.process_lines(topic, partition, offset, lines, idx, replay, encoded)
+
+    def process_lines(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        lines: list[LineView],
+        idx: list[int] | None = None,
+        replay: bool = False,
+        encoded: list[bytes] | None = None,
+    ) -> Emission:
+        """process_message() of lines that are LineViews already (logs.sessions' validated structs:
+        no dict is built for a line unless it may trigger, match a rule or be emitted)."""
         eng = self.engine(topic, partition)
         eng.active = True
-        em = eng.process(offset, records, idx, replay, encoded)
+        em = eng.process(offset, lines, idx, replay, encoded)
         self._spread(em, eng, replay)
         return em
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.types import CuratedRecord, Level, RawLine
+from pipeline.types import CuratedRecord, Level, LogRecord, RawLine
 
 LEVEL_VALUE = {level.name: level.value for level in Level}
 CAPTURE_FIELDS = ("endpoint", "user_id", "service")  # a capture selects lines by one of these fields
@@ -158,3 +158,44 @@ class Emission:
 def line_id(line: RawLine) -> str:
     """Deterministic id of a raw line: topic, partition, offset and position in its batch."""
     return f"{line.topic}:{line.partition}:{line.offset}:{line.index}"
+
+
+class RecordLine:
+    """A record given as a dict (lines decoded from logs.raw, tests) seen as a LineView: its fields
+    read once. Lines of logs.sessions come as validated structs that are LineViews already."""
+
+    __slots__ = (
+        "attributes",
+        "endpoint",
+        "latency_ms",
+        "level",
+        "message",
+        "rec",
+        "security_flags",
+        "service",
+        "session_id",
+        "status_code",
+        "template_id",
+        "timestamp",
+        "transaction_id",
+        "user_id",
+    )
+
+    def __init__(self, rec: LogRecord) -> None:
+        self.rec = rec
+        self.timestamp: int = rec["timestamp"]
+        self.service: str = rec.get("service") or ""
+        self.level: str = rec["level"]
+        self.message: str = rec["message"]
+        self.session_id: str | None = rec.get("session_id")
+        self.transaction_id: str | None = rec.get("transaction_id")
+        self.user_id: str | None = rec.get("user_id")
+        self.endpoint: str | None = rec.get("endpoint")
+        self.latency_ms: float | None = rec.get("latency_ms")
+        self.status_code: int | None = rec.get("status_code")
+        self.security_flags: list[str] = rec.get("security_flags") or []
+        self.attributes: dict[str, str] = rec.get("attributes") or {}
+        self.template_id: str | None = rec.get("template_id")
+
+    def record(self) -> LogRecord:
+        return self.rec

@@ -90,16 +90,15 @@ class Catalog:
     def scope_of(self, service: str, endpoint: str | None) -> str:
         return f"{service}\x00{endpoint or ''}" if self.endpoint_scoped(service) else service
 
-    def known(self, rec: LogRecord, template_id: str, ts: int) -> bool:
+    def known(self, service: str, endpoint: str | None, level: str, template_id: str, ts: int) -> bool:
         """Count the line under its template; False when the template is novel (not seen within the
         horizon): the caller then treats the line as one that may trigger and calls learn().
         The engine's fast path, every line: two dict lookups and three counts (~0.5 us measured
         against the same worker without the catalog, bench/worker_throughput.py)."""
-        service = rec["service"]
         scoped = self._endpoint_scoped.get(service)
         if scoped is None:
             scoped = self.endpoint_scoped(service)
-        by = self.entries.get(f"{service}\x00{rec['endpoint'] or ''}" if scoped else service)
+        by = self.entries.get(f"{service}\x00{endpoint or ''}" if scoped else service)
         if by is None:
             return False
         entry = by.get(template_id)
@@ -109,7 +108,6 @@ class Catalog:
             entry.last_us = ts
         entry.count += 1
         levels = entry.levels
-        level = rec["level"]
         levels[level] = levels.get(level, 0) + 1
         if not entry.dirty:
             entry.dirty = True

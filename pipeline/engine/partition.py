@@ -24,7 +24,7 @@ from pipeline.engine.stats import WindowStats
 from pipeline.engine.triggers import ENDPOINT_CAPTURE_REASONS, Triggers
 from pipeline.rules.compiled import Compiled, RuleSet, Verdict
 from pipeline.rules.model import CaptureAction
-from pipeline.types import CuratedRecord, LogRecord, session_key
+from pipeline.types import CuratedRecord, LineView, LogRecord, line_session_key
 
 _UNKNOWN = object()  # the rules' verdict on a line was not evaluated yet
 
@@ -53,29 +53,29 @@ class Engine:
     def process(
         self,
         offset: int,
-        records: list[LogRecord],
+        lines: list[LineView],
         idx: list[int] | None = None,
         replay: bool = False,
         encoded: list[bytes] | None = None,
     ) -> Emission:
         """The lines of one raw message, in order; idx gives their positions when some were rejected;
-        `encoded` (beside `records`) their encoded forms, which the buffers keep instead of records."""
+        `encoded` (beside `lines`) their encoded forms, which the buffers keep instead of the lines."""
         em = Emission()
-        if not records:
+        if not lines:
             return em
         if self.shared.decode_line is None:
             encoded = None
-        sid = records[0]["session_id"]
-        if sid and all(r["session_id"] == sid for r in records):
-            self._group(em, sid, offset, records, idx, replay, encoded)  # one session per message
+        sid = lines[0].session_id
+        if sid and all(r.session_id == sid for r in lines):
+            self._group(em, sid, offset, lines, idx, replay, encoded)  # one session per message
         else:
             # lines of many sessions: ingest and the publisher batch per partition
-            groups: dict[str, list[LogRecord]] = {}
+            groups: dict[str, list[LineView]] = {}
             where: dict[str, list[int]] = {}
             data: dict[str, list[bytes]] = {}
-            positions = range(len(records)) if idx is None else idx
-            for i, (pos, rec) in enumerate(zip(positions, records, strict=True)):
-                key = rec["session_id"] or session_key(rec)
+            positions = range(len(lines)) if idx is None else idx
+            for i, (pos, rec) in enumerate(zip(positions, lines, strict=True)):
+                key = rec.session_id or line_session_key(rec)
                 group = groups.get(key)
                 if group is None:
                     groups[key] = [rec]
@@ -99,7 +99,7 @@ class Engine:
         em: Emission,
         key: str,
         offset: int,
-        recs: list[LogRecord],
+        recs: list[LineView],
         idx: list[int] | None,
         replay: bool,
         encoded: list[bytes] | None,
@@ -110,7 +110,7 @@ class Engine:
         buffers.now_us = self.watermark
         st = buffers.session(key)
         chunk = Chunk(offset, recs, idx, encoded, self.shared.decode_line)
-        newest = recs[0]["timestamp"]
+        newest = recs[0].timestamp
         if st.slow_pending:  # a pending slow-session check may still centre a window on the slow line
             newest = min(newest, st.slow_at)
         buffers.expire(st, newest - cfg.lookback_us)
@@ -132,7 +132,7 @@ class Engine:
         run_lats: list[float] = []
         chunk_bytes = max_ts = 0
         for pos, rec in enumerate(recs):
-            ts = rec["timestamp"]
+            ts = rec.timestamp
             if ts > max_ts:
                 max_ts = ts
                 if ts > self.watermark:
@@ -144,25 +144,27 @@ class Engine:
                             run_lats = []
                             run_win = -1
                         stats.close(em, replay, self.watermark, self.watermark)
-            size = len(rec["message"])
+            size = len(rec.message)
             chunk_bytes += size
-            endpoint = rec["endpoint"]
-            found = match(rec) if match is not None else None  # rules are evaluated once per line
+            endpoint = rec.endpoint
+            level = rec.level
+            # rules are evaluated once per line, on its record (custom matchers take a dict)
+            found = match(rec.record()) if match is not None else None
             # every line counts under its template (ingest set its id); a novel one may trigger
             novel = False
             tid = ""
             if catalog is not None:
-                tid = rec.get("template_id") or templates.id_of(rec["message"])
-                novel = not catalog.known(rec, tid, ts)
+                tid = rec.template_id or templates.id_of(rec.message)
+                novel = not catalog.known(rec.service, endpoint, level, tid, ts)
             if (
                 novel
                 or found
-                or levels[rec["level"]] >= floor
+                or levels[level] >= floor
                 or ts <= st.follow_until
                 or triggers.may_fire(rec, st)
                 or (ep_caps and endpoint in ep_caps)
-                or (user_caps and rec["user_id"] in user_caps)
-                or (svc_caps and rec["service"] in svc_caps)
+                or (user_caps and rec.user_id in user_caps)
+                or (svc_caps and rec.service in svc_caps)
             ):
                 if run_n:
                     self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
@@ -182,7 +184,7 @@ class Engine:
                 run_ep = endpoint
             run_n += 1
             run_bytes += size
-            latency = rec["latency_ms"]
+            latency = rec.latency_ms
             if latency is not None:
                 run_lats.append(latency)
         if run_n:

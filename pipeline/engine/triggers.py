@@ -11,7 +11,7 @@ from __future__ import annotations
 from pipeline.engine.buffers import Session
 from pipeline.engine.model import LEVEL_VALUE, WindowConfig
 from pipeline.engine.shared import Shared
-from pipeline.types import LogRecord
+from pipeline.types import LineView, LogRecord
 
 # Reasons that also capture the line's endpoint in every partition for the follow period.
 ENDPOINT_CAPTURE_REASONS = ("security", "auth_failures")
@@ -33,16 +33,16 @@ class Triggers:
         self.status_gate = config.timeout_status | config.auth_fail_status
         self.timeout_attribute = config.timeout_attribute
 
-    def may_fire(self, rec: LogRecord, st: Session) -> bool:
+    def may_fire(self, rec: LineView, st: Session) -> bool:
         """False when no trigger can fire on this line: cheap tests of each trigger's own field."""
-        latency = rec["latency_ms"]
-        status = rec["status_code"]
-        attrs = rec["attributes"]
+        latency = rec.latency_ms
+        status = rec.status_code
+        attrs = rec.attributes
         return (
-            LEVEL_VALUE[rec["level"]] >= self.level_gate
+            LEVEL_VALUE[rec.level] >= self.level_gate
             or (latency is not None and latency > self.latency_gate)
             or (status is not None and status in self.status_gate)
-            or bool(rec["security_flags"])
+            or bool(rec.security_flags)
             or bool(attrs and self.timeout_attribute in attrs)
             or st.slow_pending
         )

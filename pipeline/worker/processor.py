@@ -12,11 +12,11 @@ from pipeline.engine.model import WindowConfig, WindowMetrics
 from pipeline.errors import DecodeError
 from pipeline.rules.compiled import RuleSet
 from pipeline.settings import Settings
-from pipeline.types import CuratedRecord, LogRecord
+from pipeline.types import CuratedRecord, LineView, LogRecord
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.registry import from_settings as registry_from_settings
-from pipeline.wire.sessions import decode_line, decode_lines, dicts_of, split_sessions
+from pipeline.wire.sessions import decode_line, decode_lines, split_sessions
 from pipeline.worker.dedup import OriginDedup
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,8 @@ class RawProcessor:
         if not replay:
             self.raw_messages += 1
             self.raw_bytes += len(value) if value else 0
-        records: list[LogRecord]
+        records: list[LogRecord] = []
         errors: list[tuple[int | None, DecodeError]] = []
-        encoded: list[bytes] | None = None
         if topic == self.sessions_topic:
             try:
                 lines = decode_lines(value)
@@ -122,7 +121,13 @@ class RawProcessor:
                          len(lines) - len(kept))  # fmt: skip
                 lines = [lines[i] for i in kept]
                 encoded = [encoded[i] for i in kept]
-            records = dicts_of(lines)
+            if lines:
+                # the validated structs themselves: the engine builds a line's dict only if it needs it
+                # (a copy of the list: typed as LineViews, so mypy checks the struct is one)
+                views: list[LineView] = list(lines)
+                emission = self._windows.process_lines(topic, partition, offset, views, None, replay, encoded)
+                outcome.curated = emission.curated
+                outcome.stats = emission.stats
         else:
             records, errors = self.decoder.decode(value, timestamp_ms * 1000 if timestamp_ms else None)
         if errors and not replay:
@@ -141,7 +146,7 @@ class RawProcessor:
                 )
         if records:
             idx = good_positions(records, errors) if errors else None
-            emission = self._windows.process_message(topic, partition, offset, records, idx, replay, encoded)
+            emission = self._windows.process_message(topic, partition, offset, records, idx, replay)
             outcome.curated = emission.curated
             outcome.stats = emission.stats
         return outcome

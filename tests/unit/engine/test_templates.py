@@ -261,6 +261,6 @@ def test_the_catalog_stays_within_templates_max() -> None:
     kept = {d["template_id"] for d in catalog.take_deltas()}
     assert len(kept) == len(catalog)  # what was forgotten is not sent
     # the most recent shape is still known: no second firing for it
-    assert catalog.known(
-        line(5, "u", f"login by {names[-1]} ok"), template_id(mask(f"login by {names[-1]} ok")), T0 + 5 * S
-    )
+    last = line(5, "u", f"login by {names[-1]} ok")
+    tid = template_id(mask(last["message"]))
+    assert catalog.known(last["service"], last["endpoint"], last["level"], tid, T0 + 5 * S)
