@@ -225,7 +225,9 @@ def main() -> int:
         per_message = len(lines) / max(sessions_messages, 1)
         out["canonical_lines_per_message"] = per_message
 
-        worker = start_child("worker", ["worker"], settings, logs)
+        # commits every 0.1 s (not 1 s): the run lasts a few seconds and is timed by its commits
+        fine = settings.model_copy(update={"worker_commit_interval_s": 0.1})
+        worker = start_child("worker", ["worker"], fine, logs)
         try:
             msgs = timed(
                 settings, settings.app_id, settings.sessions_topic, "worker on logs.sessions", [worker]

@@ -249,6 +249,13 @@ class Settings(BaseSettings):
         ge=6,
         description="Consumer group session timeout: how soon a dead worker's partitions move.",
     )
+    worker_commit_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the worker commits the offsets it finished (Faust's commit interval). "
+        "After a crash up to this much input is processed again (the store dedups it).",
+    )
     follow_s: float = Field(
         default=30.0, ge=0, description="How long after a trigger its key stays captured."
     )

@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> tuple[faust.App, RawProcessor, SharedLog]:
         producer_compression_type="zstd",
         producer_max_request_size=max(settings.max_record_bytes * 2, 2_097_152),
         consumer_max_fetch_size=max(settings.max_record_bytes * 2, 4_194_304),
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.worker_commit_interval_s,
         # After a broker restart the group can form before the broker knows its topics again: the
         # assignor then hands out nothing. A metadata refresh that sees the topic makes the group
         # rebalance; the default refresh (5 min) would leave the worker idle that long.
