@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
@@ -147,3 +148,36 @@ def test_lines_of_logs_sessions_read_as_structs_emit_what_records_do() -> None:
     assert any("pay" in row[6] for row in raw_rows) and any("keep-info" in row[5] for row in raw_rows)
     assert (raw_m.lines_in, raw_m.lines_emitted, raw_m.triggers, dict(raw_m.by_reason)) == (
         ses_m.lines_in, ses_m.lines_emitted, ses_m.triggers, dict(ses_m.by_reason))  # fmt: skip
+
+
+def test_quiet_lines_of_logs_sessions_never_become_dicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's speed rests on this: a line that cannot trigger, match a rule or be kept is read
+    from its struct and buffered as bytes; only lines the engine keeps are turned into records."""
+    from pipeline.wire import sessions
+
+    calls: list[int] = []
+    to_record = sessions._Line.record
+
+    def counted(self: sessions._Line) -> dict[str, object]:
+        calls.append(self.raw_offset)
+        return to_record(self)  # type: ignore[return-value]
+
+    monkeypatch.setattr(sessions._Line, "record", counted)
+    settings = Settings()
+    proc = RawProcessor(settings)
+    quiet = [
+        {**normalize(rec("DEBUG", f"step {i}", session=f"s{i % 5}")), "timestamp": T0 + i * 1000,
+         "raw_topic": "logs.raw", "raw_partition": 0, "raw_offset": i, "raw_index": 0}
+        for i in range(100)
+    ]  # fmt: skip
+    for start in range(0, 100, 25):
+        assert (
+            proc.handle(settings.sessions_topic, 0, start, encode_sessions(quiet[start : start + 25])).curated
+            == {}
+        )
+    assert calls == [0]  # the first line of the one template ("step <*>") is learned; the rest are quiet
+    calls.clear()
+    boom = {**quiet[-1], "level": "ERROR", "message": "boom", "raw_offset": 100, "timestamp": T0 + 200_000}
+    out = proc.handle(settings.sessions_topic, 0, 100, encode_sessions([boom]))
+    assert len(out.curated["s4"]) == 21  # its session's 20 quiet lines and the error, decoded when kept
+    assert set(calls) == {row["raw_offset"] for row in out.curated["s4"]}  # only the lines kept
