@@ -61,7 +61,7 @@ class Triggers:
         """Why this line triggers (empty: it does not); updates the triggers' own state."""
         cfg = self.config
         reasons = []
-        if severity >= cfg.trigger_level.value:
+        if severity >= self.level_gate:
             reasons.append("error")
         if latency is not None and latency > cfg.latency_floor_ms:
             base = self.shared.baseline_p95(endpoint) if endpoint else None

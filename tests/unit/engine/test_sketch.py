@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from pipeline.engine.sketch import LatencySketch, index_values
+from pipeline.engine.stats import Stats, slowest
 
 
 def values(n: int, seed: int) -> list[float]:
@@ -45,3 +46,28 @@ def test_one_pass_quantiles_equal_single_quantiles_and_indexed_adds_equal_plain_
     assert only_zero.quantiles((0.5, 1.0)) == [0.0, 0.0]
     round_trip = LatencySketch.from_dict(plain.to_dict())
     assert round_trip.buckets == plain.buckets and round_trip.count == plain.count
+
+
+def _slowest_by_sorting(sessions: dict[str, Stats], n: int) -> list[str]:
+    """The definition: sessions by p95 descending, ties first seen (every p95 computed)."""
+    ranked = [
+        (-(s.sketch.quantile(0.95) or 0.0), i, k)
+        for i, (k, s) in enumerate(sessions.items())
+        if s.sketch.count
+    ]
+    return [k for _, _, k in sorted(ranked)[:n]]
+
+
+def test_slowest_sessions_are_the_highest_p95s_in_first_seen_order_on_ties() -> None:
+    rng = random.Random(5)
+    for trial in range(40):
+        sessions: dict[str, Stats] = {}
+        for i in range(rng.randint(0, 300)):
+            stats = Stats()
+            # few distinct values, so equal maxima and equal p95s are common
+            for _ in range(rng.randint(0, 6)):
+                stats.sketch.add(rng.choice([5.0, 50.0, 120.0, 800.0, 800.0, 2500.0]))
+            sessions[f"s{i}"] = stats
+        for n in (0, 1, 3, 10):
+            got = [k for k, _ in slowest(sessions, n)]
+            assert got == _slowest_by_sorting(sessions, n), (trial, n)
