@@ -26,16 +26,20 @@ SWEEP_MARGIN_US = 10_000_000
 
 
 class Chunk:
-    """The lines of one raw message for one key, buffered together: no object per line. While the
-    message is processed they are records; then (`seal`), when their encoded forms were given, only
-    those bytes and the timestamps stay, and a line is decoded again when it is emitted."""
+    """The lines of one session from one message, buffered together: no object per line. Their
+    timestamps are a list; the lines themselves are either one slice of the message's encoded body
+    (`blob`, `ends` the end of each line in it: what the worker keeps of a framed logs.sessions
+    message), each line's encoded form (`data`), or their views (`recs`: records from logs.raw, or
+    while the message is processed). A line kept encoded is decoded again only when it is emitted."""
 
     __slots__ = (
+        "blob",
         "bytes",
         "count",
         "data",
         "decode",
         "emitted",
+        "ends",
         "idx",
         "keys",
         "max_ts",
@@ -48,17 +52,22 @@ class Chunk:
     def __init__(
         self,
         offset: int,
-        recs: list[LineView],
-        idx: list[int] | None,
+        ts: list[int],
+        recs: list[LineView] | None,
+        idx: list[int] | None = None,
         data: list[bytes] | None = None,
         decode: Callable[[bytes], LogRecord] | None = None,
+        blob: bytes | None = None,
+        ends: list[int] | None = None,
     ) -> None:
         self.offset = offset
-        self.recs: list[LineView] | None = recs
-        self.count = len(recs)
+        self.ts = ts
+        self.recs = recs
+        self.count = len(ts)
         self.data = data if decode is not None else None  # encoded lines, beside recs
+        self.blob = blob if decode is not None else None
+        self.ends = ends
         self.decode = decode
-        self.ts: list[int] = []  # timestamps, once sealed
         # (endpoint, user_id, service) when every line has the same ones: captures skip the chunk
         # or take it whole without decoding its lines
         self.keys: tuple[str | None, str | None, str | None] | None = None
@@ -70,43 +79,44 @@ class Chunk:
 
     @property
     def compact(self) -> bool:
-        return self.data is not None
+        return self.data is not None or self.blob is not None
 
     def encoded_bytes(self) -> int:
         """What the chunk will cost once sealed, when it keeps encoded lines."""
+        if self.blob is not None:
+            return len(self.blob) + COMPACT_OVERHEAD * self.count
         data = self.data
         return sum(map(len, data)) + COMPACT_OVERHEAD * len(data) if data is not None else 0
 
-    def seal(self) -> None:
-        """The message was processed: keep only the encoded lines and what captures look up."""
-        recs = self.recs
-        if self.data is None or recs is None:
-            return
-        self.ts = [r.timestamp for r in recs]
-        first = recs[0]
-        ep, user, svc = first.endpoint, first.user_id, first.service
-        uniform = True
-        for r in recs:
-            if r.endpoint != ep or r.user_id != user or r.service != svc:
-                uniform = False
-                break
-        self.keys = (ep, user, svc) if uniform else None
-        self.recs = None
+    def seal(self, keys: tuple[str | None, str | None, str | None] | None) -> None:
+        """The message was processed: keep only the encoded lines and what captures look up (`keys`:
+        the lines' endpoint, user and service when all of them have the same)."""
+        if self.compact:
+            self.keys = keys
+            self.recs = None
 
     def rec(self, pos: int) -> LogRecord:
-        """The record of the line at `pos` (decoded again if the chunk is sealed)."""
+        """The record of the line at `pos` (decoded again if it is kept encoded)."""
         recs = self.recs
         if recs is not None:
             return recs[pos].record()
-        assert self.data is not None and self.decode is not None
+        assert self.decode is not None
+        blob = self.blob
+        if blob is not None:
+            ends = self.ends
+            assert ends is not None
+            return self.decode(blob[ends[pos - 1] + 1 if pos else 0 : ends[pos]])
+        assert self.data is not None
         return self.decode(self.data[pos])
 
     def timestamp(self, pos: int) -> int:
-        recs = self.recs
-        return recs[pos].timestamp if recs is not None else self.ts[pos]
+        return self.ts[pos]
 
     def size(self, pos: int) -> int:
         """What the line at `pos` counts against the memory budget."""
+        ends = self.ends
+        if self.blob is not None and ends is not None:
+            return ends[pos] - (ends[pos - 1] + 1 if pos else 0) + COMPACT_OVERHEAD
         data = self.data
         if data is not None:
             return len(data[pos]) + COMPACT_OVERHEAD

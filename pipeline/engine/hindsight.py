@@ -12,7 +12,7 @@ from pipeline.engine.partition import Engine
 from pipeline.engine.shared import Shared
 from pipeline.engine.sketch import LatencySketch
 from pipeline.rules.compiled import RuleSet
-from pipeline.types import LineView, LogRecord
+from pipeline.types import Columns, LineView, LogRecord
 
 
 class Hindsight:
@@ -69,6 +69,17 @@ class Hindsight:
         eng = self.engine(topic, partition)
         eng.active = True
         em = eng.process(offset, lines, idx, replay, encoded)
+        self._spread(em, eng, replay)
+        return em
+
+    def process_columns(
+        self, topic: str, partition: int, offset: int, cols: Columns, replay: bool = False
+    ) -> Emission:
+        """process_message() of lines given as columns (a framed logs.sessions message: no line is
+        decoded unless it may trigger, match a rule or be emitted)."""
+        eng = self.engine(topic, partition)
+        eng.active = True
+        em = eng.process_columns(offset, cols, replay)
         self._spread(em, eng, replay)
         return em
 

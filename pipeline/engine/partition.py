@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline.engine.budget import Budget
 from pipeline.engine.buffers import ENTRY_OVERHEAD, Buffers, Chunk, Session
+from pipeline.engine.columns import columns_of
 from pipeline.engine.curate import curate
 from pipeline.engine.model import (
     CAPTURE_FIELDS,
@@ -24,7 +25,7 @@ from pipeline.engine.stats import WindowStats
 from pipeline.engine.triggers import ENDPOINT_CAPTURE_REASONS, Triggers
 from pipeline.rules.compiled import Compiled, RuleSet, Verdict
 from pipeline.rules.model import CaptureAction
-from pipeline.types import CuratedRecord, LineView, LogRecord, line_session_key
+from pipeline.types import Columns, CuratedRecord, LineView, LogRecord
 
 _UNKNOWN = object()  # the rules' verdict on a line was not evaluated yet
 
@@ -63,62 +64,70 @@ class Engine:
     ) -> Emission:
         """The lines of one raw message, in order; idx gives their positions when some were rejected;
         `encoded` (beside `lines`) their encoded forms, which the buffers keep instead of the lines."""
-        em = Emission()
         if not lines:
-            return em
-        if self.shared.decode_line is None:
-            encoded = None
-        sid = lines[0].session_id
-        if sid and all(r.session_id == sid for r in lines):
-            self._group(em, sid, offset, lines, idx, replay, encoded)  # one session per message
-        else:
-            # lines of many sessions: ingest and the publisher batch per partition
-            groups: dict[str, list[LineView]] = {}
-            where: dict[str, list[int]] = {}
-            data: dict[str, list[bytes]] = {}
-            positions = range(len(lines)) if idx is None else idx
-            for i, (pos, rec) in enumerate(zip(positions, lines, strict=True)):
-                key = rec.session_id or line_session_key(rec)
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [rec]
-                    where[key] = [pos]
-                    if encoded is not None:
-                        data[key] = [encoded[i]]
-                else:
-                    group.append(rec)
-                    where[key].append(pos)
-                    if encoded is not None:
-                        data[key].append(encoded[i])
-            for key, recs in groups.items():
-                self._group(
-                    em, key, offset, recs, where[key], replay, data[key] if encoded is not None else None
-                )
+            return Emission()
+        templates = self.shared.templates if self.config.templates else None
+        cols = columns_of(lines, idx, encoded, self.config.timeout_attribute, templates)
+        return self.process_columns(offset, cols, replay)
+
+    def process_columns(self, offset: int, cols: Columns, replay: bool = False) -> Emission:
+        """The lines of one message as columns, grouped by session (ingest writes them so)."""
+        if cols.timeout_attribute != self.config.timeout_attribute:
+            raise ValueError(
+                f"columns flag timeouts by attribute {cols.timeout_attribute!r}, "
+                f"the engine by {self.config.timeout_attribute!r}"
+            )
+        if cols.body is not None and self.shared.decode_line is None:
+            raise ValueError("an encoded body needs the engine's decode_line")
+        em = Emission()
+        start = 0
+        for key, count in zip(cols.keys, cols.counts, strict=True):
+            if count:
+                self._group(em, key, offset, cols, start, start + count, replay)
+            start += count
         self.budget.flush(em, self.watermark, replay, force=False)
         return em
 
+    def _chunk(self, offset: int, cols: Columns, a: int, b: int) -> Chunk:
+        """Lines a..b-1 of `cols` as they are buffered: one slice of the encoded body when there is one."""
+        ts = cols.timestamp[a:b]
+        decode = self.shared.decode_line
+        body, ends = cols.body, cols.ends
+        if body is not None and ends is not None:
+            base = ends[a - 1] + 1 if a else 1  # after the comma before the group's first line, or "["
+            rel = [end - base for end in ends[a:b]]
+            return Chunk(offset, ts, None, None, None, decode, body[base : ends[b - 1]], rel)
+        views = cols.views
+        assert views is not None
+        idx, encoded = cols.idx, cols.encoded
+        return Chunk(
+            offset,
+            ts,
+            views[a:b],
+            idx[a:b] if idx is not None else None,
+            encoded[a:b] if encoded is not None and decode is not None else None,
+            decode,
+        )
+
     def _group(
-        self,
-        em: Emission,
-        key: str,
-        offset: int,
-        recs: list[LineView],
-        idx: list[int] | None,
-        replay: bool,
-        encoded: list[bytes] | None,
+        self, em: Emission, key: str, offset: int, cols: Columns, a: int, b: int, replay: bool
     ) -> None:
+        """Lines a..b-1 of `cols`: one session's lines of one message."""
         cfg = self.config
-        self.metrics.lines_in += len(recs)
+        self.metrics.lines_in += b - a
         buffers = self.buffers
         buffers.now_us = self.watermark
         st = buffers.session(key)
-        chunk = Chunk(offset, recs, idx, encoded, self.shared.decode_line)
-        newest = recs[0].timestamp
+        chunk = self._chunk(offset, cols, a, b)
+        tss, levels_, services, endpoints = cols.timestamp, cols.level, cols.service, cols.endpoint
+        users, latencies, statuses, flags = cols.user_id, cols.latency_ms, cols.status_code, cols.flags
+        tids, sizes = cols.template_id, cols.size
+        newest = tss[a]
         if st.slow_pending:  # a pending slow-session check may still centre a window on the slow line
             newest = min(newest, st.slow_at)
         buffers.expire(st, newest - cfg.lookback_us)
         st.buf.append(chunk)
-        st.lines += len(recs)
+        st.lines += b - a
         window = cfg.stats_window_us
         stats = self.stats
         rules = self.shared.rules
@@ -126,7 +135,6 @@ class Engine:
         triggers = self.triggers  # a native method call when compiled (a bound-method alias is not)
         ep_caps, user_caps, svc_caps = [self.shared.captures[f] for f in CAPTURE_FIELDS]
         catalog = self.shared.catalog if cfg.templates else None
-        templates = self.shared.templates
         match = rules.match if rules else None
         levels = LEVEL_VALUE
         run_win = -1
@@ -134,8 +142,9 @@ class Engine:
         run_n = run_bytes = 0
         run_lats: list[float] = []
         chunk_bytes = max_ts = 0
-        for pos, rec in enumerate(recs):
-            ts = rec.timestamp
+        for i in range(a, b):
+            pos = i - a
+            ts = tss[i]
             if ts > max_ts:
                 max_ts = ts
                 if ts > self.watermark:
@@ -147,27 +156,29 @@ class Engine:
                             run_lats = []
                             run_win = -1
                         stats.close(em, replay, self.watermark, self.watermark)
-            size = len(rec.message)
+            size = sizes[i]
             chunk_bytes += size
-            endpoint = rec.endpoint
-            level = rec.level
+            endpoint = endpoints[i]
+            level = levels_[i]
+            severity = levels[level]
+            latency = latencies[i]
             # rules are evaluated once per line, on its record (custom matchers take a dict)
-            found = match(rec.record()) if match is not None else None
+            found = match(chunk.rec(pos)) if match is not None else None
             # every line counts under its template (ingest set its id); a novel one may trigger
             novel = False
             tid = ""
             if catalog is not None:
-                tid = rec.template_id or templates.id_of(rec.message)
-                novel = not catalog.known(rec.service, endpoint, level, tid, ts)
+                tid = tids[i]
+                novel = not catalog.known(services[i], endpoint, level, tid, ts)
             if (
                 novel
                 or found
-                or levels[level] >= floor
+                or severity >= floor
                 or ts <= st.follow_until
-                or triggers.may_fire(rec, st)
+                or triggers.may_fire(severity, latency, statuses[i], flags[i], st)
                 or (ep_caps and endpoint in ep_caps)
-                or (user_caps and rec.user_id in user_caps)
-                or (svc_caps and rec.service in svc_caps)
+                or (user_caps and users[i] in user_caps)
+                or (svc_caps and services[i] in svc_caps)
             ):
                 if run_n:
                     self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
@@ -187,14 +198,14 @@ class Engine:
                 run_ep = endpoint
             run_n += 1
             run_bytes += size
-            latency = rec.latency_ms
             if latency is not None:
                 run_lats.append(latency)
         if run_n:
             self._add_run(st, key, offset, run_win, run_ep, run_n, run_bytes, run_lats)
         chunk.max_ts = max_ts
-        chunk.bytes = chunk.encoded_bytes() if chunk.compact else chunk_bytes + ENTRY_OVERHEAD * len(recs)
-        chunk.seal()
+        chunk.bytes = chunk.encoded_bytes() if chunk.compact else chunk_bytes + ENTRY_OVERHEAD * (b - a)
+        if chunk.compact:
+            chunk.seal(_uniform(endpoints, users, services, a, b))
         st.bytes += chunk.bytes
         self.shared.buffered_bytes += chunk.bytes
         buffers.now_us = self.watermark
@@ -530,3 +541,14 @@ class Engine:
     def drop(self) -> None:
         """Forget this partition (revoked): its memory returns to the budget."""
         self.buffers.drop()
+
+
+def _uniform(
+    endpoints: list[str | None], users: list[str | None], services: list[str], a: int, b: int
+) -> tuple[str | None, str | None, str] | None:
+    """(endpoint, user_id, service) of lines a..b-1 when all of them have the same, else None."""
+    ep, user, svc = endpoints[a], users[a], services[a]
+    for i in range(a + 1, b):
+        if endpoints[i] != ep or users[i] != user or services[i] != svc:
+            return None
+    return (ep, user, svc)

@@ -9,9 +9,9 @@ user's repeated 401/403 within the lookback).
 from __future__ import annotations
 
 from pipeline.engine.buffers import Session
-from pipeline.engine.model import LEVEL_VALUE, WindowConfig
+from pipeline.engine.model import WindowConfig
 from pipeline.engine.shared import Shared
-from pipeline.types import LineView, LogRecord
+from pipeline.types import LogRecord
 
 # Reasons that also capture the line's endpoint in every partition for the follow period.
 ENDPOINT_CAPTURE_REASONS = ("security", "auth_failures")
@@ -31,19 +31,17 @@ class Triggers:
         self.level_gate = config.trigger_level.value
         self.latency_gate = min(config.latency_floor_ms, config.slow_session_p95_ms)
         self.status_gate = config.timeout_status | config.auth_fail_status
-        self.timeout_attribute = config.timeout_attribute
 
-    def may_fire(self, rec: LineView, st: Session) -> bool:
-        """False when no trigger can fire on this line: cheap tests of each trigger's own field."""
-        latency = rec.latency_ms
-        status = rec.status_code
-        attrs = rec.attributes
+    def may_fire(
+        self, severity: int, latency: float | None, status: int | None, flags: int, st: Session
+    ) -> bool:
+        """False when no trigger can fire on this line: cheap tests of each trigger's own field
+        (`flags`: Columns.flags, whether it has security flags or the timeout attribute)."""
         return (
-            LEVEL_VALUE[rec.level] >= self.level_gate
+            severity >= self.level_gate
             or (latency is not None and latency > self.latency_gate)
             or (status is not None and status in self.status_gate)
-            or bool(rec.security_flags)
-            or bool(attrs and self.timeout_attribute in attrs)
+            or flags != 0
             or st.slow_pending
         )
 

@@ -33,20 +33,34 @@ class OriginDedup:
         self.repeats = 0
 
     def keep(self, partition: int, lines: Sequence[Origin]) -> list[int] | None:
-        """Positions of the lines of one message not seen before on this canonical partition, or None
-        when all are new (the usual case: the caller then copies nothing).
+        """keep_origins() of lines that carry their origin."""
+        return self.keep_origins(
+            partition,
+            [line.raw_partition for line in lines],
+            [line.raw_offset for line in lines],
+            [line.raw_index for line in lines],
+        )
 
-        A message's lines are in event-time order, not raw-offset order (ingest sorts each message),
-        so each is compared with what earlier messages brought, and the message's highest positions
-        count from the next message on. ~0.3 us a line: one int per line, one dict lookup."""
+    def keep_origins(
+        self, partition: int, raw_partitions: list[int], raw_offsets: list[int], raw_indexes: list[int]
+    ) -> list[int] | None:
+        """Positions of the lines of one message (given by their origins, column by column) not seen
+        before on this canonical partition, or None when all are new (the usual case: the caller
+        then copies nothing).
+
+        A message's lines are in event-time order within a session, not raw-offset order (ingest
+        sorts each message), so each is compared with what earlier messages brought, and the
+        message's highest positions count from the next message on. ~0.3 us a line: one int per
+        line, one dict lookup."""
         seen = self.seen.get(partition)
         if seen is None:
             seen = self.seen[partition] = {}
         highest: dict[int, int] = {}
         repeated: list[int] | None = None
-        for i, line in enumerate(lines):
-            raw_partition = line.raw_partition
-            position = (line.raw_offset << _INDEX_BITS) | line.raw_index
+        for i, (raw_partition, raw_offset, raw_index) in enumerate(
+            zip(raw_partitions, raw_offsets, raw_indexes, strict=True)
+        ):
+            position = (raw_offset << _INDEX_BITS) | raw_index
             if position <= seen.get(raw_partition, -1):
                 if repeated is None:
                     repeated = []
@@ -59,7 +73,7 @@ class OriginDedup:
             return None
         self.repeats += len(repeated)
         dropped = set(repeated)
-        return [i for i in range(len(lines)) if i not in dropped]
+        return [i for i in range(len(raw_offsets)) if i not in dropped]
 
     def drop(self, partition: int) -> None:
         """The canonical partition moved to another worker."""

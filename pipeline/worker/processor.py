@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.engine.hindsight import Hindsight
-from pipeline.engine.model import WindowConfig, WindowMetrics
+from pipeline.engine.model import Emission, WindowConfig, WindowMetrics
 from pipeline.errors import DecodeError
 from pipeline.rules.compiled import RuleSet
 from pipeline.settings import Settings
@@ -16,7 +16,7 @@ from pipeline.types import CuratedRecord, LineView, LogRecord
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.registry import from_settings as registry_from_settings
-from pipeline.wire.sessions import decode_line, decode_lines, split_sessions
+from pipeline.wire.sessions import decode_framed, decode_line, decode_lines, is_framed, split_sessions
 from pipeline.worker.dedup import OriginDedup
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class RawProcessor:
         self.sessions_topic = settings.sessions_topic
         self.dedup = OriginDedup()  # repeats of canonical lines after an ingest restart
         self._windows = Hindsight(window_config(settings), decode_line, origin)
+        self.timeout_attribute = self._windows.config.timeout_attribute
         self.dlq_records = 0
         self.dlq_by_type: dict[str, int] = {}
         self.raw_messages = 0
@@ -108,24 +109,8 @@ class RawProcessor:
         records: list[LogRecord] = []
         errors: list[tuple[int | None, DecodeError]] = []
         if topic == self.sessions_topic:
-            try:
-                lines = decode_lines(value)
-                # the engine buffers each line as these bytes (~1.3x its size, not ~1.7 KB as dicts)
-                encoded = split_sessions(value or b"") if lines else []
-            except DecodeError as exc:
-                lines, encoded, errors = [], [], [(None, exc)]
-            kept = self.dedup.keep(partition, lines)
-            if kept is not None:
-                # rare: ingest restarted between producing these lines and committing their offsets
-                log.info("repeated lines dropped partition=%s offset=%s lines=%s", partition, offset,
-                         len(lines) - len(kept))  # fmt: skip
-                lines = [lines[i] for i in kept]
-                encoded = [encoded[i] for i in kept]
-            if lines:
-                # the validated structs themselves: the engine builds a line's dict only if it needs it
-                # (a copy of the list: typed as LineViews, so mypy checks the struct is one)
-                views: list[LineView] = list(lines)
-                emission = self._windows.process_lines(topic, partition, offset, views, None, replay, encoded)
+            emission, errors = self._sessions(partition, offset, value, replay)
+            if emission is not None:
                 outcome.curated = emission.curated
                 outcome.stats = emission.stats
         else:
@@ -150,6 +135,47 @@ class RawProcessor:
             outcome.curated = emission.curated
             outcome.stats = emission.stats
         return outcome
+
+    def _sessions(
+        self, partition: int, offset: int, value: bytes | None, replay: bool
+    ) -> tuple[Emission | None, list[tuple[int | None, DecodeError]]]:
+        """One logs.sessions message. A framed one (what ingest writes) goes to the engine as columns,
+        its lines kept as slices of the message and decoded only if they may matter; an unframed
+        one, or one with repeats to drop, is validated and cut line by line."""
+        topic = self.sessions_topic
+        try:
+            if is_framed(value):
+                assert value is not None
+                framed = decode_framed(value)
+                kept = self.dedup.keep_origins(
+                    partition, framed.raw_partition, framed.raw_offset, framed.raw_index
+                )
+                if kept is None and framed.columns.timeout_attribute == self.timeout_attribute:
+                    # A line is decoded only when it may matter, so a line ingest did not write (the
+                    # header checked out, a line does not) fails then: its message is dead-lettered,
+                    # what the engine did with the lines before it stays done.
+                    windows = self._windows
+                    return windows.process_columns(topic, partition, offset, framed.columns, replay), []
+                lines = decode_lines(value)  # rare: see below, or flags computed for another attribute
+            else:
+                lines = decode_lines(value)
+                kept = self.dedup.keep(partition, lines)
+            # the engine buffers each line as these bytes (~1.3x its size, not ~1.7 KB as dicts)
+            encoded = split_sessions(value or b"") if lines else []
+        except DecodeError as exc:
+            return None, [(None, exc)]
+        if kept is not None:
+            # rare: ingest restarted between producing these lines and committing their offsets
+            log.info("repeated lines dropped partition=%s offset=%s lines=%s", partition, offset,
+                     len(lines) - len(kept))  # fmt: skip
+            lines = [lines[i] for i in kept]
+            encoded = [encoded[i] for i in kept]
+        if not lines:
+            return None, []
+        # the validated structs themselves: the engine builds a line's dict only if it needs it
+        # (a copy of the list: typed as LineViews, so mypy checks the struct is one)
+        views: list[LineView] = list(lines)
+        return self._windows.process_lines(topic, partition, offset, views, None, replay, encoded), []
 
     def rebuild(self, topic: str, partition: int, past: list[tuple[int, bytes | None]]) -> Outcome:
         """A newly assigned partition's recent past (offset, value), replayed before its first live

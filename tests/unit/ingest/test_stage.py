@@ -114,3 +114,50 @@ def test_single_canonical_objects_take_the_fast_path_with_the_same_result() -> N
     assert {k: v for k, v in fast.items() if k not in differ} == {
         k: v for k, v in slow.items() if k not in differ
     }
+
+
+def test_each_message_is_framed_with_columns_that_agree_with_its_lines() -> None:
+    """The worker reads the frame instead of the lines, so every column must say what the line says:
+    by the fast path (a canonical object) and the lenient one (another shape), flags included."""
+    from pipeline.types import FLAG_SECURITY, FLAG_TIMEOUT
+    from pipeline.wire.sessions import decode_framed, is_framed
+
+    t = T_MS * 1000
+    lines = [
+        {"timestamp": t + 3, "service": "a", "level": "INFO", "message": "m1", "session_id": "s1",
+         "endpoint": "/e", "latency_ms": 12.5, "status_code": 504, "attributes": {"timeout": "1"}},
+        {"timestamp": t + 1, "service": "b", "level": "ERROR", "message": "m22", "user_id": "u",
+         "security_flags": ["sqli"]},
+        {"timestamp": t + 2, "service": "a", "level": "DEBUG", "message": "m333", "session_id": "s1"},
+    ]  # fmt: skip
+    structlog_shape = {"event": "hello", "level": "warning", "timestamp": "2025-11-30T10:00:00Z",
+                       "service": "c", "session_id": "s2", "attributes": {"timeout": "x"}}  # fmt: skip
+    stage = IngestStage(RawDecoder(1 << 20), partitions=1)
+    msgs = [_msg(10 + i, line) for i, line in enumerate(lines)] + [
+        RawMessage("logs.raw", 1, 3, T_MS, orjson.dumps([structlog_shape, structlog_shape]))
+    ]
+    [value] = stage.route(msgs).values[0]
+    assert is_framed(value)
+    framed = decode_framed(value)
+    cols = framed.columns
+    records = decode_sessions(value)
+    assert sum(cols.counts) == len(records) == 5
+    starts = [sum(cols.counts[:g]) for g in range(len(cols.counts))]
+    for g, (key, start) in enumerate(zip(cols.keys, starts, strict=True)):
+        for r in records[start : start + cols.counts[g]]:
+            assert (r.get("session_id") or f"user:{r.get('user_id')}") == key
+    for i, r in enumerate(records):
+        want_flags = (FLAG_SECURITY if r["security_flags"] else 0) | (
+            FLAG_TIMEOUT if "timeout" in r["attributes"] else 0
+        )
+        assert (cols.timestamp[i], cols.level[i], cols.service[i], cols.endpoint[i], cols.user_id[i],
+                cols.latency_ms[i], cols.status_code[i], cols.flags[i], cols.template_id[i],
+                cols.size[i]) == (
+            r["timestamp"], r["level"], r["service"], r["endpoint"], r["user_id"], r["latency_ms"],
+            r["status_code"], want_flags, r["template_id"], len(r["message"]))  # fmt: skip
+        assert (framed.raw_partition[i], framed.raw_offset[i], framed.raw_index[i]) == (
+            r["raw_partition"], r["raw_offset"], r["raw_index"])  # fmt: skip
+    # within a session, event-time order; sessions in order of their first line in time
+    # (the structlog lines' time, 10:00:00.000000, is the earliest)
+    assert [r["message"] for r in records] == ["hello", "hello", "m22", "m333", "m1"]
+    assert [r["raw_index"] for r in records[:2]] == [0, 1]

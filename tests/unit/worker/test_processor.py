@@ -181,3 +181,125 @@ def test_quiet_lines_of_logs_sessions_never_become_dicts(monkeypatch: pytest.Mon
     out = proc.handle(settings.sessions_topic, 0, 100, encode_sessions([boom]))
     assert len(out.curated["s4"]) == 21  # its session's 20 quiet lines and the error, decoded when kept
     assert set(calls) == {row["raw_offset"] for row in out.curated["s4"]}  # only the lines kept
+
+
+def _framed_workload(seed: int) -> list[bytes]:
+    """A workload as ingest frames it: single-line raw messages from 4 raw partitions, many sessions
+    a message, with security flags and timeout attributes on some lines."""
+    from pipeline.ingest.stage import IngestStage, RawMessage
+    from pipeline.ops.workload import generate
+    from pipeline.wire.raw import RawDecoder
+
+    work = generate(sessions=80, requests_per_session=6, seed=seed)
+    raw = []
+    for i, line in enumerate(work.lines):
+        line = dict(line)
+        if i % 97 == 0:
+            line["attributes"] = {**line.get("attributes", {}), "timeout": "1"}  # type: ignore[dict-item]
+        raw.append(RawMessage("logs.raw", i % 4, i // 4, None, orjson.dumps(line)))
+    stage = IngestStage(RawDecoder(1 << 20), partitions=1, max_lines_per_message=300)
+    return [v for start in range(0, len(raw), 500) for v in stage.route(raw[start : start + 500]).values[0]]
+
+
+def test_framed_messages_emit_what_the_same_lines_unframed_do() -> None:
+    """Ingest frames each logs.sessions message with the engine's columns; the worker then decodes a
+    line only if it may matter. The same messages without their frame (read line by line, as
+    structs) give the same rows, statistics and counters, with rules of every kind in force."""
+    from pipeline.rules.compiled import RuleSet
+    from pipeline.rules.model import validate_rule
+    from pipeline.wire.sessions import body_of, is_framed
+
+    values = _framed_workload(seed=12)
+    assert all(is_framed(v) for v in values) and len(values) > 10
+    rules = RuleSet([
+        validate_rule({"id": "tag-cart", "match": {"all": [{"endpoint": "/api/cart"}]},
+                       "actions": {"tag": {"tags": ["cart"]}}}),
+        validate_rule({"id": "cap-user", "match": {"all": [{"message_regex": "^upstream"}]},
+                       "actions": {"capture": {"scope": "user", "lookback_s": 5, "follow_s": 5}}}),
+        validate_rule({"id": "keep-info", "match": {"all": [{"service": "checkout"}]},
+                       "actions": {"level": "INFO"}}),
+    ])  # fmt: skip
+    outputs = []
+    for framed in (True, False):
+        for with_rules in (True, False):
+            settings = Settings()
+            proc = RawProcessor(settings)
+            if with_rules:
+                proc.set_rules(rules)
+            rows: list[dict[str, object]] = []
+            stats: list[object] = []
+            for offset, value in enumerate(values):
+                out = proc.handle(settings.sessions_topic, 0, offset, value if framed else body_of(value))
+                assert not out.rejected
+                rows.extend(r for batch_rows in out.curated.values() for r in batch_rows)  # type: ignore[misc]
+                stats.extend(out.stats)
+            end = proc.tick(T0 * 2)
+            rows.extend(r for batch_rows in end.curated.values() for r in batch_rows)  # type: ignore[misc]
+            stats.extend(end.stats)
+            m = proc.stats()
+            outputs.append((_curated(rows), sorted(map(str, stats)), m.windows, m.buffered_bytes))
+    for with_rules in (0, 1):
+        f_rows, f_stats, f_m, f_bytes = outputs[with_rules]
+        p_rows, p_stats, p_m, _ = outputs[2 + with_rules]
+        assert len(f_rows) > 50 and f_rows == p_rows and f_stats == p_stats
+        assert (f_m.lines_in, f_m.lines_emitted, f_m.triggers, dict(f_m.by_reason)) == (
+            p_m.lines_in, p_m.lines_emitted, p_m.triggers, dict(p_m.by_reason))  # fmt: skip
+        assert f_bytes > 0
+    reasons = {reason for row in outputs[0][0] for reason in row[3].strip("[]").replace("'", "").split(", ")}
+    assert {"error", "latency", "timeout", "rule:cap-user", "rule:keep-info"} <= reasons
+    assert any("cart" in row[6] for row in outputs[0][0])
+
+
+def test_quiet_lines_of_a_frame_are_never_decoded() -> None:
+    """The frame's point: a line that cannot trigger, match a rule or be kept stays bytes; the lines
+    a trigger keeps are decoded when it fires, and no others."""
+    from pipeline.ingest.stage import IngestStage, RawMessage
+    from pipeline.wire.raw import RawDecoder
+
+    stage = IngestStage(RawDecoder(1 << 20), partitions=1)
+    settings = Settings()
+    proc = RawProcessor(settings)
+    shared = proc._windows.shared
+    decode = shared.decode_line
+    assert decode is not None
+    decoded: list[int] = []
+
+    def counted(line: bytes) -> dict[str, object]:
+        got = decode(line)
+        decoded.append(got["raw_offset"])
+        return got  # type: ignore[return-value]
+
+    shared.decode_line = counted  # type: ignore[assignment]
+    quiet = [
+        RawMessage("logs.raw", 0, i, None, orjson.dumps(
+            {**rec("DEBUG", f"step {i}", session=f"s{i % 5}"), "timestamp": T0 + i * 1000}))
+        for i in range(100)
+    ]  # fmt: skip
+    for start in range(0, 100, 25):
+        [value] = stage.route(quiet[start : start + 25]).values[0]
+        assert proc.handle(settings.sessions_topic, 0, start, value).curated == {}
+    assert decoded == [0]  # the first line of the one template ("step <*>") is learned; the rest are quiet
+    decoded.clear()
+    boom = {**rec("ERROR", "boom", session="s4"), "timestamp": T0 + 200_000}
+    [value] = stage.route([RawMessage("logs.raw", 0, 100, None, orjson.dumps(boom))]).values[0]
+    out = proc.handle(settings.sessions_topic, 0, 100, value)
+    assert len(out.curated["s4"]) == 21  # its session's 20 quiet lines and the error, decoded when kept
+    kept = [row["raw_offset"] for row in out.curated["s4"]]
+    assert set(decoded) == set(kept)  # only the lines kept; each buffered one once (the trigger's own
+    assert sorted(decoded)[:20] == sorted(kept)[:20]  # line is decoded for its id and its row too)
+
+
+def test_a_frame_with_a_line_ingest_did_not_write_is_dead_lettered() -> None:
+    from pipeline.wire.sessions import FramedLine, encode_framed
+
+    settings = Settings()
+    proc = RawProcessor(settings)
+    good = orjson.dumps({**normalize(rec("INFO", "fine")), "raw_topic": "logs.raw", "raw_partition": 0,
+                         "raw_offset": 1, "raw_index": 0})  # fmt: skip
+    lines: list[FramedLine] = [
+        ("s1", T0, "INFO", "svc", None, None, None, None, 0, "0123456789abcdef", 4, 0, 1, 0, good),
+        ("s1", T0 + 1, "ERROR", "svc", None, None, None, None, 0, "0123456789abcdef", 4, 0, 2, 0, b"{}"),
+    ]
+    out = proc.handle(settings.sessions_topic, 0, 7, encode_framed(lines, "timeout"))
+    [rej] = out.rejected
+    assert rej.error_type == "bad_sessions" and "not a logs.sessions line" in rej.reason
