@@ -73,6 +73,13 @@ def main() -> None:
             f"medians of {w.get('rounds', 1)} rounds, each round's ratio from back-to-back runs",
         ),
         (
+            "Worker's path in-process, framed logs.sessions messages (lines/s)",
+            fmt(w.get("processor_sessions_lines_per_s")),
+            f"the same messages unframed (each line validated and cut): "
+            f"{fmt(w.get('processor_sessions_unframed_lines_per_s'))}; framed / unframed "
+            f"{fmt(w.get('processor_sessions_framed_to_unframed_ratio'))} (alternated, medians of 4)",
+        ),
+        (
             "Worker throughput (JSON lines/s, Avro curated)",
             fmt(w.get("worker_curated_avro_lines_per_s")),
             f"ratio {fmt(w.get('worker_curated_avro_to_limit_ratio'))}; "

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from pipeline import engine
 from pipeline.engine.novelty import Catalog
 from pipeline.engine.templates import Templates
+from pipeline.ingest.stage import IngestStage, RawMessage
 from pipeline.kafka import ensure_topics
 from pipeline.ops.demo import start_child
 from pipeline.ops.workload import generate
@@ -34,7 +35,7 @@ from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
 from pipeline.wire.raw import RawDecoder, RawEncoder
-from pipeline.wire.sessions import decode_sessions, encode_sessions
+from pipeline.wire.sessions import body_of, decode_sessions, split_sessions
 from pipeline.worker.processor import RawProcessor, tune_gc, window_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -135,33 +136,40 @@ def bench_templates(lines: list[Any]) -> dict[str, float]:
     return out
 
 
+def framed_by_ingest(lines: list[Any], per_message: int) -> list[bytes]:
+    """logs.sessions values as ingest writes them (framed, up to `per_message` lines of many sessions),
+    from single-line raw messages of one raw partition: the real ingest stage, without Kafka."""
+    stage = IngestStage(RawDecoder(1 << 22), partitions=1, max_lines_per_message=per_message)
+    raw = [RawMessage("logs.raw", 0, i, None, orjson.dumps(rec)) for i, rec in enumerate(lines)]
+    step = 5 * per_message
+    return [v for i in range(0, len(raw), step) for v in stage.route(raw[i : i + step]).values[0]]
+
+
 def bench_processor_sessions(lines: list[Any]) -> dict[str, float]:
-    """The worker's own path in-process (logs.sessions values of ~1000 lines from many sessions, as
-    ingest writes them), with the template catalog on and off."""
-    templates = Templates()
-    recs = [
-        {**rec, "raw_topic": "logs.raw", "raw_partition": 0, "raw_offset": i, "raw_index": 0,
-         "template_id": templates.id_of(rec["message"])}
-        for i, rec in enumerate(lines)
-    ]  # fmt: skip
-    payloads = [encode_sessions(recs[i : i + 1000]) for i in range(0, len(recs), 1000)]
-    runs: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(4):  # on and off alternately: this VM drifts between minutes
-        for on in (True, False):
-            settings = Settings(templates=on)
+    """The worker's own path in-process (logs.sessions values of ~1000 lines from many sessions, framed
+    as ingest writes them), with the template catalog on and off; and the same values unframed (read
+    line by line, as structs), beside them."""
+    framed = framed_by_ingest(lines, 1000)
+    payloads = {"on": framed, "off": framed, "unframed": [body_of(v) for v in framed]}
+    runs: dict[str, list[float]] = {mode: [] for mode in payloads}
+    for _ in range(4):  # alternately: this VM drifts between minutes
+        for mode, values in payloads.items():
+            settings = Settings(templates=mode != "off")
             proc = RawProcessor(settings)
             gc.collect()
             t = time.perf_counter()
-            for offset, payload in enumerate(payloads):
+            for offset, payload in enumerate(values):
                 proc.handle(settings.sessions_topic, 0, offset, payload)
-            runs[on].append(rate(len(lines), time.perf_counter() - t))
+            runs[mode].append(rate(len(lines), time.perf_counter() - t))
             del proc
-    on, off = statistics.median(runs[True]), statistics.median(runs[False])
+    on, off, unframed = (statistics.median(runs[mode]) for mode in ("on", "off", "unframed"))
     return {
         "processor_sessions_lines_per_s": on,
         "processor_sessions_no_templates_lines_per_s": off,
         "processor_sessions_templates_ratio": on / off,
         "processor_sessions_templates_us_per_line": (1 / on - 1 / off) * 1e6,
+        "processor_sessions_unframed_lines_per_s": unframed,
+        "processor_sessions_framed_to_unframed_ratio": on / unframed,
     }
 
 
@@ -283,12 +291,13 @@ def run_worker(settings: Settings, per_line: float, label: str) -> float:
 
 
 def baseline_decode(
-    settings: Settings, expect: int, group: str, decode: Callable[[bytes], object] = orjson.loads
+    settings: Settings, expect: int, group: str, decode: Callable[[bytes], object] | None = None
 ) -> float:
     """Messages/s of a plain consumer that reads the worker's input (logs.sessions) and decodes each
-    value: with orjson, the limit; with the worker's own validating decoder, what of the gap is
-    validation."""
-    return consume_rate(settings, settings.sessions_topic, expect, f"{settings.app_id}-{group}", decode)
+    value's lines: with orjson, the limit; with the worker's own validating decoder, what of the gap is
+    validation (a framed value's lines are its body: the frame saves the worker exactly this)."""
+    parse = decode or (lambda value: orjson.loads(body_of(value)))
+    return consume_rate(settings, settings.sessions_topic, expect, f"{settings.app_id}-{group}", parse)
 
 
 def bench_memory(lines: list[Any]) -> dict[str, float]:
@@ -300,23 +309,12 @@ def bench_memory(lines: list[Any]) -> dict[str, float]:
     worker keeps of it.
     """
     out: dict[str, float] = {}
-    templates = Templates()
     for label, per_session, sessions in (("line", 200, 20), ("idle_session", 1, 2000)):
-        recs = [
-            {
-                **rec,
-                "session_id": f"m{i % sessions}",
-                "raw_topic": "logs.raw",
-                "raw_partition": 0,
-                "raw_offset": i,
-                "raw_index": 0,
-                "template_id": templates.id_of(rec["message"]),  # as ingest writes the lines
-            }
-            for i, rec in enumerate(lines[: sessions * per_session])
-        ]
-        # messages of up to 500 lines, sessions interleaved, as ingest writes them
-        payloads = [encode_sessions(recs[i : i + 500]) for i in range(0, len(recs), 500)]
-        encoded = sum(len(orjson.dumps(r)) for r in recs) / len(recs)
+        sample = lines[: sessions * per_session]
+        recs = [{**rec, "session_id": f"m{i % sessions}"} for i, rec in enumerate(sample)]
+        # messages of up to 500 lines, sessions interleaved, framed as ingest writes them
+        payloads = framed_by_ingest(recs, 500)
+        encoded = sum(len(line) for v in payloads for line in split_sessions(v)) / len(recs)
         settings = Settings(lookback_s=10**6, key_budget_lps=1e9, global_budget_lps=1e9)
         gc.collect()
         tracemalloc.start()
