@@ -34,8 +34,9 @@ from pipeline.ops.workload import generate
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.types import session_key
+from pipeline.wire.frames import decode_framed, unframed
 from pipeline.wire.raw import RawDecoder, RawEncoder
-from pipeline.wire.sessions import body_of, decode_sessions, split_sessions
+from pipeline.wire.sessions import decode_sessions
 from pipeline.worker.processor import RawProcessor, tune_gc, window_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -150,7 +151,7 @@ def bench_processor_sessions(lines: list[Any]) -> dict[str, float]:
     as ingest writes them), with the template catalog on and off; and the same values unframed (read
     line by line, as structs), beside them."""
     framed = framed_by_ingest(lines, 1000)
-    payloads = {"on": framed, "off": framed, "unframed": [body_of(v) for v in framed]}
+    payloads = {"on": framed, "off": framed, "unframed": [unframed(v) for v in framed]}
     runs: dict[str, list[float]] = {mode: [] for mode in payloads}
     for _ in range(4):  # alternately: this VM drifts between minutes
         for mode, values in payloads.items():
@@ -296,7 +297,7 @@ def baseline_decode(
     """Messages/s of a plain consumer that reads the worker's input (logs.sessions) and decodes each
     value's lines: with orjson, the limit; with the worker's own validating decoder, what of the gap is
     validation (a framed value's lines are its body: the frame saves the worker exactly this)."""
-    parse = decode or (lambda value: orjson.loads(body_of(value)))
+    parse = decode or (lambda value: orjson.loads(decode_framed(value).columns.body or b""))
     return consume_rate(settings, settings.sessions_topic, expect, f"{settings.app_id}-{group}", parse)
 
 
@@ -314,7 +315,7 @@ def bench_memory(lines: list[Any]) -> dict[str, float]:
         recs = [{**rec, "session_id": f"m{i % sessions}"} for i, rec in enumerate(sample)]
         # messages of up to 500 lines, sessions interleaved, framed as ingest writes them
         payloads = framed_by_ingest(recs, 500)
-        encoded = sum(len(line) for v in payloads for line in split_sessions(v)) / len(recs)
+        encoded = sum(len(orjson.dumps(rec)) for rec in recs) / len(recs)  # a line as it came
         settings = Settings(lookback_s=10**6, key_budget_lps=1e9, global_budget_lps=1e9)
         gc.collect()
         tracemalloc.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol, TypedDict
@@ -147,6 +148,42 @@ class LineView(Protocol):
     def record(self) -> LogRecord: ...
 
 
+@dataclass(slots=True)
+class Origins:
+    """What the lines of a framed message do not carry themselves (ingest passes a raw value on as it
+    came, without writing ~140 bytes of origin into it): each line's origin in logs.raw, its template
+    id and, when the line had none, its observed time. A line's record is its own fields and these."""
+
+    raw_topic: list[str]
+    raw_partition: list[int]
+    raw_offset: list[int]
+    raw_index: list[int]
+    template_id: list[str]
+    observed: list[int | None]
+
+    def slice(self, a: int, b: int) -> Origins:
+        return Origins(
+            self.raw_topic[a:b],
+            self.raw_partition[a:b],
+            self.raw_offset[a:b],
+            self.raw_index[a:b],
+            self.template_id[a:b],
+            self.observed[a:b],
+        )
+
+    def complete(self, rec: LogRecord, pos: int) -> LogRecord:
+        """The record of line `pos` decoded from its own bytes, with what the frame says of it."""
+        rec["raw_topic"] = self.raw_topic[pos]
+        rec["raw_partition"] = self.raw_partition[pos]
+        rec["raw_offset"] = self.raw_offset[pos]
+        rec["raw_index"] = self.raw_index[pos]
+        rec["template_id"] = self.template_id[pos]
+        observed = self.observed[pos]
+        if observed is not None:
+            rec["observed_timestamp"] = observed
+        return rec
+
+
 # Bits of Columns.flags: what a trigger reads of a line's security flags and attributes, without them.
 FLAG_SECURITY = 1  # security_flags is not empty
 FLAG_TIMEOUT = 2  # the attributes hold the timeout attribute (Columns.timeout_attribute)
@@ -175,6 +212,8 @@ class Columns:
     timeout_attribute: str  # the attribute FLAG_TIMEOUT was computed for
     body: bytes | None = None
     ends: list[int] | None = None
+    origins: Origins | None = None  # beside body: what its lines do not carry themselves
+    decode: Callable[[bytes], LogRecord] | None = None  # beside body: one line of it as its record
     views: list[LineView] | None = None
     encoded: list[bytes] | None = None  # beside views: each line's encoded form, buffered instead
     idx: list[int] | None = None  # beside views: positions in the raw message when some were rejected

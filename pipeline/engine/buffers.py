@@ -10,7 +10,7 @@ from pipeline.engine.budget import Bucket, Suppressed
 from pipeline.engine.model import Trigger, WindowConfig, WindowMetrics
 from pipeline.engine.shared import Shared
 from pipeline.engine.stats import Stats
-from pipeline.types import LineView, LogRecord, RawLine
+from pipeline.types import LineView, LogRecord, Origins, RawLine
 
 # Bytes a buffered line costs beyond its message text when it is kept as its record dict (lines
 # handed over without their encoded form): the dict and its values, ~1.7 KB in all (measured by the
@@ -27,10 +27,11 @@ SWEEP_MARGIN_US = 10_000_000
 
 class Chunk:
     """The lines of one session from one message, buffered together: no object per line. Their
-    timestamps are a list; the lines themselves are either one slice of the message's encoded body
-    (`blob`, `ends` the end of each line in it: what the worker keeps of a framed logs.sessions
-    message), each line's encoded form (`data`), or their views (`recs`: records from logs.raw, or
-    while the message is processed). A line kept encoded is decoded again only when it is emitted."""
+    timestamps are a list; the lines themselves are one slice of the message's encoded body (`blob`,
+    `ends` the end of each line in it, `origins` what the lines do not carry: what the worker keeps
+    of a framed logs.sessions message), or each line's encoded form (`data`), or their views (`recs`:
+    records from logs.raw, or while the message is processed). A line kept encoded is decoded again
+    only when it is emitted."""
 
     __slots__ = (
         "blob",
@@ -44,6 +45,7 @@ class Chunk:
         "keys",
         "max_ts",
         "offset",
+        "origins",
         "recs",
         "start",
         "ts",
@@ -59,6 +61,7 @@ class Chunk:
         decode: Callable[[bytes], LogRecord] | None = None,
         blob: bytes | None = None,
         ends: list[int] | None = None,
+        origins: Origins | None = None,
     ) -> None:
         self.offset = offset
         self.ts = ts
@@ -67,6 +70,7 @@ class Chunk:
         self.data = data if decode is not None else None  # encoded lines, beside recs
         self.blob = blob if decode is not None else None
         self.ends = ends
+        self.origins = origins  # beside blob: what its lines do not carry themselves
         self.decode = decode
         # (endpoint, user_id, service) when every line has the same ones: captures skip the chunk
         # or take it whole without decoding its lines
@@ -105,7 +109,8 @@ class Chunk:
         if blob is not None:
             ends = self.ends
             assert ends is not None
-            return self.decode(blob[ends[pos - 1] + 1 if pos else 0 : ends[pos]])
+            rec = self.decode(blob[ends[pos - 1] + 1 if pos else 0 : ends[pos]])
+            return self.origins.complete(rec, pos) if self.origins is not None else rec
         assert self.data is not None
         return self.decode(self.data[pos])
 

@@ -77,8 +77,8 @@ class Engine:
                 f"columns flag timeouts by attribute {cols.timeout_attribute!r}, "
                 f"the engine by {self.config.timeout_attribute!r}"
             )
-        if cols.body is not None and self.shared.decode_line is None:
-            raise ValueError("an encoded body needs the engine's decode_line")
+        if cols.body is not None and cols.decode is None and self.shared.decode_line is None:
+            raise ValueError("an encoded body needs a line decoder")
         em = Emission()
         start = 0
         for key, count in zip(cols.keys, cols.counts, strict=True):
@@ -96,7 +96,9 @@ class Engine:
         if body is not None and ends is not None:
             base = ends[a - 1] + 1 if a else 1  # after the comma before the group's first line, or "["
             rel = [end - base for end in ends[a:b]]
-            return Chunk(offset, ts, None, None, None, decode, body[base : ends[b - 1]], rel)
+            origins = cols.origins.slice(a, b) if cols.origins is not None else None
+            blob = body[base : ends[b - 1]]
+            return Chunk(offset, ts, None, None, None, cols.decode or decode, blob, rel, origins)
         views = cols.views
         assert views is not None
         idx, encoded = cols.idx, cols.encoded

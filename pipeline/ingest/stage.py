@@ -1,5 +1,5 @@
-"""What ingest does to a batch of raw messages, without Kafka I/O: decode any shape, stamp each line
-with its origin, route it to the partition of its session (the Java client's murmur2, as the project's
+"""What ingest does to a batch of raw messages, without Kafka I/O: decode any shape, note each line's
+origin, route it to the partition of its session (the Java client's murmur2, as the project's
 publisher and Kafka Streams would), cut each partition's lines into canonical batches, and collect
 what could not be used for the dead-letter topic."""
 
@@ -15,8 +15,8 @@ from aiokafka.partitioner import murmur2
 from pipeline.engine.templates import Templates
 from pipeline.types import FLAG_SECURITY, FLAG_TIMEOUT, session_key
 from pipeline.wire.deadletter import Rejected, rejections
+from pipeline.wire.frames import FramedLine, encode_framed
 from pipeline.wire.raw import RawDecoder, batch_elements, canonical_object, good_positions
-from pipeline.wire.sessions import FramedLine, encode_framed, with_origin
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ cost ~1.2 us more per message (~7%)
@@ -94,13 +94,12 @@ class IngestStage:
             ts_us = msg.timestamp_ms * 1000 if msg.timestamp_ms and msg.timestamp_ms > 0 else None
             value = msg.value
             # Fast path: one canonical JSON object (kcat, most shippers' canonical output), validated
-            # in C and passed on as the bytes it came in, its origin written in front.
+            # in C and passed on as the bytes it came in.
             item = canonical_object(value) if value and len(value) <= max_bytes else None
             if value and item is not None and (item.observed_timestamp or _OBSERVED not in value):
                 observed = None if item.observed_timestamp is not None else ts_us or item.timestamp
                 message = item.message
                 tid = templates.id_of(message)  # stateless per-line work: here, not in the worker
-                line = with_origin(value, msg.topic, msg.partition, msg.offset, observed, tid)
                 key = _session_key(item)
                 part = partition_of(key)
                 batch = pending.get(part)
@@ -110,9 +109,10 @@ class IngestStage:
                 flags = (FLAG_SECURITY if item.security_flags else 0) | (
                     FLAG_TIMEOUT if attrs and attribute in attrs else 0
                 )
+                # the value goes on as it came: its origin, template and observed time are columns
                 batch.append((key, item.timestamp, item.level, item.service, item.endpoint, item.user_id,
-                              item.latency_ms, item.status_code, flags, tid, len(message), msg.partition,
-                              msg.offset, 0, line))  # fmt: skip
+                              item.latency_ms, item.status_code, flags, tid, len(message), msg.topic,
+                              msg.partition, msg.offset, 0, observed, value))  # fmt: skip
                 fast += 1
                 if len(batch) >= self.max_lines:
                     self._flush(out, part, batch)
@@ -126,12 +126,7 @@ class IngestStage:
                     self.dlq_by_type[rej.error_type] = self.dlq_by_type.get(rej.error_type, 0) + 1
             positions = good_positions(records, errors) if errors else range(len(records))
             for rec, index in zip(records, positions, strict=True):
-                full: dict[str, Any] = rec  # type: ignore[assignment]
-                full["raw_topic"] = msg.topic
-                full["raw_partition"] = msg.partition
-                full["raw_offset"] = msg.offset
-                full["raw_index"] = index
-                tid = full["template_id"] = templates.id_of(rec["message"])
+                tid = templates.id_of(rec["message"])
                 key = rec["session_id"] or session_key(rec)
                 part = partition_of(key)
                 batch = pending.get(part)
@@ -143,8 +138,8 @@ class IngestStage:
                 )
                 batch.append((key, rec["timestamp"], rec["level"], rec.get("service") or "",
                               rec.get("endpoint"), rec.get("user_id"), rec.get("latency_ms"),
-                              rec.get("status_code"), flags, tid, len(rec["message"]), msg.partition,
-                              msg.offset, index, orjson.dumps(full)))  # fmt: skip
+                              rec.get("status_code"), flags, tid, len(rec["message"]), msg.topic,
+                              msg.partition, msg.offset, index, None, orjson.dumps(rec)))  # fmt: skip
                 if len(batch) >= self.max_lines:
                     self._flush(out, part, batch)
                     pending[part] = []

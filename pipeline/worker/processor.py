@@ -14,9 +14,10 @@ from pipeline.rules.compiled import RuleSet
 from pipeline.settings import Settings
 from pipeline.types import CuratedRecord, LineView, LogRecord
 from pipeline.wire.deadletter import Rejected, rejections
+from pipeline.wire.frames import decode_framed, is_framed, unframed
 from pipeline.wire.raw import RawDecoder, batch_elements, good_positions
 from pipeline.wire.registry import from_settings as registry_from_settings
-from pipeline.wire.sessions import decode_framed, decode_line, decode_lines, is_framed, split_sessions
+from pipeline.wire.sessions import decode_line, decode_lines, split_sessions
 from pipeline.worker.dedup import OriginDedup
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,9 @@ class RawProcessor:
             if is_framed(value):
                 assert value is not None
                 framed = decode_framed(value)
+                origins = framed.origins
                 kept = self.dedup.keep_origins(
-                    partition, framed.raw_partition, framed.raw_offset, framed.raw_index
+                    partition, origins.raw_partition, origins.raw_offset, origins.raw_index
                 )
                 if kept is None and framed.columns.timeout_attribute == self.timeout_attribute:
                     # A line is decoded only when it may matter, so a line ingest did not write (the
@@ -156,7 +158,9 @@ class RawProcessor:
                     # what the engine did with the lines before it stays done.
                     windows = self._windows
                     return windows.process_columns(topic, partition, offset, framed.columns, replay), []
-                lines = decode_lines(value)  # rare: see below, or flags computed for another attribute
+                # rare: repeats to drop (see below), or flags computed for another attribute
+                value = unframed(value)
+                lines = decode_lines(value)
             else:
                 lines = decode_lines(value)
                 kept = self.dedup.keep(partition, lines)

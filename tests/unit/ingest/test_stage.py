@@ -120,7 +120,7 @@ def test_each_message_is_framed_with_columns_that_agree_with_its_lines() -> None
     """The worker reads the frame instead of the lines, so every column must say what the line says:
     by the fast path (a canonical object) and the lenient one (another shape), flags included."""
     from pipeline.types import FLAG_SECURITY, FLAG_TIMEOUT
-    from pipeline.wire.sessions import decode_framed, is_framed
+    from pipeline.wire.frames import decode_framed, is_framed
 
     t = T_MS * 1000
     lines = [
@@ -155,7 +155,8 @@ def test_each_message_is_framed_with_columns_that_agree_with_its_lines() -> None
                 cols.size[i]) == (
             r["timestamp"], r["level"], r["service"], r["endpoint"], r["user_id"], r["latency_ms"],
             r["status_code"], want_flags, r["template_id"], len(r["message"]))  # fmt: skip
-        assert (framed.raw_partition[i], framed.raw_offset[i], framed.raw_index[i]) == (
+        origins = framed.origins
+        assert (origins.raw_partition[i], origins.raw_offset[i], origins.raw_index[i]) == (
             r["raw_partition"], r["raw_offset"], r["raw_index"])  # fmt: skip
     # within a session, event-time order; sessions in order of their first line in time
     # (the structlog lines' time, 10:00:00.000000, is the earliest)

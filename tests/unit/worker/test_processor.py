@@ -7,12 +7,13 @@ import pytest
 
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
-from pipeline.wire.raw import RawEncoder
+from pipeline.wire.raw import RawDecoder, RawEncoder
 from pipeline.wire.records import normalize
 from pipeline.wire.sessions import encode_sessions
 from pipeline.worker.processor import RawProcessor
 
 T0 = 1_790_000_000_000_000
+TID = "0123456789abcdef"
 
 
 def rec(level: str, msg: str, session: str = "s1") -> dict[str, object]:
@@ -207,7 +208,7 @@ def test_framed_messages_emit_what_the_same_lines_unframed_do() -> None:
     structs) give the same rows, statistics and counters, with rules of every kind in force."""
     from pipeline.rules.compiled import RuleSet
     from pipeline.rules.model import validate_rule
-    from pipeline.wire.sessions import body_of, is_framed
+    from pipeline.wire.frames import is_framed, unframed
 
     values = _framed_workload(seed=12)
     assert all(is_framed(v) for v in values) and len(values) > 10
@@ -229,7 +230,7 @@ def test_framed_messages_emit_what_the_same_lines_unframed_do() -> None:
             rows: list[dict[str, object]] = []
             stats: list[object] = []
             for offset, value in enumerate(values):
-                out = proc.handle(settings.sessions_topic, 0, offset, value if framed else body_of(value))
+                out = proc.handle(settings.sessions_topic, 0, offset, value if framed else unframed(value))
                 assert not out.rejected
                 rows.extend(r for batch_rows in out.curated.values() for r in batch_rows)  # type: ignore[misc]
                 stats.extend(out.stats)
@@ -250,26 +251,24 @@ def test_framed_messages_emit_what_the_same_lines_unframed_do() -> None:
     assert any("cart" in row[6] for row in outputs[0][0])
 
 
-def test_quiet_lines_of_a_frame_are_never_decoded() -> None:
+def test_quiet_lines_of_a_frame_are_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The frame's point: a line that cannot trigger, match a rule or be kept stays bytes; the lines
     a trigger keeps are decoded when it fires, and no others."""
     from pipeline.ingest.stage import IngestStage, RawMessage
-    from pipeline.wire.raw import RawDecoder
+    from pipeline.wire import frames
 
     stage = IngestStage(RawDecoder(1 << 20), partitions=1)
     settings = Settings()
     proc = RawProcessor(settings)
-    shared = proc._windows.shared
-    decode = shared.decode_line
-    assert decode is not None
-    decoded: list[int] = []
+    decoded: list[str] = []
+    bare_line = frames.bare_line
 
     def counted(line: bytes) -> dict[str, object]:
-        got = decode(line)
-        decoded.append(got["raw_offset"])
+        got = bare_line(line)
+        decoded.append(got["message"])
         return got  # type: ignore[return-value]
 
-    shared.decode_line = counted  # type: ignore[assignment]
+    monkeypatch.setattr(frames, "bare_line", counted)
     quiet = [
         RawMessage("logs.raw", 0, i, None, orjson.dumps(
             {**rec("DEBUG", f"step {i}", session=f"s{i % 5}"), "timestamp": T0 + i * 1000}))
@@ -278,28 +277,27 @@ def test_quiet_lines_of_a_frame_are_never_decoded() -> None:
     for start in range(0, 100, 25):
         [value] = stage.route(quiet[start : start + 25]).values[0]
         assert proc.handle(settings.sessions_topic, 0, start, value).curated == {}
-    assert decoded == [0]  # the first line of the one template ("step <*>") is learned; the rest are quiet
+    assert decoded == ["step 0"]  # the first line of the one template ("step <*>") is learned; the rest quiet
     decoded.clear()
     boom = {**rec("ERROR", "boom", session="s4"), "timestamp": T0 + 200_000}
     [value] = stage.route([RawMessage("logs.raw", 0, 100, None, orjson.dumps(boom))]).values[0]
     out = proc.handle(settings.sessions_topic, 0, 100, value)
     assert len(out.curated["s4"]) == 21  # its session's 20 quiet lines and the error, decoded when kept
-    kept = [row["raw_offset"] for row in out.curated["s4"]]
-    assert set(decoded) == set(kept)  # only the lines kept; each buffered one once (the trigger's own
-    assert sorted(decoded)[:20] == sorted(kept)[:20]  # line is decoded for its id and its row too)
+    kept = [row["message"] for row in out.curated["s4"]]
+    # only the lines kept: each buffered one once, the trigger's own for its reasons, its id and its row
+    assert sorted(decoded) == sorted([*kept, "boom", "boom"])
 
 
 def test_a_frame_with_a_line_ingest_did_not_write_is_dead_lettered() -> None:
-    from pipeline.wire.sessions import FramedLine, encode_framed
+    from pipeline.wire.frames import FramedLine, encode_framed
 
     settings = Settings()
     proc = RawProcessor(settings)
-    good = orjson.dumps({**normalize(rec("INFO", "fine")), "raw_topic": "logs.raw", "raw_partition": 0,
-                         "raw_offset": 1, "raw_index": 0})  # fmt: skip
+    good = orjson.dumps(normalize(rec("INFO", "fine")))
     lines: list[FramedLine] = [
-        ("s1", T0, "INFO", "svc", None, None, None, None, 0, "0123456789abcdef", 4, 0, 1, 0, good),
-        ("s1", T0 + 1, "ERROR", "svc", None, None, None, None, 0, "0123456789abcdef", 4, 0, 2, 0, b"{}"),
-    ]
+        ("s1", T0, "INFO", "svc", None, None, None, None, 0, TID, 4, "logs.raw", 0, 1, 0, None, good),
+        ("s1", T0 + 1, "ERROR", "svc", None, None, None, None, 0, TID, 4, "logs.raw", 0, 2, 0, None, b"{}"),
+    ]  # fmt: skip
     out = proc.handle(settings.sessions_topic, 0, 7, encode_framed(lines, "timeout"))
     [rej] = out.rejected
     assert rej.error_type == "bad_sessions" and "not a logs.sessions line" in rej.reason

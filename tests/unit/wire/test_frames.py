@@ -1,0 +1,106 @@
+"""The framed logs.sessions value: the engine's columns and the lines' origins in a header, the lines
+as they came behind it; a header that does not fit its lines is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import orjson
+import pytest
+
+from pipeline.errors import DecodeError
+from pipeline.wire.frames import FramedLine, decode_framed, encode_framed, framed_records, is_framed, unframed
+from pipeline.wire.sessions import decode_sessions
+
+T0 = 1_790_000_000_000_000
+TID = "0123456789abcdef"
+
+
+def _framed_line(key: str, ts: int, offset: int, topic: str = "logs.raw", observed: int | None = None,
+                 **fields: object) -> FramedLine:  # fmt: skip
+    rec = {"timestamp": ts, "service": "svc", "level": "INFO", "message": f'say "{offset}"', **fields}
+    return (key, ts, str(rec["level"]), "svc", fields.get("endpoint"), fields.get("user_id"),  # type: ignore[return-value]
+            fields.get("latency_ms"), fields.get("status_code"), 0, TID, len(str(rec["message"])), topic, 3,
+            offset, 0, observed, orjson.dumps(rec))  # fmt: skip
+
+
+def test_a_frame_carries_the_columns_of_its_lines_grouped_by_session() -> None:
+    lines = [
+        _framed_line("a", T0, 1, endpoint="/x", latency_ms=5.0),
+        _framed_line("b", T0 + 1, 2, level="ERROR", user_id="u", status_code=504),
+        _framed_line("a", T0 + 2, 3, endpoint="/y"),
+    ]
+    value = encode_framed(lines, "timeout")
+    assert is_framed(value) and not is_framed(lines[0][-1])
+    framed = decode_framed(value)
+    cols = framed.columns
+    assert (cols.keys, cols.counts) == (["a", "b"], [2, 1])  # a's lines first, in order
+    assert cols.timestamp == [T0, T0 + 2, T0 + 1] and framed.origins.raw_offset == [1, 3, 2]
+    assert cols.level == ["INFO", "INFO", "ERROR"] and cols.endpoint == ["/x", "/y", None]
+    assert cols.user_id == [None, None, "u"] and cols.status_code == [None, None, 504]
+    assert cols.latency_ms == [5.0, None, None] and cols.size == [7, 7, 7]
+    assert cols.template_id == [TID] * 3 and cols.timeout_attribute == "timeout"
+    # each line's end in the body, and each slice is the line as it came
+    body = cols.body
+    assert body is not None and cols.ends is not None
+    starts = [1] + [e + 1 for e in cols.ends[:-1]]
+    assert [body[s:e] for s, e in zip(starts, cols.ends, strict=True)] == [
+        lines[0][-1], lines[2][-1], lines[1][-1]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("observed", [None, T0 + 5])
+def test_a_lines_record_is_its_own_fields_and_what_the_header_says(observed: int | None) -> None:
+    lines = [
+        _framed_line("a", T0, 7, observed=observed),
+        _framed_line("a", T0 + 1, 8, 'odd "topic"', observed),
+    ]
+    value = encode_framed(lines, "timeout")
+    got = decode_sessions(value)
+    assert got == framed_records(value)
+    assert [(r["raw_topic"], r["raw_partition"], r["raw_offset"], r["raw_index"]) for r in got] == [
+        ("logs.raw", 3, 7, 0),
+        ('odd "topic"', 3, 8, 0),
+    ]
+    for rec in got:
+        assert rec["message"].startswith("say ") and rec["template_id"] == TID
+        assert rec["observed_timestamp"] == observed and rec["severity_number"] == 9
+    # unframed, the same records (each with its origin written in), in the same order
+    assert decode_sessions(unframed(value)) == got
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda v: v[:12],  # the header cut short
+        lambda v: v[:-1],  # the body's last byte missing: the ends no longer fit
+        lambda v: v + b" ",  # a byte more
+        lambda v: v[:4] + b"\x7f" + v[5:],  # a header length far beyond the value
+    ],
+)
+def test_a_frame_that_does_not_fit_its_lines_is_refused(damage: Callable[[bytes], bytes]) -> None:
+    value = encode_framed([_framed_line("a", T0, 1), _framed_line("a", T0 + 1, 2)], "timeout")
+    with pytest.raises(DecodeError) as info:
+        decode_framed(damage(value))
+    assert info.value.error_type == "bad_sessions"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        (1, [1], "do not fit"),  # counts: one line short of the columns
+        (5, [0, 9], "out of range"),  # a service index beyond the strings
+        (13, [0, 9], "out of range"),  # a raw topic index beyond the strings
+        (18, [3, 2], "do not fit"),  # ends going backwards
+        (4, [2, 9], "not a logs.sessions frame"),  # a level index beyond FATAL
+    ],
+)
+def test_a_frame_whose_header_contradicts_itself_is_refused(field: int, value: object, why: str) -> None:
+    framed = encode_framed([_framed_line("a", T0, 1), _framed_line("a", T0 + 1, 2)], "timeout")
+    size = int.from_bytes(framed[4:8], "big")
+    header = msgspec.msgpack.decode(framed[8 : 8 + size])
+    header[field] = value
+    head = msgspec.msgpack.encode(header)
+    with pytest.raises(DecodeError, match=why):
+        decode_framed(framed[:4] + len(head).to_bytes(4, "big") + head + framed[8 + size :])
