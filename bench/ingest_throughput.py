@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 from common import bench_broker, consume_rate, machine
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from tqdm import tqdm
 
 from pipeline.kafka import ensure_topics
@@ -39,6 +39,11 @@ from pipeline.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"ingest_to_limit_ratio": 0.5, "worker_lines_per_s": 150_000, "pipeline_lines_per_s": 50_000}
 PODS = [f"pod-{i}" for i in range(8)]
+COORDINATOR_NOT_READY = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
 
 PEER = """
 import sys, time
@@ -144,7 +149,13 @@ def timed(settings: Settings, group: str, topic: str, label: str, children: list
             for child in children:
                 child.check()
             goal = target() if callable(target) else target
-            got = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+            try:
+                got = sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+            except KafkaException as exc:  # a broker just started may not have a coordinator yet
+                if exc.args[0].code() not in COORDINATOR_NOT_READY:
+                    raise
+                time.sleep(0.5)
+                continue
             bar.total = goal
             bar.update(got - bar.n)
             now = time.perf_counter()

@@ -161,16 +161,6 @@ class Origins:
     template_id: list[str]
     observed: list[int | None]
 
-    def slice(self, a: int, b: int) -> Origins:
-        return Origins(
-            self.raw_topic[a:b],
-            self.raw_partition[a:b],
-            self.raw_offset[a:b],
-            self.raw_index[a:b],
-            self.template_id[a:b],
-            self.observed[a:b],
-        )
-
     def complete(self, rec: LogRecord, pos: int) -> LogRecord:
         """The record of line `pos` decoded from its own bytes, with what the frame says of it."""
         rec["raw_topic"] = self.raw_topic[pos]
@@ -192,7 +182,7 @@ FLAG_TIMEOUT = 2  # the attributes hold the timeout attribute (Columns.timeout_a
 @dataclass(slots=True)
 class Columns:
     """The lines of one message, field by field, grouped by session: what the window engine's per-line
-    loop reads. Ingest writes these columns beside each canonical message (pipeline/wire/sessions.py),
+    loop reads. Ingest writes these columns beside each canonical message (pipeline/wire/frames.py),
     so the worker neither validates nor cuts the lines it only buffers: 0.5 us a line against 2.6-3.7
     for the structs and the cut (measured on 1000-line messages). The lines themselves are `body` (a
     JSON array, `ends` the end of each line in it) or, for lines decoded another way, `views`."""

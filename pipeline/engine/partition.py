@@ -94,11 +94,11 @@ class Engine:
         decode = self.shared.decode_line
         body, ends = cols.body, cols.ends
         if body is not None and ends is not None:
-            base = ends[a - 1] + 1 if a else 1  # after the comma before the group's first line, or "["
-            rel = [end - base for end in ends[a:b]]
-            origins = cols.origins.slice(a, b) if cols.origins is not None else None
-            blob = body[base : ends[b - 1]]
-            return Chunk(offset, ts, None, None, None, cols.decode or decode, blob, rel, origins)
+            lead = ends[a - 1] + 1 if a else 1  # after the comma before the group's first line, or "["
+            blob = body[lead : ends[b - 1]]
+            return Chunk(
+                offset, ts, None, None, None, cols.decode or decode, blob, ends, cols.origins, a, lead
+            )
         views = cols.views
         assert views is not None
         idx, encoded = cols.idx, cols.encoded

@@ -104,3 +104,30 @@ def test_a_frame_whose_header_contradicts_itself_is_refused(field: int, value: o
     head = msgspec.msgpack.encode(header)
     with pytest.raises(DecodeError, match=why):
         decode_framed(framed[:4] + len(head).to_bytes(4, "big") + head + framed[8 + size :])
+
+
+def test_the_engine_buffers_each_sessions_lines_of_a_frame_as_one_slice_with_their_records() -> None:
+    from pipeline.engine.buffers import COMPACT_OVERHEAD
+    from pipeline.engine.hindsight import Hindsight
+    from pipeline.engine.model import WindowConfig
+
+    # three sessions, the middle one's lines neither first nor last in the body
+    lines = [_framed_line(key, T0 + i, i, observed=T0 + 9 if i == 4 else None)
+             for i, key in enumerate("abcbabcc")]  # fmt: skip
+    value = encode_framed(lines, "timeout")
+    expected = framed_records(value)
+    windows = Hindsight(WindowConfig())
+    windows.process_columns("logs.sessions", 0, 7, decode_framed(value).columns)
+    sessions = windows.engine("logs.sessions", 0).sessions
+    assert list(sessions) == ["a", "b", "c"]
+    seen = []
+    for st in sessions.values():
+        (chunk,) = st.buf
+        assert chunk.recs is None and chunk.blob is not None  # sealed: one slice, no object per line
+        for pos in range(chunk.count):
+            rec = chunk.rec(pos)
+            seen.append(rec)
+            assert chunk.size(pos) == len(lines[rec["raw_offset"]][-1]) + COMPACT_OVERHEAD
+    assert [r["raw_offset"] for r in seen] == [0, 4, 1, 3, 5, 2, 6, 7]
+    assert seen == expected  # each line with its own origin and observed time
+    assert seen[1]["observed_timestamp"] == T0 + 9 and seen[0]["observed_timestamp"] is None
