@@ -163,14 +163,14 @@ def bench_processor_sessions(lines: list[Any]) -> dict[str, float]:
                 proc.handle(settings.sessions_topic, 0, offset, payload)
             runs[mode].append(rate(len(lines), time.perf_counter() - t))
             del proc
-    on, off, unframed = (statistics.median(runs[mode]) for mode in ("on", "off", "unframed"))
+    on, off, plain = (statistics.median(runs[mode]) for mode in ("on", "off", "unframed"))
     return {
         "processor_sessions_lines_per_s": on,
         "processor_sessions_no_templates_lines_per_s": off,
         "processor_sessions_templates_ratio": on / off,
         "processor_sessions_templates_us_per_line": (1 / on - 1 / off) * 1e6,
-        "processor_sessions_unframed_lines_per_s": unframed,
-        "processor_sessions_framed_to_unframed_ratio": on / unframed,
+        "processor_sessions_unframed_lines_per_s": plain,
+        "processor_sessions_framed_to_unframed_ratio": on / plain,
     }
 
 
