@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, KafkaError
 
+from pipeline.ingest.service import FETCH_CONFIG
 from pipeline.ops.stack import LocalBroker
 from pipeline.settings import Settings
 
@@ -55,7 +56,7 @@ def consume_rate(
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
-            "fetch.max.bytes": 52_428_800,
+            **FETCH_CONFIG,  # fetches as large as ingest's: the limit is the best a plain consumer does
         }
     )
     consumer.subscribe([topic])

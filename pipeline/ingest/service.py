@@ -30,6 +30,16 @@ from pipeline.wire.shapes import FieldMap
 log = logging.getLogger(__name__)
 
 
+# Large fetches and a deep prefetch queue: single-line messages of ~300 bytes come by the hundred
+# thousand a second, and librdkafka's defaults (1 MB per partition fetch) leave consume(n) waiting.
+# The ingest benchmark's limit (a plain consumer) uses the same.
+FETCH_CONFIG = {
+    "fetch.max.bytes": 64 * 1_048_576,
+    "max.partition.fetch.bytes": 8 * 1_048_576,
+    "queued.max.messages.kbytes": 256 * 1024,
+}
+
+
 def field_map(settings: Settings) -> FieldMap:
     return FieldMap(settings.ingest_field_map, settings.ingest_defaults, settings.ingest_presets)
 
@@ -58,9 +68,7 @@ class Ingest:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": int(settings.ingest_session_timeout_s * 1000),
                 "heartbeat.interval.ms": int(settings.ingest_session_timeout_s * 1000 / 5),
-                "fetch.max.bytes": 64 * 1_048_576,
-                "max.partition.fetch.bytes": 8 * 1_048_576,
-                "queued.max.messages.kbytes": 256 * 1024,
+                **FETCH_CONFIG,
             }
         )
         self.stage = IngestStage(self.decoder, self._partitions(), settings.ingest_lines_per_message)
