@@ -111,7 +111,13 @@ class Hindsight:
             kind = ev["kind"]
             own = ev["origin"] == shared.origin
             if kind == "auth":
-                if shared.shared_auth_failure(ev["user"], ev["ts"], ev["ref"]) and own:
+                ref = ev["ref"]
+                fired = shared.shared_auth_failure(ev["user"], ev["ts"], ref)
+                # A repeat of a failure that completed a count fires too: the process that died
+                # after the log decided it may never have committed its line, so the next owner's
+                # rebuild (and refire) stops before it and the line comes to it live. fire_reported
+                # forgets the ref, so a later repeat is nothing.
+                if own and (fired or ref in shared.auth_fired):
                     eng = self.engines.get((ev["topic"], ev["partition"]))
                     if eng is not None:
                         eng.fire_reported(ev["ref"], em)

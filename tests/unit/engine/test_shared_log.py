@@ -240,3 +240,43 @@ def test_a_count_completed_before_the_owner_died_fires_again_after_its_rebuild()
     follow = line(20, "s9", "A")
     em = b.process_message("logs.raw", 0, 6, [follow], None, False, encode([follow]) if compact else None)
     assert [r["message"] for rows in em.curated.values() for r in rows] == [follow["message"]]
+
+
+def test_a_count_completed_on_lines_the_dead_owner_never_committed_fires_when_they_come_again() -> None:
+    """A completed a user's count (the log says so) with lines it never committed, then died: the next
+    owner rebuilds only up to the committed offset, so refire cannot find them; they come to it live
+    and its own reports of them are repeats the count ignores. The log's decision fires all the same,
+    with the session's lookback (what the fault test lost: a whole auth_failures lookback)."""
+    fail = {"status_code": 401, "user_id": "u3", "endpoint": "/login"}
+    past = [line(1, "s7", "A"), line(1.5, "s7", "A"), *(line(2 + i, "s7", "A", **fail) for i in range(5))]
+    compact = MODE["buffers"] == "encoded"
+
+    def feed(hs: Hindsight, offset: int, rec: LogRecord, replay: bool) -> list[Any]:
+        encoded = encode([rec]) if compact else None
+        em = hs.process_message("logs.raw", 0, offset, [rec], None, replay, encoded)
+        return [r for rows in em.curated.values() for r in rows]
+
+    a = Hindsight(CFG, decode if compact else None, origin="A")
+    for offset, rec in enumerate(past):
+        feed(a, offset, rec, False)
+    log = [{**ev, "origin": "A"} for ev in a.take_outbox()]
+    assert [ev["kind"] for ev in log if ev["kind"] == "auth"] == ["auth"] * 5  # A dies before reading it
+    committed = 4  # A committed offsets 0-3: two plain lines and two failures
+    b = Hindsight(CFG, decode if compact else None, origin="B")
+    out = [r for rows in b.apply_shared(log).curated.values() for r in rows]
+    for offset, rec in enumerate(past[:committed]):
+        out += feed(b, offset, rec, True)
+    out += [r for rows in b.refire("logs.raw", 0).curated.values() for r in rows]
+    assert out == []  # the failure that completed the count is not among the rebuilt lines
+    for offset, rec in enumerate(past[committed:], committed):
+        out += feed(b, offset, rec, False)
+    again = [{**ev, "origin": "B"} for ev in b.take_outbox() if ev["kind"] == "auth"]
+    # the rebuilt failures and the live ones, reported again: all repeats for the count
+    assert [ev["ref"] for ev in again] == [ev["ref"] for ev in log if ev["kind"] == "auth"]
+    fired = b.apply_shared(again)
+    out += [r for rows in fired.curated.values() for r in rows]
+    assert sorted({r["message"] for r in out}) == sorted(r["message"] for r in past)
+    assert {tuple(r["trigger_reasons"]) for r in out if r["message"] == "s7 A @1"} == {("auth_failures",)}
+    assert len({r["trigger_id"] for r in out if "auth_failures" in r["trigger_reasons"]}) == 1
+    follow = line(9, "s7", "A")
+    assert [r["message"] for r in feed(b, len(past), follow, False)] == [follow["message"]]
