@@ -112,15 +112,15 @@ class Hindsight:
             own = ev["origin"] == shared.origin
             if kind == "auth":
                 ref = ev["ref"]
-                fired = shared.shared_auth_failure(ev["user"], ev["ts"], ref)
-                # A repeat of a failure that completed a count fires too: the process that died
-                # after the log decided it may never have committed its line, so the next owner's
-                # rebuild (and refire) stops before it and the line comes to it live. fire_reported
-                # forgets the ref, so a later repeat is nothing.
-                if own and (fired or ref in shared.auth_fired):
+                shared.shared_auth_failure(ev["user"], ev["ts"], ref)
+                # Fires when this failure completed a count, and on a repeat of one that did
+                # (auth_fired holds both): the process that died after the log decided it may never
+                # have committed its line, so the next owner's rebuild (and refire) stops before it
+                # and the line comes to it live. fire_reported forgets the ref: a later repeat is nothing.
+                if own and ref in shared.auth_fired:
                     eng = self.engines.get((ev["topic"], ev["partition"]))
                     if eng is not None:
-                        eng.fire_reported(ev["ref"], em)
+                        eng.fire_reported(ref, em)
             elif own:
                 continue  # applied here when it happened
             elif kind == "capture":
