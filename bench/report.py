@@ -49,9 +49,9 @@ def main() -> None:
         (
             "Ingest, single-line JSON messages (lines/s, one process)",
             fmt(ing.get("ingest_lines_per_s")),
-            f"limit: plain consume + parse {fmt(ing.get('limit_consume_parse_lines_per_s'))} (the higher of "
-            f"a run before and one after ingest); ratio "
-            f"{fmt(ing.get('ingest_to_limit_ratio'))} (target 0.5); mixed shapes "
+            f"limit: plain consume + parse {fmt(ing.get('limit_consume_parse_lines_per_s'))} (median of "
+            f"runs between the ingest runs); ratio, median of each ingest run over the higher limit "
+            f"beside it: {fmt(ing.get('ingest_to_limit_ratio'))} (target 0.5); mixed shapes "
             f"{fmt(ing.get('ingest_mixed_shapes_lines_per_s'))}",
         ),
         (
