@@ -1,6 +1,7 @@
 """The ingest process: consume logs.raw in batches (confluent-kafka `consume(n)`), route through the
 IngestStage, produce canonical batches to logs.sessions and dead letters to logs.dlq, and commit the
-raw offsets only after Kafka acknowledged everything produced from them.
+raw offsets only after Kafka acknowledged everything produced from them. One poll is in flight at a
+time: the next poll is routed while its acknowledgements come, and produced only once it is settled.
 
 Delivery is at-least-once, and exact downstream: a crash between produce and commit makes the next
 owner of a raw partition produce the same lines again, with the same origin (raw partition, offset,
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.errors import BrokerUnavailable
-from pipeline.ingest.stage import IngestStage, RawMessage
+from pipeline.ingest.stage import IngestStage, RawMessage, Routed
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
@@ -38,6 +40,16 @@ FETCH_CONFIG = {
     "max.partition.fetch.bytes": 8 * 1_048_576,
     "queued.max.messages.kbytes": 256 * 1024,
 }
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One poll, routed: what to produce, and the raw offsets to commit once it is all acknowledged."""
+
+    routed: Routed
+    positions: dict[tuple[str, int], int]  # raw partition -> the offset to commit
+    starts: dict[tuple[str, int], int]  # raw partition -> its first offset in the poll
+    failed_before: int = 0  # delivery failures counted before it was produced
 
 
 def field_map(settings: Settings) -> FieldMap:
@@ -93,21 +105,46 @@ class Ingest:
         self.producer.flush(self.settings.request_timeout_s * 6)
 
     def run(self) -> None:
-        """Until stop(): poll, route, produce, flush, commit."""
+        """Until stop(): poll, route, produce, then (after routing the next poll) flush and commit."""
         settings = self.settings
         self.consumer.subscribe([settings.raw_topic], on_revoke=self._on_revoke)
         log.info("ingest ready group=%s raw=%s sessions=%s", settings.ingest_group, settings.raw_topic,
                  settings.sessions_topic)  # fmt: skip
+        # One batch in flight: its acknowledgements come while the next poll is routed, rather than
+        # with Python waiting in flush(). Waiting took 0.79 s of 7.3 for 600k single-line messages
+        # (~11%). The next batch is produced only after the one before it is settled, so a batch
+        # read again after a failure never follows lines produced from later offsets.
+        flight: _Batch | None = None
         try:
             while not self.stopping.is_set():
                 batch = self.consumer.consume(settings.ingest_batch, timeout=0.2)
-                if batch:
-                    self.handle(batch)
+                ready = self._route(batch) if batch else None
+                if flight is not None:
+                    flight_starts = flight.starts
+                    settled = self._settle(flight)
+                    flight = None
+                    if not settled:
+                        # the in-flight batch's partitions were moved back; `ready` was never produced,
+                        # so its other partitions go back to where it began, and all of it comes again
+                        if ready is not None:
+                            self._rewind(ready, but=flight_starts)
+                        continue
+                if ready is not None:
+                    self._send(ready)
+                    flight = ready
         finally:
+            if flight is not None:
+                self._settle(flight, wait=False)
             self.producer.flush(settings.request_timeout_s * 6)
             self.consumer.close()
 
     def handle(self, batch: list[Message]) -> None:
+        """One poll's messages, routed, produced and settled (flushed, then committed)."""
+        ready = self._route(batch)
+        self._send(ready)
+        self._settle(ready)
+
+    def _route(self, batch: list[Message]) -> _Batch:
         messages = []
         positions: dict[tuple[str, int], int] = {}
         starts: dict[tuple[str, int], int] = {}
@@ -124,33 +161,51 @@ class Ingest:
             messages.append(RawMessage(topic, partition, offset, stamp, msg.value(), msg.key()))
             positions[(topic, partition)] = offset + 1
             starts.setdefault((topic, partition), offset)
-        routed = self.stage.route(messages)
+        return _Batch(self.stage.route(messages), positions, starts)
+
+    def _send(self, ready: _Batch) -> None:
         settings = self.settings
         produce = self.producer.produce
-        for part, values in routed.values.items():
+        ready.failed_before = self.failed
+        for part, values in ready.routed.values.items():
             for value in values:
                 self._produce(produce, settings.sessions_topic, value, part)
-        for source, rej in routed.rejected:
+        for source, rej in ready.routed.rejected:
             headers: Any = dlq_headers(rej, source.topic, source.partition, source.offset)
             self._produce(produce, settings.dlq_topic, rej.payload, None, source.key, headers)
-        failed_before = self.failed
-        while self.producer.flush(5) and not self.stopping.is_set():
-            # Kafka is slow or away: hold on to this batch (back-pressure) rather than read more
-            log.warning("ingest waiting for Kafka to acknowledge pending=%s", len(self.producer))
-        if len(self.producer) or self.failed > failed_before:
+
+    def _settle(self, sent: _Batch, wait: bool = True) -> bool:
+        """Wait for Kafka to acknowledge a sent batch, then commit its offsets; if not all of it was
+        acknowledged, move the consumer back to the batch's first offsets and commit nothing.
+        `wait=False` (stopping): one bounded flush, and a commit only if it was all delivered."""
+        if wait:
+            while self.producer.flush(5) and not self.stopping.is_set():
+                # Kafka is slow or away: hold on to this batch (back-pressure) rather than read more
+                log.warning("ingest waiting for Kafka to acknowledge pending=%s", len(self.producer))
+        else:
+            self.producer.flush(self.settings.request_timeout_s * 6)
+        if len(self.producer) or self.failed > sent.failed_before:
             # not all acknowledged: commit nothing, read the batch again (the worker drops repeats)
             log.warning("ingest batch not delivered, reading it again error=%s", self._error)
-            for (t, p), first in starts.items():
-                self.consumer.seek(TopicPartition(t, p, first))
-            return
-        if positions:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            if wait:
+                self._rewind(sent)
+            return False
+        if sent.positions:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sent.positions.items()]
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
                 # a rebalance took the partitions: their next owner re-reads from the last commit and
                 # the worker drops the repeats (pipeline.worker.dedup)
                 log.warning("ingest commit refused error=%s", exc)
+        return True
+
+    def _rewind(self, batch: _Batch, but: dict[tuple[str, int], int] | None = None) -> None:
+        """Move the consumer back to the batch's first offsets, except on the partitions in `but`
+        (already moved back further, to an earlier batch's start)."""
+        for (t, p), first in batch.starts.items():
+            if but is None or (t, p) not in but:
+                self.consumer.seek(TopicPartition(t, p, first))
 
     def _produce(
         self,
