@@ -138,12 +138,6 @@ class Ingest:
             self.producer.flush(settings.request_timeout_s * 6)
             self.consumer.close()
 
-    def handle(self, batch: list[Message]) -> None:
-        """One poll's messages, routed, produced and settled (flushed, then committed)."""
-        ready = self._route(batch)
-        self._send(ready)
-        self._settle(ready)
-
     def _route(self, batch: list[Message]) -> _Batch:
         messages = []
         positions: dict[tuple[str, int], int] = {}
