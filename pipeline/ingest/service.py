@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.errors import BrokerUnavailable
-from pipeline.ingest.stage import IngestStage, RawMessage, Routed
+from pipeline.ingest.stage import IngestStage, Routed
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
@@ -139,23 +139,12 @@ class Ingest:
             self.consumer.close()
 
     def _route(self, batch: list[Message]) -> _Batch:
-        messages = []
-        positions: dict[tuple[str, int], int] = {}
-        starts: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("ingest consume error=%s", error)
-                continue
-            topic, partition = cast(str, msg.topic()), cast(int, msg.partition())
-            offset = cast(int, msg.offset())
-            kind, ts = msg.timestamp()
-            stamp = ts if kind else None  # kind 0: TIMESTAMP_NOT_AVAILABLE
-            messages.append(RawMessage(topic, partition, offset, stamp, msg.value(), msg.key()))
-            positions[(topic, partition)] = offset + 1
-            starts.setdefault((topic, partition), offset)
-        return _Batch(self.stage.route(messages), positions, starts)
+        # the stage reads the Messages in place (no copy per message) and notes the offsets
+        routed = self.stage.route(batch)
+        for error in routed.errors:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("ingest consume error=%s", error)
+        return _Batch(routed, routed.positions, routed.starts)
 
     def _send(self, ready: _Batch) -> None:
         settings = self.settings
@@ -165,8 +154,8 @@ class Ingest:
             for value in values:
                 self._produce(produce, settings.sessions_topic, value, part)
         for source, rej in ready.routed.rejected:
-            headers: Any = dlq_headers(rej, source.topic, source.partition, source.offset)
-            self._produce(produce, settings.dlq_topic, rej.payload, None, source.key, headers)
+            headers: Any = dlq_headers(rej, source.topic(), source.partition(), source.offset())
+            self._produce(produce, settings.dlq_topic, rej.payload, None, source.key(), headers)
 
     def _settle(self, sent: _Batch, wait: bool = True) -> bool:
         """Wait for Kafka to acknowledge a sent batch, then commit its offsets; if not all of it was

@@ -14,9 +14,10 @@ and cut every line (1000-line messages, same run)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, islice
+from itertools import accumulate, chain, islice
 from operator import itemgetter, lt
 from typing import Annotated, cast
 
@@ -77,45 +78,53 @@ FramedLine = tuple[
 
 def encode_framed(lines: Sequence[FramedLine], timeout_attribute: str) -> bytes:
     """Lines (in event-time order) as one framed value, grouped by session in order of each session's
-    first line, which is how the engine processes them anyway. ~1 us a line."""
-    groups: dict[str, list[FramedLine]] = {}
-    for line in lines:
-        group = groups.get(line[0])
-        if group is None:
-            groups[line[0]] = [line]
-        else:
-            group.append(line)
-    ordered = [line for group in groups.values() for line in group]
+    first line, which is how the engine processes them anyway. Every step per line is a C call (map,
+    itemgetter, a sort keyed by a list's __getitem__): ~0.6 us a line, against ~1 us with Python loops
+    and comprehensions (same run, 1000-line messages)."""
+    keys = list(dict.fromkeys(map(_first, lines)))  # the sessions, in order of their first line
+    if len(keys) == 1:
+        ordered: Sequence[FramedLine] = lines
+        counts = [len(lines)]
+    else:
+        rank = {key: i for i, key in enumerate(keys)}
+        ranks = list(map(rank.__getitem__, map(_first, lines)))
+        # a stable sort by session rank keeps each session's lines in the order they came (time)
+        ordered = itemgetter(*sorted(range(len(lines)), key=ranks.__getitem__))(lines)
+        tally = Counter(ranks)
+        counts = list(map(tally.__getitem__, range(len(keys))))
     (_, ts, level, service, endpoint, user, latency, status, flags, tid, size, topic, rp, ro, ri, observed,
      encoded) = zip(*ordered, strict=True)  # fmt: skip
-    strings: dict[str | None, int] = {}
-    index = strings.setdefault
+    strings = list(dict.fromkeys(chain(service, endpoint, user, tid, topic)))
+    index = {text: i for i, text in enumerate(strings)}.__getitem__
     header = _Header(
-        list(groups),
-        [len(group) for group in groups.values()],
-        [],
+        keys,
+        counts,
+        strings,
         list(ts),
-        [LEVEL_INDEX[name] for name in level],
-        [index(v, len(strings)) for v in service],
-        [index(v, len(strings)) for v in endpoint],
-        [index(v, len(strings)) for v in user],
-        [index(v, len(strings)) for v in tid],
+        list(map(LEVEL_INDEX.__getitem__, level)),
+        list(map(index, service)),
+        list(map(index, endpoint)),
+        list(map(index, user)),
+        list(map(index, tid)),
         list(latency),
         list(status),
         list(flags),
         list(size),
-        [index(v, len(strings)) for v in topic],
+        list(map(index, topic)),
         list(rp),
         list(ro),
         list(ri),
         list(observed),
         # line i ends after "[" and i lines and commas before it: the running sum of len + 1
-        list(accumulate([len(e) + 1 for e in encoded])),
+        list(accumulate(map(_plus_one, map(len, encoded)))),
         timeout_attribute,
     )
-    header.strings = list(strings)
     head = _HEADER_ENCODER.encode(header)
     return b"%b%b%b[%b]" % (FRAME, len(head).to_bytes(4, "big"), head, b",".join(encoded))
+
+
+_first = itemgetter(0)
+_plus_one = (1).__add__
 
 
 @dataclass(slots=True)

@@ -56,6 +56,26 @@ def test_lines_of_any_shape_and_key_meet_on_their_sessions_partition() -> None:
     assert all(len(decode_sessions(v)) <= 2 for values in routed.values.values() for v in values)
 
 
+class _ErrorEvent(RawMessage):
+    """What consume() hands out instead of a message for a partition event (here end of partition)."""
+
+    def error(self) -> str:  # type: ignore[override]
+        return "partition eof"
+
+
+def test_each_raw_partitions_first_and_next_offsets_are_noted_and_error_events_set_aside() -> None:
+    stage = IngestStage(RawDecoder(1 << 20), partitions=2)
+    line = {"service": "a", "level": "INFO", "message": "m", "session_id": "s"}
+    runs = [(0, 10), (0, 11), (0, 12), (3, 5), (3, 6), (0, 13)]  # consume() interleaves partitions' runs
+    messages = [_msg(o, line, partition=p) for p, o in runs]
+    messages.insert(4, _ErrorEvent("logs.raw", 3, 6, None, None))
+    routed = stage.route(messages)
+    assert routed.starts == {("logs.raw", 0): 10, ("logs.raw", 3): 5}
+    assert routed.positions == {("logs.raw", 0): 14, ("logs.raw", 3): 7}
+    assert routed.errors == ["partition eof"] and routed.lines == 6 and stage.messages_in == 6
+    assert stage.route([]).positions == {}
+
+
 def test_refusals_carry_their_reason_and_the_bad_element_only() -> None:
     stage = IngestStage(RawDecoder(1 << 20), partitions=2)
     good = {"service": "a", "level": "INFO", "message": "ok", "session_id": "s"}
@@ -63,7 +83,7 @@ def test_refusals_carry_their_reason_and_the_bad_element_only() -> None:
         [_msg(7, [good, {"service": "a", "message": "no level"}, good]), _msg(8, "just a string")]
     )
     assert routed.lines == 2
-    assert [(m.offset, r.error_type, r.index) for m, r in routed.rejected] == [
+    assert [(m.offset(), r.error_type, r.index) for m, r in routed.rejected] == [
         (7, "missing_field", 1), (8, "wrong_type", None),
     ]  # fmt: skip
     assert orjson.loads(routed.rejected[0][1].payload) == {"service": "a", "message": "no level"}

@@ -50,6 +50,16 @@ def test_a_frame_carries_the_columns_of_its_lines_grouped_by_session() -> None:
     ]  # fmt: skip
 
 
+def test_many_sessions_are_grouped_in_order_of_their_first_line_each_in_the_order_it_came() -> None:
+    keys = ["c", "a", "c", "b", "a", "a", "d", "c", "b", "a"]
+    lines = [_framed_line(k, T0 + i // 2, i) for i, k in enumerate(keys)]  # ties in time: kept in order
+    cols = decode_framed(encode_framed(lines, "timeout")).columns
+    assert (cols.keys, cols.counts) == (["c", "a", "b", "d"], [3, 4, 2, 1])
+    assert cols.origins is not None and cols.origins.raw_offset == [0, 2, 7, 1, 4, 5, 9, 3, 8, 6]
+    one = decode_framed(encode_framed(lines[:1], "timeout")).columns
+    assert (one.keys, one.counts, one.origins and one.origins.raw_offset) == (["c"], [1], [0])
+
+
 @pytest.mark.parametrize("observed", [None, T0 + 5])
 def test_a_lines_record_is_its_own_fields_and_what_the_header_says(observed: int | None) -> None:
     lines = [
