@@ -318,7 +318,11 @@ def main() -> int:
     out["targets"] = TARGETS
     width = max(map(len, out))
     for key, value in out.items():
-        print(f"{key:<{width}}  {value:,.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+        # a ratio with two decimals: with one, 0.46 printed as 0.5, the target
+        shown = value
+        if isinstance(value, float):
+            shown = f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+        print(f"{key:<{width}}  {shown}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
     return 0
