@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pipeline.errors import BrokerUnavailable
-from pipeline.ingest.stage import IngestStage, Routed
+from pipeline.ingest.stage import IngestStage, RawRecord, Routed
 from pipeline.kafka import producer_config
 from pipeline.settings import Settings
 from pipeline.wire.deadletter import dlq_headers
@@ -140,7 +140,9 @@ class Ingest:
 
     def _route(self, batch: list[Message]) -> _Batch:
         # the stage reads the Messages in place (no copy per message) and notes the offsets
-        routed = self.stage.route(batch)
+        # a consumed Message that is not an error event has its topic, partition and offset (the
+        # client's stubs say Optional for all, since error events have none; the stage sets those aside)
+        routed = self.stage.route(cast(list[RawRecord], batch))
         for error in routed.errors:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("ingest consume error=%s", error)
