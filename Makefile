@@ -23,8 +23,8 @@ demo: jars native
 # The window engine compiled with mypyc (optional: without a compiler the source runs, and a
 # compiled module whose source changed since is never used; see pipeline/engine/__init__.py).
 # (its compiler output goes to a log: shown only when the build fails)
-pipeline/engine/native.sha256: $(STAMP) $(wildcard pipeline/engine/*.py) scripts/build_native.py
-	@mkdir -p .hindsight && echo "compiling the window engine (log: .hindsight/build-native.log)"
+pipeline/engine/native.sha256: $(STAMP) $(wildcard pipeline/engine/*.py) $(wildcard pipeline/*/_*.c) scripts/build_native.py
+	@mkdir -p .hindsight && echo "compiling the window engine and the C fast paths (log: .hindsight/build-native.log)"
 	@$(BIN)/python scripts/build_native.py > .hindsight/build-native.log 2>&1 \
 		|| (tail -40 .hindsight/build-native.log; exit 1)
 	@tail -1 .hindsight/build-native.log
@@ -48,12 +48,13 @@ services:
 	bash scripts/ensure-services.sh
 
 # pytest exits 5 when it collected nothing: that must fail, not pass.
-# The engine's unit tests run a second time from source (HINDSIGHT_NATIVE=0): both forms must agree.
+# The engine's, ingest's and the wire formats' unit tests run a second time from source
+# (HINDSIGHT_NATIVE=0): the compiled and Python forms must agree.
 test: lint typecheck jars services native
 	$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	[ $$rc -ne 0 ] && exit $$rc; \
-	HINDSIGHT_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/engine
+	HINDSIGHT_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/engine tests/unit/ingest tests/unit/wire
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
@@ -86,4 +87,4 @@ soak: jars native
 
 clean:
 	-$(BIN)/hindsight stack down
-	rm -rf .hindsight $(VENV) build pipeline/engine/*.so pipeline/engine/native.sha256
+	rm -rf .hindsight $(VENV) build pipeline/engine/*.so pipeline/*/_*.so pipeline/engine/native.sha256

@@ -7,17 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from operator import itemgetter
 from typing import Any, Protocol
 
 import orjson
 from aiokafka.partitioner import murmur2
 
+from pipeline import compiled
 from pipeline.engine.templates import Templates
 from pipeline.types import FLAG_SECURITY, FLAG_TIMEOUT, session_key
 from pipeline.wire.deadletter import Rejected, rejections
 from pipeline.wire.frames import FramedLine, encode_framed
-from pipeline.wire.raw import RawDecoder, batch_elements, canonical_object, good_positions
+from pipeline.wire.raw import (
+    CANONICAL_DECLINED,
+    CANONICAL_OBJECT,
+    RawDecoder,
+    batch_elements,
+    canonical_object,
+    good_positions,
+)
 
 
 class RawRecord(Protocol):
@@ -128,11 +137,45 @@ class IngestStage:
 
     def route(self, messages: Iterable[RawRecord]) -> Routed:
         """Decode, route and frame a poll's messages; each raw partition's first and next offsets in
-        `positions` and `starts`, the error events among them in `errors`."""
+        `positions` and `starts`, the error events among them in `errors`. The per-line loop runs in
+        C when it is built (_route.c: the same steps, ~1.5 us a line against ~3.5 us here on
+        single-line canonical messages), else in _route_py; both call _slow for the other shapes."""
         out = Routed()
         pending: dict[int, list[FramedLine]] = {}  # partition -> its lines, with their columns
-        decoder = self.decoder
-        max_bytes = decoder.max_bytes
+        if _native is not None and isinstance(messages, list | tuple):
+            ctx = (
+                CANONICAL_OBJECT.decode,
+                CANONICAL_DECLINED,
+                self.partition_of.known,
+                self.partition_of,
+                self.templates.id_of,
+                _session_key,
+                partial(self._slow, out, pending),
+                partial(self._flush, out),
+                self.max_lines,
+                self.decoder.max_bytes,
+                self.timeout_attribute,
+                _OBSERVED,
+            )
+            count, fast = _native.route(messages, ctx, pending, out.positions, out.starts, out.errors)
+        else:
+            count, fast = self._route_py(messages, out, pending)
+        for part, batch in pending.items():
+            if batch:
+                self._flush(out, part, batch)
+        if fast:
+            shapes = self.decoder.shapes
+            shapes["canonical"] = shapes.get("canonical", 0) + fast
+        self.messages_in += count
+        self.lines_in += out.lines + len(out.rejected)
+        self.lines_out += out.lines
+        return out
+
+    def _route_py(
+        self, messages: Iterable[RawRecord], out: Routed, pending: dict[int, list[FramedLine]]
+    ) -> tuple[int, int]:
+        """route's per-line loop in Python (what _route.c does, step by step): (messages, fast lines)."""
+        max_bytes = self.decoder.max_bytes
         max_lines = self.max_lines
         partition_of = self.partition_of
         known = partition_of.known.get
@@ -185,41 +228,51 @@ class IngestStage:
                     self._flush(out, part, batch)
                     pending[part] = []
                 continue
-            records, errors = decoder.decode(value, ts_us)
-            if errors:
-                elements = batch_elements(value) if any(i is not None for i, _ in errors) else []
-                for rej in rejections(value, errors, "decode", elements):  # the stage name of before
-                    out.rejected.append((msg, rej))
-                    self.dlq_by_type[rej.error_type] = self.dlq_by_type.get(rej.error_type, 0) + 1
-            positions_of = good_positions(records, errors) if errors else range(len(records))
-            for rec, index in zip(records, positions_of, strict=True):
-                key = rec["session_id"] or session_key(rec)
-                part = partition_of(key)
-                batch = pending.get(part)
-                if batch is None:
-                    batch = pending[part] = []
-                attributes = rec.get("attributes")
-                flags = (FLAG_SECURITY if rec.get("security_flags") else 0) | (
-                    FLAG_TIMEOUT if attributes and attribute in attributes else 0
-                )
-                batch.append((key, rec["timestamp"], rec["level"], rec.get("service") or "",
-                              rec.get("endpoint"), rec.get("user_id"), rec.get("latency_ms"),
-                              rec.get("status_code"), flags, id_of(rec["message"]), len(rec["message"]),
-                              t, p, o, index, None, orjson.dumps(rec)))  # fmt: skip
-                if len(batch) >= max_lines:
-                    self._flush(out, part, batch)
-                    pending[part] = []
+            self._slow(out, pending, msg, t, p, o, ts_us)
         if topic is not None:
             positions[(topic, partition)] = offset + 1
-        for part, batch in pending.items():
-            if batch:
+        return count, fast
+
+    def _slow(
+        self,
+        out: Routed,
+        pending: dict[int, list[FramedLine]],
+        msg: RawRecord,
+        t: str,
+        p: int,
+        o: int,
+        ts_us: int | None,
+    ) -> None:
+        """A message off the fast path: any other shape, a batch, or what goes to the dead-letter topic."""
+        value = msg.value()
+        records, errors = self.decoder.decode(value, ts_us)
+        if errors:
+            elements = batch_elements(value) if any(i is not None for i, _ in errors) else []
+            for rej in rejections(value, errors, "decode", elements):  # the stage name of before
+                out.rejected.append((msg, rej))
+                self.dlq_by_type[rej.error_type] = self.dlq_by_type.get(rej.error_type, 0) + 1
+        positions_of = good_positions(records, errors) if errors else range(len(records))
+        partition_of = self.partition_of
+        id_of = self.templates.id_of
+        attribute = self.timeout_attribute
+        max_lines = self.max_lines
+        for rec, index in zip(records, positions_of, strict=True):
+            key = rec["session_id"] or session_key(rec)
+            part = partition_of(key)
+            batch = pending.get(part)
+            if batch is None:
+                batch = pending[part] = []
+            attributes = rec.get("attributes")
+            flags = (FLAG_SECURITY if rec.get("security_flags") else 0) | (
+                FLAG_TIMEOUT if attributes and attribute in attributes else 0
+            )
+            batch.append((key, rec["timestamp"], rec["level"], rec.get("service") or "",
+                          rec.get("endpoint"), rec.get("user_id"), rec.get("latency_ms"),
+                          rec.get("status_code"), flags, id_of(rec["message"]), len(rec["message"]),
+                          t, p, o, index, None, orjson.dumps(rec)))  # fmt: skip
+            if len(batch) >= max_lines:
                 self._flush(out, part, batch)
-        if fast:
-            decoder.shapes["canonical"] = decoder.shapes.get("canonical", 0) + fast
-        self.messages_in += count
-        self.lines_in += out.lines + len(out.rejected)
-        self.lines_out += out.lines
-        return out
+                pending[part] = []
 
     def _flush(self, out: Routed, part: int, batch: list[FramedLine]) -> None:
         """One canonical message, framed with its columns (encode_framed), its lines in event-time
@@ -235,6 +288,7 @@ _OBSERVED = b'"observed_timestamp"'  # present but null: the slow path fills it 
 
 
 _time = itemgetter(1)  # a line's event time
+_native = compiled.load("pipeline.ingest._route")
 
 
 def _session_key(item: Any) -> str:

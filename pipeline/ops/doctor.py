@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined,unused-ignore]  # typed from 2.13
 
-from pipeline import engine
+from pipeline import compiled, engine
 from pipeline.errors import HindsightError
 from pipeline.kafka import admin, group_lag, topic_specs, wait_for_broker
 from pipeline.settings import Settings
@@ -36,7 +36,7 @@ class Check:
 
 def run_checks(settings: Settings, timeout_s: float = 3.0) -> list[Check]:
     """Every check, in dependency order: later ones are skipped when the broker is unreachable."""
-    checks = [_config(settings), _engine()]
+    checks = [_config(settings), _engine(), _fast_paths()]
     broker = _guard("broker", lambda: _broker(settings, timeout_s))
     checks.append(broker)
     if broker.status == FAIL:
@@ -84,6 +84,19 @@ def _engine() -> Check:
         )
     reason = "HINDSIGHT_NATIVE=0" if state == "disabled" else "not compiled"
     return Check("window engine", OK, f"source ({reason}; `make native` compiles it, ~1.2-1.5x faster)")
+
+
+def _fast_paths() -> Check:
+    """Which of the C hot loops (pipeline/compiled.py) run; their Python forms run otherwise."""
+    states = {name.rsplit(".", 1)[1]: compiled.state(name) for name in compiled.SOURCES}
+    detail = ", ".join(f"{name} {how}" for name, how in states.items())
+    if "stale" in states.values():
+        return Check(
+            "C fast paths", WARN, f"{detail}: a stale build is not used, its Python runs", "make native"
+        )
+    if set(states.values()) == {"compiled"}:
+        return Check("C fast paths", OK, detail)
+    return Check("C fast paths", OK, f"{detail} (`make native` builds them: ingest ~2x faster)")
 
 
 def _config(settings: Settings) -> Check:

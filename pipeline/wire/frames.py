@@ -24,6 +24,7 @@ from typing import Annotated, cast
 import msgspec
 import orjson
 
+from pipeline import compiled
 from pipeline.errors import DecodeError
 from pipeline.types import Columns, LogRecord, Origins
 from pipeline.wire.raw import _Canonical
@@ -78,7 +79,19 @@ FramedLine = tuple[
 
 def encode_framed(lines: Sequence[FramedLine], timeout_attribute: str) -> bytes:
     """Lines (in event-time order) as one framed value, grouped by session in order of each session's
-    first line, which is how the engine processes them anyway. Every step per line is a C call (map,
+    first line, which is how the engine processes them anyway: in C when it is built (_frames.c, the
+    same bytes; ~0.25 us a line against ~1 us here), else _encode_framed_py. The C form declines
+    (TypeError) a value it does not write, such as an int beyond 64 bits, and this form writes it."""
+    if _native is not None and type(lines) is list:
+        try:
+            return cast(bytes, _native.encode_framed(lines, timeout_attribute, FRAME, LEVEL_INDEX))
+        except TypeError:
+            pass
+    return _encode_framed_py(lines, timeout_attribute)
+
+
+def _encode_framed_py(lines: Sequence[FramedLine], timeout_attribute: str) -> bytes:
+    """encode_framed in Python. Every step per line is a C call (map,
     itemgetter, a sort keyed by a list's __getitem__): ~0.6 us a line, against ~1 us with Python loops
     and comprehensions (same run, 1000-line messages)."""
     keys = list(dict.fromkeys(map(_first, lines)))  # the sessions, in order of their first line
@@ -125,6 +138,7 @@ def encode_framed(lines: Sequence[FramedLine], timeout_attribute: str) -> bytes:
 
 _first = itemgetter(0)
 _plus_one = (1).__add__
+_native = compiled.load("pipeline.wire._frames")
 
 
 @dataclass(slots=True)

@@ -4,15 +4,22 @@ which drops the repeats an ingest restart produces and keeps each line's raw ide
 
 from __future__ import annotations
 
+import random
+
 import orjson
+import pytest
 from aiokafka.partitioner import murmur2
 
+from pipeline import compiled
 from pipeline.engine.templates import mask, template_id
+from pipeline.ingest import stage as stage_module
 from pipeline.ingest.stage import IngestStage, RawMessage, SessionPartitioner
 from pipeline.settings import Settings
+from pipeline.wire import raw as raw_module
 from pipeline.wire.raw import RawDecoder
 from pipeline.wire.sessions import decode_sessions
 from pipeline.worker.processor import RawProcessor
+from tests.conftest import unavailable
 
 T_MS = 1_764_496_800_000
 
@@ -182,3 +189,81 @@ def test_each_message_is_framed_with_columns_that_agree_with_its_lines() -> None
     # (the structlog lines' time, 10:00:00.000000, is the earliest)
     assert [r["message"] for r in records] == ["hello", "hello", "m22", "m333", "m1"]
     assert [r["raw_index"] for r in records[:2]] == [0, 1]
+
+
+# --- the C loop (pipeline/ingest/_route.c) routes exactly as the Python form ---
+
+_ROUTE_C = compiled.built("pipeline.ingest._route")  # also under HINDSIGHT_NATIVE=0
+
+
+def _mixed_poll(rng: random.Random, n: int) -> list[RawMessage]:
+    """A poll of every kind of message the loop meets, its partitions' runs interleaved."""
+    base = {"service": "a", "level": "INFO", "message": "m", "timestamp": T_MS * 1000}
+    kinds: list[object] = [
+        {**base, "session_id": "s1"},
+        {**base, "session_id": "s2", "level": "ERROR", "latency_ms": 12.5, "status_code": 504},
+        {**base, "session_id": "s1", "observed_timestamp": None},  # present but null: the slow path
+        {**base, "session_id": "s1", "observed_timestamp": 0},
+        {**base, "session_id": "s3", "observed_timestamp": T_MS * 1000 + 9},
+        {**base, "session_id": ""},  # no session: derived from the transaction, user or service
+        {**base, "transaction_id": "tx9"},
+        {**base, "user_id": "u7", "endpoint": "/pay"},
+        {**base, "session_id": "s4", "attributes": {"timeout": "1"}, "security_flags": ["sqli"]},
+        {**base, "session_id": "s4", "attributes": {"other": "1"}, "message": "user 42 logged in"},
+        {"event": "structlog line", "level": "info", "service": "a", "session_id": "s1"},
+        {"level": 30, "time": T_MS, "msg": "pino line", "service": "a", "session_id": "s2"},
+        [{**base, "session_id": f"b{i}"} for i in range(4)],
+        [{**base, "session_id": "s1"}, {"service": "a", "message": "no level"}],
+        {"service": "a", "message": "no level"},
+        "just a string",
+        {**base, "session_id": "s5", "message": "x" * 3000},  # beyond max_bytes: the slow path refuses
+    ]
+    out: list[RawMessage] = []
+    offsets = [0] * 4
+    for _ in range(n):
+        p = rng.choice([0, 0, 1, 3])
+        kind = rng.randrange(len(kinds) + 2)
+        offsets[p] += 1
+        ts = rng.choice([T_MS, None, -1])
+        if kind == len(kinds):
+            out.append(RawMessage("logs.raw", p, offsets[p], ts, None))
+        elif kind == len(kinds) + 1:
+            out.append(RawMessage("logs.raw", p, offsets[p], ts, b"{not json"))
+        else:
+            out.append(RawMessage("logs.raw", p, offsets[p], ts, orjson.dumps(kinds[kind])))
+        if rng.random() < 0.03:
+            out.append(_ErrorEvent("logs.raw", p, offsets[p], None, None))
+    return out
+
+
+def _route_all(polls: list[list[RawMessage]], native: bool, monkeypatch: pytest.MonkeyPatch) -> object:
+    with monkeypatch.context() as patch:
+        patch.setattr(stage_module, "_native", _ROUTE_C if native else None)
+        if native:  # and only the C loop runs
+            patch.setattr(IngestStage, "_route_py", None)
+        # a line without any time gets the clock's: one instant for both runs
+        patch.setattr(raw_module.time, "time_ns", lambda: T_MS * 1_000_000 + 123_456)
+        decoder = RawDecoder(2048)
+        stage = IngestStage(decoder, partitions=5, max_lines_per_message=3)
+        seen = []
+        for poll in polls:
+            r = stage.route(poll)
+            rejected = [(m.partition(), m.offset(), j.error_type, j.index, j.payload) for m, j in r.rejected]
+            seen.append((r.values, rejected, r.lines, r.positions, r.starts, r.errors))
+    counters = (stage.lines_in, stage.lines_out, stage.messages_in, stage.dlq_by_type, decoder.shapes)
+    return seen, counters
+
+
+def test_the_c_loop_routes_every_kind_of_message_as_the_python_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    if _ROUTE_C is None:
+        unavailable("the C ingest loop is not built here (make native builds it)")
+    rng = random.Random(7)
+    polls = [_mixed_poll(rng, n) for n in (0, 1, 40, 400)]
+    native = _route_all(polls, True, monkeypatch)
+    python = _route_all(polls, False, monkeypatch)
+    assert native == python
+    seen, (lines_in, lines_out, _, dlq, shapes) = python  # type: ignore[misc]
+    # the poll held every path: fast lines, other shapes, refusals, error events, full batches
+    assert shapes["canonical"] > 100 and len(shapes) >= 3 and dlq and lines_out < lines_in
+    assert any(errors for *_, errors in seen)
+    assert max(len(values) for values, *_ in seen) >= 5  # every canonical partition got a message

@@ -3,15 +3,30 @@ as they came behind it; a header that does not fit its lines is refused."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from types import ModuleType
 
 import msgspec
 import orjson
 import pytest
 
+from pipeline import compiled
 from pipeline.errors import DecodeError
-from pipeline.wire.frames import FramedLine, decode_framed, encode_framed, framed_records, is_framed, unframed
+from pipeline.wire.frames import (
+    FRAME,
+    LEVEL_INDEX,
+    LEVELS,
+    FramedLine,
+    _encode_framed_py,
+    decode_framed,
+    encode_framed,
+    framed_records,
+    is_framed,
+    unframed,
+)
 from pipeline.wire.sessions import decode_sessions
+from tests.conftest import unavailable
 
 T0 = 1_790_000_000_000_000
 TID = "0123456789abcdef"
@@ -141,3 +156,58 @@ def test_the_engine_buffers_each_sessions_lines_of_a_frame_as_one_slice_with_the
     assert [r["raw_offset"] for r in seen] == [0, 4, 1, 3, 5, 2, 6, 7]
     assert seen == expected  # each line with its own origin and observed time
     assert seen[1]["observed_timestamp"] == T0 + 9 and seen[0]["observed_timestamp"] is None
+
+
+# --- the C encoder (pipeline/wire/_frames.c) writes the same bytes as the Python form ---
+
+_FRAMES_C = compiled.built("pipeline.wire._frames")  # also under HINDSIGHT_NATIVE=0
+
+
+@pytest.fixture
+def frames_c() -> ModuleType:
+    if _FRAMES_C is None:
+        unavailable("the C frame encoder is not built here (make native builds it)")
+    assert _FRAMES_C is not None
+    return _FRAMES_C
+
+
+_INTS = [0, 1, 31, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1]
+_TEXTS = ["", "a", "é" * 15, "x" * 31, "x" * 32, "y" * 255, "y" * 256, "z" * 65535, "z" * 65536, "日本"]
+
+
+def _random_lines(rng: random.Random, n: int, sessions: int) -> list[FramedLine]:
+    """Lines with every msgpack form the header may need: each integer width, floats, None, strings
+    of each length class, many sessions (more than 15 and 65535 array items are other headers)."""
+    out: list[FramedLine] = []
+    for i in range(n):
+        latency = rng.choice([None, 0.0, -1.5, 1e300, float(rng.randint(0, 9999)) / 7])
+        status = rng.choice([None, 0, 200, -1, -33, -129, -32769, -(2**31) - 1, -(2**63), 2**63 - 1])
+        out.append((
+            f"s{rng.randrange(sessions)}", rng.choice(_INTS), rng.choice(LEVELS), rng.choice(_TEXTS[1:]),
+            rng.choice([None, *_TEXTS]), rng.choice([None, "u1", "u2"]), latency, status,
+            rng.randrange(4), rng.choice(["0123456789abcdef", "fedcba9876543210"]), rng.choice(_INTS),
+            rng.choice(["logs.raw", "logs.raw.b"]), rng.randrange(64), rng.choice(_INTS), rng.randrange(300),
+            rng.choice([None, *_INTS]), b'{"n":%d}' % i,
+        ))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("seed", "n", "sessions"), [(1, 1, 1), (2, 10, 3), (3, 500, 40), (4, 70_000, 5)])
+def test_the_c_encoder_writes_the_same_bytes_as_the_python_form(
+    frames_c: ModuleType, seed: int, n: int, sessions: int
+) -> None:
+    lines = _random_lines(random.Random(seed), n, sessions)
+    native = frames_c.encode_framed(lines, "timeout", FRAME, LEVEL_INDEX)
+    assert native == _encode_framed_py(lines, "timeout")
+    assert encode_framed(lines, "timeout") == native  # what callers get, with the C form built
+    assert len(decode_framed(native).columns.timestamp) == n
+
+
+def test_a_value_the_c_encoder_does_not_write_falls_back_to_the_python_form(frames_c: ModuleType) -> None:
+    [line] = _random_lines(random.Random(5), 1, 1)
+    huge = (*line[:1], 2**63 + 5, *line[2:])  # an unsigned 64-bit int: msgspec writes it, the C form declines
+    with pytest.raises(TypeError):
+        frames_c.encode_framed([huge], "timeout", FRAME, LEVEL_INDEX)
+    assert encode_framed([huge], "timeout") == _encode_framed_py([huge], "timeout")
+    as_tuple = (line,)  # not a list: the Python form runs
+    assert encode_framed(as_tuple, "timeout") == frames_c.encode_framed([line], "timeout", FRAME, LEVEL_INDEX)
