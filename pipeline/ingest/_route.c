@@ -13,7 +13,9 @@
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
+#include <structmember.h> /* PyMemberDef: where a struct's fields sit in the object */
 
 #ifndef HINDSIGHT_SOURCE_SHA256
 #define HINDSIGHT_SOURCE_SHA256 "unknown"
@@ -28,15 +30,113 @@ static PyObject *s_f_timestamp, *s_f_service, *s_f_level, *s_f_message, *s_f_obs
     *s_f_user, *s_f_endpoint, *s_f_latency, *s_f_status, *s_f_security, *s_f_attributes;
 static PyObject *zero;
 
-static PyObject *call0(PyObject *obj, PyObject *name) {
-    return PyObject_CallMethodNoArgs(obj, name);
+/* The message's six methods, looked up once per message type rather than on every call (~0.1 us a
+ * line): the type's descriptors called with the message as their one argument. A type whose methods
+ * are not found on the type (an instance's own attributes) is called by name. */
+enum { M_ERROR, M_TOPIC, M_PARTITION, M_OFFSET, M_TIMESTAMP, M_VALUE, M_COUNT };
+static PyObject **const method_names[M_COUNT] = {&s_error, &s_topic, &s_partition, &s_offset, &s_timestamp,
+                                                 &s_value};
+static PyTypeObject *msg_type;          /* the type the descriptors are of (a strong reference) */
+static PyObject *msg_methods[M_COUNT];  /* NULL: called by name */
+
+static int bind_methods(PyTypeObject *type) {
+    if (type == msg_type)
+        return 0;
+    PyObject *found[M_COUNT] = {NULL};
+    int all = 1;
+    for (int k = 0; k < M_COUNT && all; k++) {
+        found[k] = PyObject_GetAttr((PyObject *)type, *method_names[k]);
+        if (found[k] == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                goto fail;
+            PyErr_Clear();
+            all = 0;
+        } else if (!PyCallable_Check(found[k])) {
+            all = 0;
+        }
+    }
+    for (int k = 0; k < M_COUNT; k++) {
+        Py_XSETREF(msg_methods[k], all ? found[k] : NULL);
+        if (!all)
+            Py_XDECREF(found[k]);
+    }
+    Py_INCREF(type);
+    Py_XSETREF(msg_type, type);
+    return 0;
+fail:
+    for (int k = 0; k < M_COUNT; k++)
+        Py_XDECREF(found[k]);
+    return -1;
+}
+
+static PyObject *call0(PyObject *msg, int k) {
+    if (Py_TYPE(msg) == msg_type && msg_methods[k] != NULL)
+        return PyObject_Vectorcall(msg_methods[k], &msg, 1, NULL);
+    return PyObject_CallMethodNoArgs(msg, *method_names[k]);
+}
+
+/* The canonical struct's fields read from their slots (msgspec keeps them as members, as __slots__
+ * do): PyObject_GetAttr on 12 fields a line cost ~2.8k instructions, a slot read a few. Only for
+ * objects of exactly that type whose fields are all object members; else by name. */
+enum { F_TIMESTAMP, F_SERVICE, F_LEVEL, F_MESSAGE, F_OBSERVED, F_SESSION, F_USER, F_ENDPOINT, F_LATENCY,
+       F_STATUS, F_SECURITY, F_ATTRIBUTES, F_COUNT };
+static PyObject **const field_names[F_COUNT] = {&s_f_timestamp, &s_f_service, &s_f_level, &s_f_message,
+                                                &s_f_observed, &s_f_session, &s_f_user, &s_f_endpoint,
+                                                &s_f_latency, &s_f_status, &s_f_security, &s_f_attributes};
+static PyTypeObject *struct_type;         /* a strong reference */
+static Py_ssize_t field_offsets[F_COUNT]; /* -1: read by name */
+
+static int bind_fields(PyTypeObject *type) {
+    if (type == struct_type)
+        return 0;
+    Py_ssize_t offsets[F_COUNT];
+    for (int f = 0; f < F_COUNT; f++) {
+        offsets[f] = -1;
+        PyObject *descr = PyObject_GetAttr((PyObject *)type, *field_names[f]);
+        if (descr == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            continue;
+        }
+        if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            if (member->type == T_OBJECT_EX || member->type == T_OBJECT)
+                offsets[f] = member->offset;
+        }
+        Py_DECREF(descr);
+    }
+    memcpy(field_offsets, offsets, sizeof(offsets));
+    Py_INCREF(type);
+    Py_XSETREF(struct_type, type);
+    return 0;
+}
+
+/* a new reference to the field, or NULL with an exception */
+static PyObject *field(PyObject *item, int f) {
+    if (Py_TYPE(item) == struct_type && field_offsets[f] >= 0) {
+        PyObject *v = *(PyObject **)((char *)item + field_offsets[f]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(item, *field_names[f]);
+}
+
+static int untrackable(PyObject *line) {
+    for (Py_ssize_t f = 0; f < FRAMED_FIELDS; f++) {
+        PyObject *v = PyTuple_GET_ITEM(line, f);
+        if (!(v == Py_None || PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v) ||
+              PyBytes_CheckExact(v) || PyBool_Check(v)))
+            return 0;
+    }
+    return 1;
 }
 
 /* route(messages, ctx, pending, positions, starts, errors) -> (count, fast)
  *
  * ctx: (decode, declined, known, partition_of, id_of, session_key_of, slow, flush, max_lines,
- *       max_bytes, attribute, observed_marker)
- * - decode(value) -> canonical struct, raising one of `declined` when it is not one;
+ *       max_bytes, attribute, observed_marker, struct_type)
+ * - decode(value) -> canonical struct (of struct_type), raising one of `declined` when it is not one;
  * - known: session key -> partition (partition_of(key) fills it on a miss);
  * - id_of(message) -> template id; session_key_of(struct) -> key when it has no session id;
  * - slow(msg, topic, partition, offset, ts_us): the other shapes (appends to pending itself);
@@ -47,11 +147,13 @@ static PyObject *route(PyObject *self, PyObject *args) {
                           &PyDict_Type, &positions, &PyDict_Type, &starts, &PyList_Type, &errors))
         return NULL;
     PyObject *decode, *declined, *known, *partition_of, *id_of, *session_key_of, *slow, *flush,
-        *attribute, *marker;
+        *attribute, *marker, *type;
     Py_ssize_t max_lines, max_bytes;
-    if (!PyArg_ParseTuple(ctx, "OOO!OOOOOnnUS", &decode, &declined, &PyDict_Type, &known, &partition_of,
+    if (!PyArg_ParseTuple(ctx, "OOO!OOOOOnnUSO!", &decode, &declined, &PyDict_Type, &known, &partition_of,
                           &id_of, &session_key_of, &slow, &flush, &max_lines, &max_bytes, &attribute,
-                          &marker))
+                          &marker, &PyType_Type, &type))
+        return NULL;
+    if (bind_fields((PyTypeObject *)type) < 0)
         return NULL;
     const char *marker_s = PyBytes_AS_STRING(marker);
     Py_ssize_t marker_n = PyBytes_GET_SIZE(marker);
@@ -75,7 +177,9 @@ static PyObject *route(PyObject *self, PyObject *args) {
 
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *msg = items[i];
-        tmp = call0(msg, s_error);
+        if (bind_methods(Py_TYPE(msg)) < 0)
+            goto fail;
+        tmp = call0(msg, M_ERROR);
         if (tmp == NULL)
             goto fail;
         if (tmp != Py_None) {
@@ -87,8 +191,8 @@ static PyObject *route(PyObject *self, PyObject *args) {
         }
         Py_DECREF(tmp);
         count++;
-        if ((t = call0(msg, s_topic)) == NULL || (p = call0(msg, s_partition)) == NULL ||
-            (o = call0(msg, s_offset)) == NULL)
+        if ((t = call0(msg, M_TOPIC)) == NULL || (p = call0(msg, M_PARTITION)) == NULL ||
+            (o = call0(msg, M_OFFSET)) == NULL)
             goto fail;
         long pn = PyLong_AsLong(p);
         if (pn == -1 && PyErr_Occurred())
@@ -123,7 +227,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
             goto fail;
 
         /* the broker's time in us, or None (kind 0: no timestamp) */
-        tmp = call0(msg, s_timestamp);
+        tmp = call0(msg, M_TIMESTAMP);
         if (tmp == NULL)
             goto fail;
         if (!PyTuple_Check(tmp) || PyTuple_GET_SIZE(tmp) != 2) {
@@ -144,7 +248,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
                 ts = Py_NewRef(Py_None);
             }
         }
-        if ((value = call0(msg, s_value)) == NULL)
+        if ((value = call0(msg, M_VALUE)) == NULL)
             goto fail;
 
         /* the fast path: one canonical JSON object, passed on as the bytes it came in */
@@ -158,7 +262,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
             }
         }
         if (item != NULL) {
-            if ((observed = PyObject_GetAttr(item, s_f_observed)) == NULL)
+            if ((observed = field(item, F_OBSERVED)) == NULL)
                 goto fail;
             int given = observed != Py_None;
             int truthy = given ? PyObject_IsTrue(observed) : 0;
@@ -171,7 +275,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
                 Py_SETREF(observed, Py_NewRef(Py_None));
             else if (ts != Py_None)
                 Py_SETREF(observed, Py_NewRef(ts));
-            else if ((tmp = PyObject_GetAttr(item, s_f_timestamp)) == NULL)
+            else if ((tmp = field(item, F_TIMESTAMP)) == NULL)
                 goto fail;
             else
                 Py_SETREF(observed, tmp);
@@ -186,7 +290,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
             continue;
         }
         /* the session key and its partition */
-        if ((key = PyObject_GetAttr(item, s_f_session)) == NULL)
+        if ((key = field(item, F_SESSION)) == NULL)
             goto fail;
         if (!(PyUnicode_Check(key) && PyUnicode_GET_LENGTH(key) > 0)) {
             Py_SETREF(key, PyObject_CallOneArg(session_key_of, item));
@@ -200,7 +304,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
             if (PyErr_Occurred() || (part = PyObject_CallOneArg(partition_of, key)) == NULL)
                 goto fail;
         }
-        PyObject *message = PyObject_GetAttr(item, s_f_message);
+        PyObject *message = field(item, F_MESSAGE);
         if (message == NULL)
             goto fail;
         tid = PyObject_CallOneArg(id_of, message);
@@ -209,7 +313,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
         if (tid == NULL || size < 0)
             goto fail;
         long flags = 0;
-        if ((tmp = PyObject_GetAttr(item, s_f_security)) == NULL)
+        if ((tmp = field(item, F_SECURITY)) == NULL)
             goto fail;
         int truth = PyObject_IsTrue(tmp);
         Py_DECREF(tmp);
@@ -217,7 +321,7 @@ static PyObject *route(PyObject *self, PyObject *args) {
             goto fail;
         if (truth)
             flags |= FLAG_SECURITY;
-        if ((tmp = PyObject_GetAttr(item, s_f_attributes)) == NULL)
+        if ((tmp = field(item, F_ATTRIBUTES)) == NULL)
             goto fail;
         if (PyDict_Check(tmp) && PyDict_GET_SIZE(tmp) > 0) {
             int has = PyDict_Contains(tmp, attribute);
@@ -239,10 +343,9 @@ static PyObject *route(PyObject *self, PyObject *args) {
         if (line == NULL)
             goto fail;
         PyTuple_SET_ITEM(line, 0, Py_NewRef(key));
-        PyObject *const fields[] = {s_f_timestamp, s_f_level, s_f_service, s_f_endpoint, s_f_user,
-                                    s_f_latency, s_f_status};
+        static const int fields[] = {F_TIMESTAMP, F_LEVEL, F_SERVICE, F_ENDPOINT, F_USER, F_LATENCY, F_STATUS};
         for (int f = 0; f < 7; f++) {
-            PyObject *v = PyObject_GetAttr(item, fields[f]);
+            PyObject *v = field(item, fields[f]);
             if (v == NULL)
                 goto fail;
             PyTuple_SET_ITEM(line, 1 + f, v);
@@ -262,6 +365,12 @@ static PyObject *route(PyObject *self, PyObject *args) {
         PyTuple_SET_ITEM(line, 14, Py_NewRef(zero));
         PyTuple_SET_ITEM(line, 15, Py_NewRef(observed));
         PyTuple_SET_ITEM(line, 16, Py_NewRef(value));
+        /* its items are str, int, float, bool, bytes or None: it can be in no cycle, and the collector
+         * need not walk it (the lines of a poll wait in `pending`; gc's passes over them cost ~0.3 us
+         * a line). The struct's fields are of exactly those types: a subclass of str or int could
+         * hold references, so they are checked. */
+        if (untrackable(line))
+            PyObject_GC_UnTrack(line);
 
         PyObject *batch = PyDict_GetItemWithError(pending, part); /* borrowed */
         if (batch == NULL) {
@@ -311,8 +420,47 @@ fail:
 #undef DROP
 }
 
+/* murmur2(data) -> the Java client's Utils.murmur2 of the bytes, as an unsigned 32-bit int (the
+ * pure-Python hash took ~5 us for a session key; a new key comes every ~25 lines in the benchmark) */
+static PyObject *murmur2(PyObject *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "murmur2 hashes bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t length = PyBytes_GET_SIZE(arg);
+    const uint32_t m = 0x5bd1e995u;
+    uint32_t h = 0x9747b28cu ^ (uint32_t)length;
+    Py_ssize_t whole = length & ~(Py_ssize_t)3;
+    for (Py_ssize_t i = 0; i < whole; i += 4) {
+        uint32_t k = (uint32_t)data[i] | ((uint32_t)data[i + 1] << 8) | ((uint32_t)data[i + 2] << 16) |
+                     ((uint32_t)data[i + 3] << 24);
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    switch (length & 3) {
+    case 3:
+        h ^= (uint32_t)data[whole + 2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t)data[whole + 1] << 8;
+        /* fall through */
+    case 1:
+        h ^= (uint32_t)data[whole];
+        h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return PyLong_FromUnsignedLong(h);
+}
+
 static PyMethodDef methods[] = {
     {"route", route, METH_VARARGS, "Route a poll's messages (see IngestStage._route_py)."},
+    {"murmur2", murmur2, METH_O, "The Java client's murmur2 of bytes (unsigned 32 bits)."},
     {NULL, NULL, 0, NULL},
 };
 

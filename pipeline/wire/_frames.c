@@ -139,15 +139,17 @@ static int put_value(Buf *b, PyObject *v) {
     return -1;
 }
 
-/* the string table's index of v (its position in order of first use) */
-static int put_index(Buf *b, PyObject *index, PyObject *v) {
-    PyObject *i = PyDict_GetItemWithError(index, v);
-    if (i == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_KeyError, "string not indexed");
-        return -1;
-    }
-    return put_int(b, PyLong_AsLongLong(i));
+/* a == b for a str and any value, without hashing: lines grouped by session mostly repeat the
+ * previous line's service, endpoint and user, each a new object from the decoder (its hash not yet
+ * computed), so comparing with the previous one first saves a hash and a dict lookup */
+static int same_str(PyObject *a, PyObject *b) {
+    if (a == b)
+        return 1;
+    if (!PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)(n * PyUnicode_KIND(a))) == 0;
 }
 
 /* encode_framed(lines, timeout_attribute, frame, level_index) -> bytes */
@@ -158,7 +160,7 @@ static PyObject *encode_framed(PyObject *self, PyObject *args) {
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(lines);
     PyObject *rank = NULL, *keys = NULL, *index = NULL, *result = NULL;
-    Py_ssize_t *order = NULL, *counts = NULL, *starts = NULL, *ranks = NULL;
+    Py_ssize_t *order = NULL, *counts = NULL, *starts = NULL, *ranks = NULL, *strings = NULL;
     Buf head = {NULL, 0, 0};
 
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -218,24 +220,42 @@ static PyObject *encode_framed(PyObject *self, PyObject *args) {
         order[starts[ranks[i]]++] = i;
 #define FIELD(i, f) PyTuple_GET_ITEM(PyList_GET_ITEM(lines, order[i]), f)
 
-    /* the distinct strings: services, then endpoints, users, template ids, raw topics */
+    /* the distinct strings: services, then endpoints, users, template ids, raw topics; each line's
+     * index of each in strings[s * n + i] (in the order the columns are written) */
     if ((index = PyDict_New()) == NULL)
         goto done;
     static const int string_fields[] = {3, 4, 5, 9, 11};
+    strings = PyMem_Malloc(sizeof(Py_ssize_t) * 5 * (size_t)(n ? n : 1));
+    if (strings == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (int s = 0; s < 5; s++) {
+        PyObject *prev = NULL;
+        Py_ssize_t prev_at = -1;
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *v = FIELD(i, string_fields[s]);
+            if (prev != NULL && same_str(prev, v)) {
+                strings[s * n + i] = prev_at;
+                continue;
+            }
             PyObject *seen = PyDict_GetItemWithError(index, v);
+            Py_ssize_t at;
             if (seen == NULL) {
                 if (PyErr_Occurred())
                     goto done;
-                PyObject *at = PyLong_FromSsize_t(PyDict_GET_SIZE(index));
-                if (at == NULL || PyDict_SetItem(index, v, at) < 0) {
-                    Py_XDECREF(at);
+                at = PyDict_GET_SIZE(index);
+                PyObject *ato = PyLong_FromSsize_t(at);
+                if (ato == NULL || PyDict_SetItem(index, v, ato) < 0) {
+                    Py_XDECREF(ato);
                     goto done;
                 }
-                Py_DECREF(at);
+                Py_DECREF(ato);
+            } else {
+                at = PyLong_AsSsize_t(seen);
             }
+            strings[s * n + i] = prev_at = at;
+            prev = v;
         }
     }
     /* the header: an array of _Header's 20 fields */
@@ -258,9 +278,10 @@ static PyObject *encode_framed(PyObject *self, PyObject *args) {
             if (put_value(&head, k) < 0)
                 goto done;
     }
-    /* the per-line columns, in _Header's order: 0 plain value, 1 string index, 2 level index */
-    static const int columns[][2] = {{1, 0}, {2, 2}, {3, 1}, {4, 1}, {5, 1}, {9, 1}, {6, 0}, {7, 0},
-                                     {8, 0}, {10, 0}, {11, 1}, {12, 0}, {13, 0}, {14, 0}, {15, 0}};
+    /* the per-line columns, in _Header's order: field, and how (-1 plain value, -2 level index,
+     * else the string slot of its index) */
+    static const int columns[][2] = {{1, -1}, {2, -2}, {3, 0}, {4, 1}, {5, 2}, {9, 3}, {6, -1}, {7, -1},
+                                     {8, -1}, {10, -1}, {11, 4}, {12, -1}, {13, -1}, {14, -1}, {15, -1}};
     for (size_t c = 0; c < sizeof(columns) / sizeof(columns[0]); c++) {
         int f = columns[c][0], how = columns[c][1];
         if (put_array(&head, n) < 0)
@@ -268,9 +289,9 @@ static PyObject *encode_framed(PyObject *self, PyObject *args) {
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *v = FIELD(i, f);
             int rc;
-            if (how == 1) {
-                rc = put_index(&head, index, v);
-            } else if (how == 2) {
+            if (how >= 0) {
+                rc = put_int(&head, strings[how * n + i]);
+            } else if (how == -2) {
                 PyObject *level = PyDict_GetItemWithError(level_index, v);
                 if (level == NULL) {
                     if (!PyErr_Occurred())
@@ -333,6 +354,7 @@ done:
     PyMem_Free(counts);
     PyMem_Free(starts);
     PyMem_Free(ranks);
+    PyMem_Free(strings);
     PyMem_Free(head.data);
     if (PyErr_Occurred()) {
         Py_CLEAR(result);

@@ -86,6 +86,7 @@ _CANONICAL_ONE = msgspec.json.Decoder(_Canonical)
 # the decoder canonical_object wraps and what it raises for a value that is not one canonical object
 # (ingest's C loop calls it directly: a Python wrapper per line costs ~0.1 us)
 CANONICAL_OBJECT = _CANONICAL_ONE
+CANONICAL_TYPE = _Canonical  # what it returns (the C loop reads the fields from their slots)
 CANONICAL_DECLINED = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
 

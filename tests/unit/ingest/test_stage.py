@@ -33,6 +33,18 @@ def test_partitions_match_the_java_clients_murmur2() -> None:
         assert SessionPartitioner(12)(key) == (java & 0x7FFFFFFF) % 12
 
 
+def test_the_c_murmur2_is_the_java_clients() -> None:
+    if _ROUTE_C is None:
+        unavailable("the C ingest loop is not built here (make native builds it)")
+    rng = random.Random(3)
+    keys = [b"", b"21", b"foobar", b"abc", "séance-ü".encode()]
+    keys += [rng.randbytes(n) for n in range(64) for _ in range(20)]
+    for key in keys:
+        assert _ROUTE_C.murmur2(key) == murmur2(key), key
+    with pytest.raises(TypeError):
+        _ROUTE_C.murmur2("a str")
+
+
 def _msg(offset: int, value: object, partition: int = 0, ts: int | None = T_MS) -> RawMessage:
     return RawMessage("logs.raw", partition, offset, ts, orjson.dumps(value))
 
