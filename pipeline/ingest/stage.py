@@ -139,8 +139,9 @@ class IngestStage:
     def route(self, messages: Iterable[RawRecord]) -> Routed:
         """Decode, route and frame a poll's messages; each raw partition's first and next offsets in
         `positions` and `starts`, the error events among them in `errors`. The per-line loop runs in
-        C when it is built (_route.c: the same steps, ~1.5 us a line against ~3.5 us here on
-        single-line canonical messages), else in _route_py; both call _slow for the other shapes."""
+        C when it is built (_route.c: the same steps, framing included, ~2.6 us a line against ~3.6 us
+        here on 200k consumed single-line canonical messages), else in _route_py; both call _slow for
+        the other shapes."""
         out = Routed()
         pending: dict[int, list[FramedLine]] = {}  # partition -> its lines, with their columns
         if _native is not None and isinstance(messages, list | tuple):

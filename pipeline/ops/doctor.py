@@ -96,7 +96,8 @@ def _fast_paths() -> Check:
         )
     if set(states.values()) == {"compiled"}:
         return Check("C fast paths", OK, detail)
-    return Check("C fast paths", OK, f"{detail} (`make native` builds them: ingest ~2x faster)")
+    built = "`make native` builds them: ingest routes a single-line message in ~2.6 us, ~3.6 in Python"
+    return Check("C fast paths", OK, f"{detail} ({built})")
 
 
 def _config(settings: Settings) -> Check:
