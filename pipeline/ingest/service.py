@@ -46,9 +46,7 @@ FETCH_CONFIG = {
 class _Batch:
     """One poll, routed: what to produce, and the raw offsets to commit once it is all acknowledged."""
 
-    routed: Routed
-    positions: dict[tuple[str, int], int]  # raw partition -> the offset to commit
-    starts: dict[tuple[str, int], int]  # raw partition -> its first offset in the poll
+    routed: Routed  # with each raw partition's offset to commit (positions) and first offset (starts)
     failed_before: int = 0  # delivery failures counted before it was produced
 
 
@@ -120,7 +118,7 @@ class Ingest:
                 batch = self.consumer.consume(settings.ingest_batch, timeout=0.2)
                 ready = self._route(batch) if batch else None
                 if flight is not None:
-                    flight_starts = flight.starts
+                    flight_starts = flight.routed.starts
                     settled = self._settle(flight)
                     flight = None
                     if not settled:
@@ -146,7 +144,7 @@ class Ingest:
         for error in routed.errors:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("ingest consume error=%s", error)
-        return _Batch(routed, routed.positions, routed.starts)
+        return _Batch(routed)
 
     def _send(self, ready: _Batch) -> None:
         settings = self.settings
@@ -175,8 +173,8 @@ class Ingest:
             if wait:
                 self._rewind(sent)
             return False
-        if sent.positions:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in sent.positions.items()]
+        if sent.routed.positions:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sent.routed.positions.items()]
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
@@ -188,7 +186,7 @@ class Ingest:
     def _rewind(self, batch: _Batch, but: dict[tuple[str, int], int] | None = None) -> None:
         """Move the consumer back to the batch's first offsets, except on the partitions in `but`
         (already moved back further, to an earlier batch's start)."""
-        for (t, p), first in batch.starts.items():
+        for (t, p), first in batch.routed.starts.items():
             if but is None or (t, p) not in but:
                 self.consumer.seek(TopicPartition(t, p, first))
 
