@@ -132,6 +132,16 @@ static int untrackable(PyObject *line) {
     return 1;
 }
 
+/* a run of one raw partition ended at `offset`: positions[run] = the next offset to read */
+static int note_next(PyObject *positions, PyObject *run, long offset) {
+    PyObject *next = PyLong_FromLong(offset + 1);
+    if (next == NULL)
+        return -1;
+    int rc = PyDict_SetItem(positions, run, next);
+    Py_DECREF(next);
+    return rc;
+}
+
 /* route(messages, ctx, pending, positions, starts, errors) -> (count, fast)
  *
  * ctx: (decode, declined, known, partition_of, id_of, session_key_of, slow, flush, max_lines,
@@ -206,12 +216,8 @@ static PyObject *route(PyObject *self, PyObject *args) {
         if (!same) {
             /* consume() hands out runs of one partition: note where a run starts and ends */
             if (run != NULL) {
-                PyObject *next = PyLong_FromLong(offset + 1);
-                if (next == NULL || PyDict_SetItem(positions, run, next) < 0) {
-                    Py_XDECREF(next);
+                if (note_next(positions, run, offset) < 0)
                     goto fail;
-                }
-                Py_DECREF(next);
                 Py_CLEAR(run);
             }
             run = PyTuple_Pack(2, t, p);
@@ -401,14 +407,8 @@ static PyObject *route(PyObject *self, PyObject *args) {
         }
         DROP();
     }
-    if (run != NULL) {
-        PyObject *next = PyLong_FromLong(offset + 1);
-        if (next == NULL || PyDict_SetItem(positions, run, next) < 0) {
-            Py_XDECREF(next);
-            goto fail;
-        }
-        Py_DECREF(next);
-    }
+    if (run != NULL && note_next(positions, run, offset) < 0)
+        goto fail;
     Py_XDECREF(run);
     Py_DECREF(seq);
     return Py_BuildValue("nn", count, fast);
