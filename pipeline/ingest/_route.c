@@ -31,8 +31,9 @@ static PyObject *s_f_timestamp, *s_f_service, *s_f_level, *s_f_message, *s_f_obs
 static PyObject *zero;
 
 /* The message's six methods, looked up once per message type rather than on every call (~0.1 us a
- * line): the type's descriptors called with the message as their one argument. A type whose methods
- * are not found on the type (an instance's own attributes) is called by name. */
+ * line): the type's descriptors called with the message as their one argument. Only where that is
+ * what a call by name does: a type without an instance __dict__ (nothing can shadow the method)
+ * whose six are methods of a C type or plain functions; any other type is called by name. */
 enum { M_ERROR, M_TOPIC, M_PARTITION, M_OFFSET, M_TIMESTAMP, M_VALUE, M_COUNT };
 static PyObject **const method_names[M_COUNT] = {&s_error, &s_topic, &s_partition, &s_offset, &s_timestamp,
                                                  &s_value};
@@ -43,7 +44,7 @@ static int bind_methods(PyTypeObject *type) {
     if (type == msg_type)
         return 0;
     PyObject *found[M_COUNT] = {NULL};
-    int all = 1;
+    int all = type->tp_dictoffset == 0;
     for (int k = 0; k < M_COUNT && all; k++) {
         found[k] = PyObject_GetAttr((PyObject *)type, *method_names[k]);
         if (found[k] == NULL) {
@@ -51,8 +52,8 @@ static int bind_methods(PyTypeObject *type) {
                 goto fail;
             PyErr_Clear();
             all = 0;
-        } else if (!PyCallable_Check(found[k])) {
-            all = 0;
+        } else if (!Py_IS_TYPE(found[k], &PyMethodDescr_Type) && !PyFunction_Check(found[k])) {
+            all = 0; /* a staticmethod, classmethod, property or other callable: by name */
         }
     }
     for (int k = 0; k < M_COUNT; k++) {

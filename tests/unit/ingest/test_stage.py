@@ -279,3 +279,30 @@ def test_the_c_loop_routes_every_kind_of_message_as_the_python_form(monkeypatch:
     assert shapes["canonical"] > 100 and len(shapes) >= 3 and dlq and lines_out < lines_in
     assert any(errors for *_, errors in seen)
     assert max(len(values) for values, *_ in seen) >= 5  # every canonical partition got a message
+
+
+class _Shadowed(RawMessage):
+    """A record whose `value` an instance attribute replaces (a subclass without __slots__ has a
+    __dict__), and whose `error` is a staticmethod: the C loop must call what a call by name calls."""
+
+    @staticmethod
+    def error() -> None:  # type: ignore[override]
+        return None
+
+
+def test_the_c_loop_calls_a_records_methods_as_a_call_by_name_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    if _ROUTE_C is None:
+        unavailable("the C ingest loop is not built here (make native builds it)")
+    line = {"service": "a", "level": "INFO", "message": "m", "timestamp": T_MS * 1000, "session_id": "s1"}
+    poll: list[RawMessage] = []
+    for i in range(6):
+        msg = _Shadowed("logs.raw", 0, i, T_MS, b"{not json}")
+        shadow = orjson.dumps({**line, "message": f"shadowed {i}"})
+        msg.value = lambda shadow=shadow: shadow  # type: ignore[method-assign]
+        poll.append(msg)
+    poll.append(RawMessage("logs.raw", 1, 0, T_MS, orjson.dumps(line)))  # a type of its own between
+    poll.append(_Shadowed("logs.raw", 1, 1, T_MS, orjson.dumps(line)))
+    native = _route_all([poll], True, monkeypatch)
+    assert native == _route_all([poll], False, monkeypatch)
+    _, (lines_in, lines_out, *_) = native  # type: ignore[misc]
+    assert lines_in == lines_out == 8  # the shadowed values were read, not the refused ones
