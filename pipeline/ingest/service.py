@@ -86,6 +86,7 @@ class Ingest:
         self.failed = 0
         self._error: str | None = None
         self._flight: _Batch | None = None  # the poll produced and not yet settled (run, _on_revoke)
+        self._revoked: set[tuple[str, int]] = set()  # revoked during the current consume() call
 
     def _partitions(self) -> int:
         topic = self.settings.sessions_topic
@@ -106,21 +107,28 @@ class Ingest:
         neither commits nor rewinds them: a commit after the move could take the new owner's offset
         back, and a seek of a partition not assigned fails."""
         self.producer.flush(self.settings.request_timeout_s * 6)
-        flight = self._flight
-        if flight is None:
-            return
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        positions, starts = flight.routed.positions, flight.routed.starts
-        moving = {key: positions[key] for key in revoked if key in positions}
-        if moving and not len(self.producer) and self.failed == flight.failed_before:
-            try:
-                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in moving.items()],
-                                asynchronous=False)  # fmt: skip
-            except KafkaException as exc:  # not committed: the next owner produces them again
-                log.warning("ingest commit on revoke refused error=%s", exc)
-        for key in revoked:
-            positions.pop(key, None)
-            starts.pop(key, None)
+        # messages of these partitions that this consume() call collected before the callback ran
+        # are set aside: the next owner reads them from the offset committed here
+        self._revoked |= revoked
+        flight = self._flight
+        committed: dict[tuple[str, int], int] = {}
+        if flight is not None:
+            positions, starts = flight.routed.positions, flight.routed.starts
+            moving = {key: positions[key] for key in revoked if key in positions}
+            if moving and not len(self.producer) and self.failed == flight.failed_before:
+                try:
+                    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in moving.items()],
+                                    asynchronous=False)  # fmt: skip
+                    committed = moving
+                except KafkaException as exc:  # not committed: the next owner produces them again
+                    log.warning("ingest commit on revoke refused error=%s", exc)
+            for key in revoked:
+                positions.pop(key, None)
+                starts.pop(key, None)
+        moved = sorted(p for _, p in revoked)
+        log.info("ingest partitions revoked partitions=%s committed=%s", moved,
+                 sorted(f"{p}@{o}" for (_, p), o in committed.items()))  # fmt: skip
 
     def run(self) -> None:
         """Until stop(): poll, route, produce, then (after routing the next poll) flush and commit."""
@@ -132,10 +140,13 @@ class Ingest:
         # with Python waiting in flush(). Waiting took 0.79 s of 7.3 for 600k single-line messages
         # (~11%). The next batch is produced only after the one before it is settled, so a batch
         # read again after a failure never follows lines produced from later offsets.
-        self._flight = None
+        self._flight, self._revoked = None, set()
         try:
             while not self.stopping.is_set():
                 batch = self.consumer.consume(settings.ingest_batch, timeout=0.2)
+                if self._revoked:  # partitions moved away inside consume(): their messages are not ours
+                    revoked, self._revoked = self._revoked, set()
+                    batch = [m for m in batch if m.error() or (m.topic(), m.partition()) not in revoked]
                 ready = self._route(batch) if batch else None
                 flight: _Batch | None = self._flight
                 if flight is not None:
@@ -154,6 +165,7 @@ class Ingest:
         finally:
             if self._flight is not None:
                 self._settle(self._flight, wait=False)
+                self._flight = None  # settled: close()'s revocation has nothing of it to commit
             self.producer.flush(settings.request_timeout_s * 6)
             self.consumer.close()
 

@@ -54,6 +54,7 @@ class FakeConsumer:
         self.commits: list[dict[int, int]] = []
         self.seeks: list[tuple[int, int]] = []
         self.on_revoke: Callable[[Any, list[TopicPartition]], None] | None = None
+        self.revoke_after_collecting: int | None = None  # a partition revoked once a poll is collected
 
     def consume(self, n: int, timeout: float) -> list[FakeMessage]:
         self.on_poll()
@@ -62,6 +63,11 @@ class FakeConsumer:
             got = messages[self.position[part] : self.position[part] + self.per_poll]
             self.position[part] += len(got)
             out.extend(got)
+        if self.revoke_after_collecting is not None:
+            # librdkafka serves the rebalance inside consume(), after it may have collected messages
+            # of the partition it revokes
+            self.revoke(self.revoke_after_collecting)
+            self.revoke_after_collecting = None
         return out
 
     def seek(self, tp: Any) -> None:
@@ -187,9 +193,12 @@ def test_after_a_failed_delivery_everything_read_since_comes_again_and_nothing_i
     assert sorted(stored) == sorted(f"m{p}.{o}" for p in range(2) for o in range(6))
 
 
-def _revoking(log: dict[int, list[FakeMessage]], fail: set[int]) -> tuple[Ingest, FakeConsumer, list[object]]:
+def _revoking(
+    log: dict[int, list[FakeMessage]], fail: set[int], after_collecting: bool = False
+) -> tuple[Ingest, FakeConsumer, list[object]]:
     """An ingest whose raw partition 1 moves to another member in its second poll, while the first
-    poll is in flight; what was committed when the callback returned is noted."""
+    poll is in flight (before that poll collects messages, or after); what was committed when the
+    callback returned is noted."""
     ingest = _ingest(log, per_poll=2, fail=fail, polls=6)
     consumer = ingest.consumer
     assert isinstance(consumer, FakeConsumer)
@@ -199,7 +208,16 @@ def _revoking(log: dict[int, list[FakeMessage]], fail: set[int]) -> tuple[Ingest
     def on_poll() -> None:
         real_poll()
         polls[0] += 1
-        if polls[0] == 2:
+        if polls[0] == 2 and after_collecting:
+            consumer.revoke_after_collecting = 1
+            real_revoke = consumer.revoke
+
+            def revoke(part: int) -> None:
+                real_revoke(part)
+                at_revoke.extend(consumer.commits)
+
+            consumer.revoke = revoke  # type: ignore[method-assign]
+        elif polls[0] == 2:
             consumer.revoke(1)
             at_revoke.extend(consumer.commits)
 
@@ -248,3 +266,20 @@ def test_a_revoked_partition_whose_poll_failed_is_left_to_its_next_owner_uncommi
     assert theirs == [f"m1.{o}" for o in range(6)]  # the next owner starts from the last commit: 0
     # nothing lost (lines of the poll's other canonical messages come twice; the worker drops repeats)
     assert set(ours + theirs) == {f"m{p}.{o}" for p in range(2) for o in range(6)}
+
+
+def test_a_partitions_messages_collected_before_its_revocation_are_left_to_its_next_owner() -> None:
+    log = _log(2, 6)
+    moved = list(log[1])
+    ingest, consumer, at_revoke = _revoking(log, fail=set(), after_collecting=True)
+    ingest.run()
+    producer = ingest.producer
+    assert isinstance(producer, FakeProducer)
+    # the second poll held offsets 2-3 of partition 1 when the partition moved: they are not produced
+    # (the next owner starts at 2, committed in the callback) and not committed by the loop
+    assert at_revoke == [{1: 2}]
+    assert consumer.commits == [{1: 2}, {0: 2}, {0: 4}, {0: 6}]
+    ours = _messages(producer.sent)
+    assert "m1.2" not in ours and "m1.3" not in ours
+    theirs = _new_owner({1: moved}, 1, consumer.commits)
+    assert sorted(ours + theirs) == sorted(f"m{p}.{o}" for p in range(2) for o in range(6))
