@@ -8,7 +8,9 @@ owner of a raw partition produce the same lines again, with the same origin (raw
 index). Each producer writes a raw partition's lines to a canonical partition in raw-offset order
 (idempotent producer: no gaps, no reordering), so a line at or below the highest origin the worker has
 already seen from that raw partition on that canonical partition is a repeat, and the worker drops it
-(pipeline.worker.dedup). Raw offsets are committed only after delivery, so nothing is lost.
+(pipeline.worker.dedup). Raw offsets are committed only after delivery, so nothing is lost. A
+rebalance among live members repeats nothing: what was produced from a partition that moves away
+is delivered and committed inside the revocation callback, while the partition is still ours.
 """
 
 from __future__ import annotations

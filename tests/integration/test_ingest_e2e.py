@@ -17,17 +17,19 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pipeline.ops.demo import start_child
+from pipeline.kafka import ensure_topics
+from pipeline.ops.demo import Child, start_child
 from pipeline.ops.workload import Workload, generate
 from pipeline.settings import Settings
 from pipeline.sources.publisher import Publisher
 from pipeline.store.client import query_api, remote_query, remote_summary
 from pipeline.store.query import QueryFilters
 from pipeline.types import LogRecord
+from pipeline.wire.frames import decode_framed
 from tests.conftest import free_port
 from tests.reliability.test_faults import group_owns
 
-from .helpers import consume_all, eventually, pipeline_running, wait_drained
+from .helpers import consume_all, eventually, group_partitions, pipeline_running, wait_drained
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +310,65 @@ def stamp(line: dict[str, Any], now_ms: int) -> dict[str, Any]:
         inner.pop("ts", None)
         line["message"] = orjson.dumps(inner).decode()
     return line
+
+
+def test_partitions_moving_between_ingest_members_reach_the_canonical_topic_once(
+    ns: Settings, tmp_path: Path
+) -> None:
+    """A second ingest member joins while lines stream in, and leaves again: each time partitions
+    move (cooperative rebalances) with polls in flight. What was produced from a moving partition is
+    committed in the revocation callback, so its next owner starts after it: every raw line reaches
+    logs.sessions exactly once, with no repeat left for the worker to drop."""
+    settings = ns.model_copy(update={"partitions": 6, "ingest_session_timeout_s": 6.0})
+    ensure_topics(settings)
+    logs = tmp_path / "logs"
+    producer = Producer({**settings.kafka_client_config(), "linger.ms": 5})
+    sent = 0
+
+    def publish(n: int, seconds: float) -> None:  # single-line messages keyed by pod, n over `seconds`
+        nonlocal sent
+        started = time.monotonic()
+        for i in range(1, n + 1):
+            line = {"timestamp": 1_764_496_800_000_000 + sent, "service": "a", "level": "INFO",
+                    "message": f"line {sent}", "session_id": f"s{sent % 97}"}  # fmt: skip
+            producer.produce(settings.raw_topic, orjson.dumps(line), PODS[sent % len(PODS)].encode())
+            sent += 1
+            if i % 200 == 0:
+                producer.poll(0)
+                time.sleep(max(0.0, started + seconds * i / n - time.monotonic()))
+        assert producer.flush(30) == 0
+
+    def members() -> int:
+        owned = group_partitions(settings, settings.ingest_group, settings.raw_topic)
+        if owned is None or sorted(p for ps in owned.values() for p in ps) != list(range(6)):
+            return 0
+        return sum(1 for ps in owned.values() if ps)
+
+    args = ["--log-level", "INFO", "ingest"]
+    children: list[Child] = [start_child("ingest-a", args, settings, logs)]
+    try:
+        eventually(lambda: members() == 1 or None, 120, "ingest a to own logs.raw")
+        publish(3000, 2.0)
+        children.append(start_child("ingest-b", args, settings, logs))
+        publish(6000, 8.0)  # partitions move to b while these stream in
+        eventually(lambda: members() == 2 or None, 60, "the partitions to be shared by a and b")
+        publish(3000, 3.0)
+        children[1].stop()  # b leaves: its partitions move back to a
+        publish(3000, 3.0)
+        eventually(lambda: all_committed(settings) or None, 90, "ingest to commit every raw line")
+        children[0].check()  # a is still running (b was stopped)
+    finally:
+        for child in reversed(children):
+            child.stop()
+    a_log = (logs / "ingest-a.log").read_text()
+    assert "ingest partitions revoked" in a_log, "no partition moved away from a"
+    reader = Consumer({**settings.kafka_client_config(), "group.id": "ends"})
+    parts = [TopicPartition(settings.sessions_topic, p) for p in range(settings.partitions)]
+    canonical = sum(reader.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+    reader.close()
+    origins: list[tuple[int, int]] = []
+    for msg in consume_all(settings, settings.sessions_topic, canonical, timeout=30):
+        o = decode_framed(msg.value() or b"").origins
+        origins.extend(zip(o.raw_partition, o.raw_offset, strict=True))
+    assert len(origins) - len(set(origins)) == 0, "raw lines produced twice across the rebalances"
+    assert len(origins) == sent
